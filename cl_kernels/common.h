@@ -1,0 +1,21 @@
+/* Shared helpers for minidnn kernels. Plain OpenCL C 1.2: no vendor extensions.
+ * On PoCL, write a*b + c rather than fma()/mad() (about 9x faster there), and prefer ternaries
+ * to fmin/fmax/clamp. */
+#ifndef MINIDNN_COMMON_H
+#define MINIDNN_COMMON_H
+
+/* Soft-threshold (prox of t*|w|): sign(w) * max(|w| - t, 0). */
+inline float soft_threshold1(float w, float t) {
+    return w > t ? w - t : (w < -t ? w + t : 0.0f);
+}
+
+/* Counter-based RNG, the same formula as minidnn.backend.base.hash_uniform. */
+inline float hash_uniform1(uint seed, uint counter, uint i) {
+    uint x = i * 0x9E3779B1u + seed * 0x85EBCA77u + counter * 0xC2B2AE3Du;
+    x ^= x >> 16; x *= 0x85EBCA6Bu;
+    x ^= x >> 13; x *= 0xC2B2AE35u;
+    x ^= x >> 16;
+    return (float)(x >> 8) * (1.0f / 16777216.0f);
+}
+
+#endif

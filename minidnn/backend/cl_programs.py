@@ -1,0 +1,54 @@
+"""Loads the OpenCL sources in ``cl_kernels/``, builds each file once per context, caches Kernels.
+
+PyOpenCL keeps compiled binaries in its on-disk cache, so a new process pays only a cache lookup.
+``Kernel`` objects are fetched once and reused (fetching them per call costs a lock and a lookup).
+"""
+from __future__ import annotations
+
+import zlib
+from importlib import resources
+from pathlib import Path
+
+import pyopencl as cl
+
+
+def kernel_dir() -> Path:
+    """Folder holding the ``.cl`` sources and the shared ``common.h`` header."""
+    return Path(str(resources.files("minidnn.cl_kernels")))
+
+
+class ProgramCache:
+    """Per-context cache: source file stem -> built Program, (stem, kernel name) -> Kernel."""
+
+    def __init__(self, context: cl.Context, options: tuple[str, ...] = ()) -> None:
+        self.context = context
+        self.options = ["-I", str(kernel_dir()), *options]
+        self._programs: dict[str, cl.Program] = {}
+        self._kernels: dict[tuple[str, str], cl.Kernel] = {}
+
+    def program(self, stem: str) -> cl.Program:
+        prog = self._programs.get(stem)
+        if prog is None:
+            path = kernel_dir() / f"{stem}.cl"
+            if not path.is_file():
+                raise FileNotFoundError(f"OpenCL source {path} is missing from the installation")
+            source = path.read_text()
+            # Headers are inlined by the compiler via -I, so PyOpenCL's cache key (the source)
+            # would not see them change: put a checksum of their text into the source.
+            headers = "".join(h.read_text() for h in sorted(kernel_dir().glob("*.h")))
+            source = f"/* headers crc32 {zlib.crc32(headers.encode()):08x} */\n" + source
+            try:
+                prog = cl.Program(self.context, source).build(options=self.options)
+            except cl.RuntimeError as exc:
+                raise RuntimeError(f"building {path.name} failed:\n{exc}") from exc
+            self._programs[stem] = prog
+        return prog
+
+    def kernel(self, stem: str, name: str) -> cl.Kernel:
+        """The Kernel ``name`` from ``cl_kernels/<stem>.cl``, built and fetched on first use."""
+        key = (stem, name)
+        k = self._kernels.get(key)
+        if k is None:
+            k = cl.Kernel(self.program(stem), name)
+            self._kernels[key] = k
+        return k

@@ -1,0 +1,180 @@
+"""The OpenCL backend: every primitive of ``Backend`` as a kernel from ``cl_kernels/``.
+
+This module owns device selection, the context/queue, memory and transfers; the primitives
+themselves live in mixins grouped by job (``cl_gemm``: dense matrix products and transposes,
+``cl_nn``: the neural-network and optimizer ops, ``cl_csr``: sparse CSR ops). Arrays are
+``pyopencl.array.Array`` used only as containers (shape, dtype, buffer): all arithmetic goes
+through our own kernels. Work is queued without ``finish()``; only ``to_host`` waits.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from .base import Backend
+from ..errors import NoOpenCLDeviceError
+
+try:  # pyopencl is an optional extra: the NumPy backend works without it
+    import pyopencl as cl
+    import pyopencl.array as cl_array
+except ImportError:  # pragma: no cover - exercised only where pyopencl is absent
+    cl = None
+    cl_array = None
+
+INSTALL_HINT = ("install an OpenCL platform, e.g. `pip install pyopencl[pocl]` for the portable "
+                "CPU device (or `pip install -e .[pocl]` in a minidnn checkout), or use the "
+                "NumPy backend (--backend numpy)")
+
+
+def list_devices() -> list[tuple[str, "cl.Device"]]:
+    """Every OpenCL device visible, as ('platform:device' index string, device)."""
+    if cl is None:
+        raise NoOpenCLDeviceError(f"pyopencl is not installed: {INSTALL_HINT}")
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error as exc:  # e.g. PLATFORM_NOT_FOUND_KHR when no ICD is registered
+        raise NoOpenCLDeviceError(f"no OpenCL platform found ({exc}): {INSTALL_HINT}") from exc
+    found = []
+    for pi, platform in enumerate(platforms):
+        try:
+            devices = platform.get_devices()
+        except cl.Error:
+            continue
+        found.extend((f"{pi}:{di}", d) for di, d in enumerate(devices))
+    if not found:
+        raise NoOpenCLDeviceError(f"OpenCL platforms exist but expose no device: {INSTALL_HINT}")
+    return found
+
+
+def describe_device(device: "cl.Device") -> str:
+    kind = cl.device_type.to_string(device.type)
+    return (f"{device.name.strip()} [{kind}] on {device.platform.name.strip()} "
+            f"({device.global_mem_size // 2**20} MiB, {device.max_compute_units} CUs)")
+
+
+def select_device(spec: str | None = None) -> "cl.Device":
+    """Pick a device: ``spec`` (or ``$MINIDNN_DEVICE``) is 'gpu', 'cpu', 'P:D' indices or a name
+    substring; without one, the first GPU, else the first device (PoCL's CPU device)."""
+    spec = spec if spec is not None else os.environ.get("MINIDNN_DEVICE") or None
+    devices = list_devices()
+    if spec is None:
+        for _, d in devices:
+            if d.type & cl.device_type.GPU:
+                return d
+        return devices[0][1]
+    s = spec.strip().lower()
+    for index, d in devices:
+        if s == index:
+            return d
+        if s in ("gpu", "cpu", "accelerator"):
+            if d.type & getattr(cl.device_type, s.upper()):
+                return d
+        elif s in d.name.lower() or s in d.platform.name.lower():
+            return d
+    names = ", ".join(f"{i} {d.name.strip()}" for i, d in devices)
+    raise NoOpenCLDeviceError(f"no OpenCL device matches {spec!r}; available: {names}")
+
+
+from .cl_csr import CLCSROps  # noqa: E402  (mixins need cl imported above)
+from .cl_gemm import CLGemmOps  # noqa: E402
+from .cl_nn import CLNNOps  # noqa: E402
+from .cl_programs import ProgramCache  # noqa: E402
+
+
+class OpenCLBackend(CLGemmOps, CLNNOps, CLCSROps, Backend):
+    """Float32 backend on one OpenCL device (default: first GPU, else PoCL's CPU device)."""
+
+    name = "opencl"
+
+    def __init__(self, device: "str | cl.Device | None" = None) -> None:
+        super().__init__()
+        self.device = device if (cl is not None and isinstance(device, cl.Device)) \
+            else select_device(device)
+        self.device_name = describe_device(self.device)
+        self.context = cl.Context([self.device])
+        self.queue = cl.CommandQueue(self.context)
+        self.programs = ProgramCache(self.context)
+        self.dtype = np.dtype(np.float32)
+        self.is_cpu = bool(self.device.type & cl.device_type.CPU)
+
+    def __repr__(self) -> str:
+        return f"OpenCLBackend({self.device_name})"
+
+    # ------------------------------------------------------------------ kernel launching
+    def kernel(self, stem: str, name: str) -> "cl.Kernel":
+        """Cached Kernel ``name`` from ``cl_kernels/<stem>.cl``."""
+        return self.programs.kernel(stem, name)
+
+    def launch(self, stem: str, name: str, global_size: Sequence[int],
+               local_size: Sequence[int] | None, *args) -> None:
+        """Enqueue a kernel; ``global_size`` is rounded up to a multiple of ``local_size``
+        (kernels guard their own bounds). Arrays are passed as their buffers; Python ints and
+        floats must already be NumPy scalars (np.int32/np.float32) matching the kernel."""
+        k = self.kernel(stem, name)
+        gs = tuple(int(g) for g in global_size)
+        if local_size is not None:
+            ls = tuple(int(v) for v in local_size)
+            gs = tuple(max(1, -(-g // l)) * l for g, l in zip(gs, ls))
+        else:
+            ls = None
+            gs = tuple(max(1, g) for g in gs)
+        k.set_args(*[a.data if isinstance(a, cl_array.Array) else a for a in args])
+        cl.enqueue_nd_range_kernel(self.queue, k, gs, ls)
+
+    # ------------------------------------------------------------------ memory
+    def _dt(self, dtype) -> np.dtype:
+        dt = np.dtype(np.float32 if dtype is None else dtype)
+        if dt.kind == "f" and dt != np.float32:
+            raise TypeError(f"the OpenCL backend computes in float32, got {dt}")
+        return dt
+
+    def empty(self, shape, dtype=None):
+        return cl_array.empty(self.queue, tuple(int(s) for s in shape), self._dt(dtype))
+
+    def zeros(self, shape, dtype=None):
+        a = self.empty(shape, dtype)
+        self.fill(a, 0)
+        return a
+
+    def fill(self, a, value):
+        if a.size:
+            pattern = np.array([value], dtype=a.dtype)
+            cl.enqueue_fill_buffer(self.queue, a.data, pattern, 0, a.nbytes)
+
+    def from_host(self, host, dtype=None):
+        host = np.asarray(host)
+        if dtype is None:
+            dtype = np.float32 if host.dtype.kind == "f" else host.dtype
+        host = np.ascontiguousarray(host, dtype=self._dt(dtype))
+        self.transfers.to_device += 1
+        self.transfers.bytes_to_device += host.nbytes
+        a = self.empty(host.shape, host.dtype)
+        if host.size:
+            cl.enqueue_copy(self.queue, a.data, host, is_blocking=False)
+            # the host array must outlive the non-blocking copy
+            a._minidnn_host_ref = host
+        return a
+
+    def to_host(self, a):
+        self.transfers.to_host += 1
+        self.transfers.bytes_to_host += a.nbytes
+        out = np.empty(a.shape, dtype=a.dtype)
+        if a.size:
+            cl.enqueue_copy(self.queue, out, a.data, is_blocking=True)
+        return out
+
+    def copy(self, a):
+        b = self.empty(a.shape, a.dtype)
+        self.copy_into(b, a)
+        return b
+
+    def copy_into(self, dst, src):
+        if dst.nbytes != src.nbytes:
+            raise ValueError(f"copy_into: {dst.shape} and {src.shape} differ in size")
+        if src.size:
+            cl.enqueue_copy(self.queue, dst.data, src.data, byte_count=src.nbytes)
+
+    def synchronize(self) -> None:
+        self.queue.finish()
