@@ -1,0 +1,214 @@
+"""The ``minidnn`` command line: train, devices, info (and the methods' subcommands)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import MinidnnError
+
+
+def resolve_backend(name: str, device: str | None):
+    """'auto' = OpenCL when a device exists (first GPU, else PoCL CPU), else NumPy with a note."""
+    from .backend import get_backend
+    from .errors import NoOpenCLDeviceError
+    if name != "auto":
+        return get_backend(name, device)
+    try:
+        return get_backend("opencl", device)
+    except NoOpenCLDeviceError as exc:
+        print(f"note: {exc}\nnote: falling back to the NumPy backend", file=sys.stderr)
+        return get_backend("numpy")
+
+
+def add_training_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that trains (train, sweep)."""
+    p.add_argument("--data", default=None, help="dataset name (default: the model's: mnist/cifar10)")
+    p.add_argument("--data-root", default=None,
+                   help="folder with the standard dataset files (default: $MINIDNN_DATA or ./data)")
+    p.add_argument("--backend", default="auto", choices=["auto", "opencl", "numpy"])
+    p.add_argument("--device", default=None, help="OpenCL device: gpu, cpu, P:D index or name")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd", "rmsprop"])
+    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "step"],
+                   help="learning-rate schedule over the run")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=float, default=None, help="training length in epochs")
+    p.add_argument("--steps", type=int, default=None, help="training length in steps (updates)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: at end)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minidnn", description="Learn compressed networks from scratch on OpenCL devices.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a zoo model (dense, or sparse with the l1 prox)")
+    t.add_argument("model", help="zoo model name, e.g. lenet5")
+    add_training_args(t)
+    t.add_argument("--method", default="spc", choices=["spc", "dense"],
+                   help="spc: proximal l1 training (sparse coding); dense: no l1")
+    t.add_argument("--lam", type=float, default=None,
+                   help="l1 strength (threshold lr*lam per step); paper value p -> ln(p) at lr 1e-3")
+    t.add_argument("--retrain-steps", type=int, default=0,
+                   help="debiasing: steps of training without l1, zeros held fixed")
+    t.add_argument("--retrain-lr", type=float, default=None, help="lr for debiasing (default --lr)")
+    t.add_argument("--retrain-form", default="mask", choices=["mask", "csr"],
+                   help="how zeros are held during debiasing: dense+mask or CSR values only")
+    t.add_argument("--csr-density", type=float, default=0.5,
+                   help="save/run layers with at most this density as CSR")
+    t.add_argument("--out", default=None, help="model file to write (.h5); default runs/<model>.h5")
+    t.add_argument("--values", default="float32", choices=["float32", "float16"],
+                   help="precision of saved weight values")
+    t.add_argument("--json", default=None, help="also write the final figures to this JSON file")
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("devices", help="list the OpenCL devices minidnn can use")
+    d.set_defaults(func=cmd_devices)
+
+    i = sub.add_parser("info", help="describe a saved model: architecture, per-layer sparsity, size")
+    i.add_argument("path")
+    i.set_defaults(func=cmd_info)
+
+    for register in _method_commands():
+        register(sub)
+    return parser
+
+
+def _method_commands():
+    """Subcommands contributed by minidnn.compress (sweep, prune, mm), if present."""
+    try:
+        from .compress.commands import register_commands
+    except ImportError:
+        return []
+    return register_commands
+
+
+DEFAULT_LAM = {"lenet5": 0.6}
+DEFAULT_DATA = {"lenet5": "mnist"}
+
+
+def training_steps(args, train_size: int) -> int:
+    if args.steps is not None:
+        return args.steps
+    epochs = args.epochs if args.epochs is not None else 2.0
+    return max(1, int(round(epochs * (train_size // args.batch_size))))
+
+
+def make_schedule(kind: str, lr: float, steps: int):
+    from .optim import Constant, Cosine, StepDecay
+    if kind == "cosine":
+        return Cosine(lr, steps)
+    if kind == "step":
+        return StepDecay(lr, max(1, steps // 3), 0.1)
+    return Constant(lr)
+
+
+def cmd_train(args) -> int:
+    from .compress import freeze_zeros, to_inference_form
+    from .data import load_dataset
+    from .models import build_model
+    from .optim import make_optimizer
+    from .report import format_table, layer_stats, model_device_bytes, total_stats
+    from .train import Trainer
+
+    backend = resolve_backend(args.backend, args.device)
+    data = args.data or DEFAULT_DATA.get(args.model.lower(), "cifar10")
+    train_ds, test_ds = load_dataset(data, args.data_root)
+    model = build_model(args.model, seed=args.seed).to(backend)
+    lam = 0.0 if args.method == "dense" else (
+        args.lam if args.lam is not None else DEFAULT_LAM.get(args.model.lower(), 0.5))
+    steps = training_steps(args, len(train_ds))
+    print(f"minidnn: {args.model} on {data} ({len(train_ds)} train / {len(test_ds)} test), "
+          f"{backend.device_name}, {args.optimizer}{' prox' if lam else ''} lr {args.lr} "
+          f"lam {lam}, {steps} steps of {args.batch_size}")
+    opt = make_optimizer(args.optimizer, model.named_parameters(),
+                         make_schedule(args.schedule, args.lr, steps), lam=lam,
+                         **({"momentum": args.momentum} if args.optimizer == "sgd" else {}))
+    trainer = Trainer(model, opt)
+    log_every = min(args.log_every, steps)
+    hist = trainer.fit(train_ds, test_ds, steps, args.batch_size, seed=args.seed,
+                       eval_every=args.eval_every, log_every=log_every,
+                       progress=not args.no_progress)
+    print(f"trained {steps} steps in {hist.seconds:.1f} s ({hist.images_per_second:.0f} images/s)")
+    result = {"model": args.model, "data": data, "method": args.method, "lam": lam,
+              "optimizer": args.optimizer, "lr": args.lr, "steps": steps, "seed": args.seed,
+              "backend": backend.device_name, "train_seconds": round(hist.seconds, 2)}
+    if args.retrain_steps:
+        before = trainer.evaluate(test_ds)
+        result.update(accuracy_before_retrain=before["accuracy"])
+        print(f"before debiasing: test accuracy {100 * before['accuracy']:.2f}%")
+        freeze_zeros(model, args.retrain_form)
+        lr = args.retrain_lr if args.retrain_lr is not None else args.lr
+        retrain_opt = make_optimizer(args.optimizer, model.named_parameters(),
+                                     make_schedule(args.schedule, lr, args.retrain_steps), lam=0.0)
+        trainer = Trainer(model, retrain_opt)
+        t0 = time.perf_counter()
+        trainer.fit(train_ds, test_ds, args.retrain_steps, args.batch_size, seed=args.seed + 1,
+                    eval_every=args.eval_every, log_every=min(args.log_every, args.retrain_steps),
+                    progress=not args.no_progress)
+        print(f"debiased {args.retrain_steps} steps ({args.retrain_form}) in "
+              f"{time.perf_counter() - t0:.1f} s")
+        result.update(retrain_steps=args.retrain_steps, retrain_form=args.retrain_form)
+    final = trainer.evaluate(test_ds)
+    to_inference_form(model, args.csr_density)
+    rows = layer_stats(model)
+    total = total_stats(rows)
+    held, dense = model_device_bytes(model)
+    print(format_table(rows))
+    result.update(accuracy=final["accuracy"], test_loss=final["loss"], zeros=total.zeros,
+                  nnz=total.nnz, weights=total.total, device_bytes=held, dense_device_bytes=dense)
+    out = Path(args.out or Path("runs") / f"{args.model}.h5")
+    size = _save(model, out, result, args.values)
+    print(f"test accuracy {100 * final['accuracy']:.2f}%  zeros {100 * total.zeros:.2f}% "
+          f"({total.nnz:,} of {total.total:,} weights nonzero, {total.compression:.1f}x)  "
+          f"device {held / 1024:.1f} KiB (dense {dense / 1024:.1f} KiB)")
+    if size is not None:
+        result.update(file=str(out), file_bytes=size)
+        print(f"saved {out}: {size / 1024:.1f} KiB on disk")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _save(model, path: Path, metadata: dict, values: str) -> int | None:
+    """Save with minidnn.io; returns the file size in bytes."""
+    from .io import save
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(model, path, metadata=metadata, values_dtype=values)
+    return os.path.getsize(path)
+
+
+def cmd_devices(args) -> int:
+    from .backend.opencl_backend import describe_device, list_devices
+    for index, device in list_devices():
+        print(f"{index}  {describe_device(device)}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .io import describe
+    print(describe(args.path))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except MinidnnError as exc:
+        print(f"minidnn: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

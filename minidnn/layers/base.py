@@ -1,0 +1,185 @@
+"""Module and Sequential: networks as Python classes with named parameters, buffers and children.
+
+A module registers ``Parameter``s and sub-modules by attribute assignment (as in PyTorch) and
+buffers (e.g. BN running stats) with ``register_buffer``. ``forward(x)`` keeps what ``backward``
+needs; ``backward(dy, need_dx)`` accumulates parameter gradients and returns dx (or None when the
+caller does not need it, which saves e.g. the first layer's col2im).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Iterator
+
+import numpy as np
+
+from ..backend import NumpyBackend
+from ..backend.base import Array, Backend
+from ..errors import ShapeError
+from ..parameter import Parameter
+
+
+class Module:
+    """Base of every layer and network."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_params", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "backend", None)
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, Parameter):
+            self._params[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        elif name in self._buffers:
+            self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, value: np.ndarray) -> None:
+        """A non-trainable tensor that is saved with the model (e.g. running statistics)."""
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    # ------------------------------------------------------------------ traversal
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        yield prefix, self
+        for name, m in self._modules.items():
+            yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        for mname, m in self.named_modules():
+            for pname, p in m._params.items():
+                yield (f"{mname}.{pname}" if mname else pname), p
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self) -> Iterator[tuple[str, Array]]:
+        for mname, m in self.named_modules():
+            for bname, b in m._buffers.items():
+                yield (f"{mname}.{bname}" if mname else bname), b
+
+    def prox_parameters(self) -> list[tuple[str, Parameter]]:
+        """The (name, parameter) pairs the l1 prox applies to: conv and linear weights."""
+        return [(n, p) for n, p in self.named_parameters() if p.prox]
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Every parameter (dense, on the host) and buffer, by dotted name."""
+        out: OrderedDict[str, np.ndarray] = OrderedDict()
+        for name, p in self.named_parameters():
+            out[name] = p.host_dense()
+        for name, b in self.named_buffers():
+            out[name] = self.backend.to_host(b) if self.backend is not None else np.asarray(b)
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy host arrays into parameters and buffers by name; names and shapes must match."""
+        params = dict(self.named_parameters())
+        buffers = {n: None for n, _ in self.named_buffers()}
+        expected = set(params) | set(buffers)
+        missing, unexpected = expected - set(state), set(state) - expected
+        if missing or unexpected:
+            raise KeyError(f"state mismatch: missing {sorted(missing)}, unexpected "
+                           f"{sorted(unexpected)}")
+        for name, p in params.items():
+            value = np.asarray(state[name], dtype=np.float32)
+            if value.shape != p.shape:
+                raise ShapeError(f"{name}: shape {value.shape} != expected {p.shape}")
+            p.csr = None
+            p.data = value
+            p.grad = None
+            b, p.backend = p.backend, None
+            if b is not None:
+                p.to(b)
+        for mname, m in self.named_modules():
+            for bname in list(m._buffers):
+                full = f"{mname}.{bname}" if mname else bname
+                value = np.asarray(state[full], dtype=np.float32)
+                old = m._buffers[bname]
+                if value.shape != tuple(old.shape):
+                    raise ShapeError(f"{full}: shape {value.shape} != expected {tuple(old.shape)}")
+                setattr(m, bname, value if m.backend is None else m.backend.from_host(value))
+
+    # ------------------------------------------------------------------ placement and mode
+    def to(self, backend: Backend) -> "Module":
+        """Move every parameter and buffer to ``backend`` (returns self)."""
+        for _, m in self.named_modules():
+            for p in m._params.values():
+                p.to(backend)
+            for bname, b in list(m._buffers.items()):
+                host = b if m.backend is None else m.backend.to_host(b)
+                setattr(m, bname, backend.from_host(np.asarray(host)))
+            object.__setattr__(m, "backend", backend)
+        return self
+
+    def train(self, mode: bool = True) -> "Module":
+        for _, m in self.named_modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.zero_grad()
+
+    # ------------------------------------------------------------------ computation
+    def forward(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def backward(self, dy: Array, need_dx: bool = True) -> Array | None:
+        raise NotImplementedError
+
+    def __call__(self, x: Array) -> Array:
+        if self.backend is None:
+            self.to(NumpyBackend())
+        return self.forward(x)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, m in self._modules.items():
+            lines.append(f"  ({name}): " + repr(m).replace("\n", "\n  "))
+        return lines[0] + (")" if len(lines) == 1 else "\n" + "\n".join(lines[1:]) + "\n)")
+
+
+class Sequential(Module):
+    """Children applied in order; backward runs them in reverse."""
+
+    def __init__(self, *layers: Module, **named: Module) -> None:
+        super().__init__()
+        for i, layer in enumerate(layers):
+            setattr(self, str(i), layer)
+        for name, layer in named.items():
+            setattr(self, name, layer)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def forward(self, x):
+        for layer in self._modules.values():
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy, need_dx=True):
+        layers = list(self._modules.values())
+        for i in range(len(layers) - 1, -1, -1):
+            dy = layers[i].backward(dy, need_dx=need_dx or i > 0)
+        return dy
+
+
+def check_input(x: Array, backend: Backend, ndim: int, what: str) -> None:
+    """Raise ShapeError unless x is a ``ndim``-D array of the backend's float dtype."""
+    if len(x.shape) != ndim:
+        raise ShapeError(f"{what} expects a {ndim}-D input, got shape {tuple(x.shape)}")
+    if np.dtype(x.dtype) != backend.dtype:
+        raise ShapeError(f"{what} expects {backend.dtype.name} input, got {np.dtype(x.dtype).name}")

@@ -1,0 +1,126 @@
+"""Fully connected and convolution layers: both are ``Y = X @ W.T`` on a Parameter.
+
+Conv lowers its input with im2row to (G, N*OH*OW, C/G*kh*kw) rows, so the weight's product
+(dense GEMM or CSR, decided inside Parameter) is the same call as for Linear.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend.base import conv_output_size
+from ..errors import ConfigError, ShapeError
+from ..parameter import Parameter, he_normal
+from .base import Module, check_input
+
+
+def _positive(name: str, value: int, what: str) -> int:
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{what}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Linear(Module):
+    """y = x @ W.T + b with W (out, in); W gets the l1 prox, b does not."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        self.in_features = _positive("in_features", in_features, "Linear")
+        self.out_features = _positive("out_features", out_features, "Linear")
+        rng = rng if rng is not None else np.random.default_rng()
+        self.weight = Parameter(he_normal(rng, (out_features, in_features), in_features),
+                                prox=True)
+        self.bias = Parameter(np.zeros(out_features, np.float32)) if bias else None
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+    def forward(self, x):
+        check_input(x, self.backend, 2, "Linear")
+        if x.shape[1] != self.in_features:
+            raise ShapeError(f"Linear({self.in_features}, {self.out_features}) got input with "
+                             f"{x.shape[1]} features (shape {tuple(x.shape)})")
+        self._x = x.reshape((1,) + tuple(x.shape))
+        y = self.weight.matmul_t(self._x).reshape((x.shape[0], self.out_features))
+        if self.bias is not None:
+            self.backend.add_channel_bias(y, self.bias.data)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        dy3 = dy.reshape((1,) + tuple(dy.shape))
+        self.weight.accumulate_outer_grad(dy3, self._x)
+        if self.bias is not None:
+            self.backend.channel_sum(dy, self.bias.grad_buffer())
+        if not need_dx:
+            return None
+        return self.weight.matmul(dy3).reshape((dy.shape[0], self.in_features))
+
+
+class Conv2d(Module):
+    """2-D convolution (cross-correlation) via im2row + GEMM/CSR; stride, zero padding, groups."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, groups: int = 1, bias: bool = True,
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        what = "Conv2d"
+        self.in_channels = _positive("in_channels", in_channels, what)
+        self.out_channels = _positive("out_channels", out_channels, what)
+        self.kernel_size = _positive("kernel_size", kernel_size, what)
+        self.stride = _positive("stride", stride, what)
+        self.groups = _positive("groups", groups, what)
+        if not isinstance(padding, (int, np.integer)) or padding < 0:
+            raise ConfigError(f"{what}: padding must be a non-negative integer, got {padding!r}")
+        self.padding = int(padding)
+        if in_channels % groups or out_channels % groups:
+            raise ConfigError(f"{what}: groups={groups} must divide in_channels={in_channels} "
+                              f"and out_channels={out_channels}")
+        rng = rng if rng is not None else np.random.default_rng()
+        k = kernel_size
+        fan_in = in_channels // groups * k * k
+        self.weight = Parameter(he_normal(rng, (out_channels, in_channels // groups, k, k), fan_in),
+                                prox=True, groups=groups)
+        self.bias = Parameter(np.zeros(out_channels, np.float32)) if bias else None
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, groups={self.groups}")
+
+    def output_shape(self, x_shape) -> tuple[int, int, int, int]:
+        n, _, h, w = x_shape
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return (n, self.out_channels, conv_output_size(h, k, s, p), conv_output_size(w, k, s, p))
+
+    def forward(self, x):
+        b = self.backend
+        check_input(x, b, 4, "Conv2d")
+        if x.shape[1] != self.in_channels:
+            raise ShapeError(f"Conv2d expects {self.in_channels} input channels, got "
+                             f"{x.shape[1]} (shape {tuple(x.shape)})")
+        n, o, oh, ow = self.output_shape(x.shape)
+        if oh < 1 or ow < 1:
+            raise ShapeError(f"Conv2d: input {tuple(x.shape)} is smaller than the "
+                             f"{self.kernel_size}x{self.kernel_size} kernel (padding {self.padding})")
+        g = self.groups
+        self._x_shape = tuple(x.shape)
+        self._rows = b.im2row(x, self.kernel_size, self.kernel_size, self.stride, self.padding, g)
+        y = self.weight.matmul_t(self._rows)                       # (G, N*P, O/G)
+        y = b.transpose(y.reshape((g, n, oh * ow, o // g)), (1, 0, 3, 2)).reshape((n, o, oh, ow))
+        if self.bias is not None:
+            b.add_channel_bias(y, self.bias.data)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        b = self.backend
+        n, o, oh, ow = dy.shape
+        g = self.groups
+        dy3 = b.transpose(dy.reshape((n, g, o // g, oh * ow)), (1, 0, 3, 2))
+        dy3 = dy3.reshape((g, n * oh * ow, o // g))
+        self.weight.accumulate_outer_grad(dy3, self._rows)
+        if self.bias is not None:
+            b.channel_sum(dy, self.bias.grad_buffer())
+        if not need_dx:
+            return None
+        drows = self.weight.matmul(dy3)
+        k = self.kernel_size
+        return b.row2im(drows, self._x_shape, k, k, self.stride, self.padding, g)

@@ -1,0 +1,96 @@
+"""Optimizer: per-parameter state and the fixed step sequence update -> prox -> mask.
+
+Subclasses implement ``_update`` with one fused backend call. The l1 proximal step is the
+soft-threshold ``sign(w) * max(|w| - lr * lam, 0)`` applied to parameters whose ``prox`` flag is
+set (conv/linear weights), after every update; then the fixed mask, if any, is re-applied.
+
+lam is a true l1 strength: the step minimizes loss + lam * ||w||_1. To reproduce a value p of the
+paper (its solver's ``proximal_decay``), use lam = ln(p) with lr = 0.001 (threshold 0.001 * ln p).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from ..errors import ConfigError
+from ..parameter import Parameter
+from .schedule import as_schedule
+
+
+class Optimizer:
+    """Base optimizer. ``lam`` is a float or a dict {parameter name: lam} (per-layer l1).
+
+    ``params`` is a list of Parameters or of (name, Parameter) pairs (as from
+    ``model.named_parameters()``); names are needed only for per-layer lam.
+    """
+
+    def __init__(self, params: Iterable, lr=0.001, lam: float | dict = 0.0,
+                 weight_decay: float = 0.0) -> None:
+        named = [(None, p) if isinstance(p, Parameter) else tuple(p) for p in params]
+        if not named:
+            raise ConfigError("optimizer got an empty parameter list")
+        self.named_params: list[tuple[str | None, Parameter]] = named
+        self.schedule = as_schedule(lr)
+        if isinstance(lam, dict):
+            unknown = set(lam) - {n for n, _ in named}
+            if unknown:
+                raise ConfigError(f"per-layer lam names unknown parameters: {sorted(unknown)}")
+            if any(v < 0 for v in lam.values()):
+                raise ConfigError("lam must be >= 0")
+        elif lam < 0:
+            raise ConfigError(f"lam must be >= 0, got {lam}")
+        if weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.lam = lam
+        self.weight_decay = float(weight_decay)
+        self.step_count = 0
+        self.state: dict[int, dict] = {}
+
+    @property
+    def params(self) -> list[Parameter]:
+        return [p for _, p in self.named_params]
+
+    @property
+    def lr(self) -> float:
+        """Learning rate of the next step."""
+        return self.schedule(self.step_count)
+
+    def lam_for(self, name: str | None, p: Parameter) -> float:
+        """The l1 strength for one parameter (0 unless its prox flag is set)."""
+        if not p.prox:
+            return 0.0
+        if isinstance(self.lam, dict):
+            return float(self.lam.get(name, 0.0))
+        return float(self.lam)
+
+    def _state_for(self, p: Parameter) -> dict:
+        """Per-parameter state, re-initialized if the parameter changed representation."""
+        st = self.state.get(id(p))
+        if st is None or st["_shape"] != tuple(p.values.shape) or st["_backend"] is not p.backend:
+            st = {"_shape": tuple(p.values.shape), "_backend": p.backend}
+            self._init_state(p, st)
+            self.state[id(p)] = st
+        return st
+
+    def step(self) -> None:
+        """One update of every parameter that has a gradient."""
+        lr = self.lr
+        self.step_count += 1
+        for name, p in self.named_params:
+            if p.grad is None:
+                continue
+            wd = self.weight_decay if p.prox else 0.0
+            threshold = lr * self.lam_for(name, p)
+            mask = p.mask if not p.is_sparse else None
+            self._update(p, self._state_for(p), lr, wd, threshold, mask)
+            p.values_changed()
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.zero_grad()
+
+    def _init_state(self, p: Parameter, state: dict) -> None:
+        raise NotImplementedError
+
+    def _update(self, p: Parameter, state: dict, lr: float, weight_decay: float,
+                threshold: float, mask) -> None:
+        raise NotImplementedError

@@ -1,0 +1,179 @@
+"""Parameter: a trainable tensor, dense or CSR, with its gradient and optional fixed mask.
+
+This is the one place that branches on the representation: layers call ``matmul_t``,
+``matmul`` and ``accumulate_outer_grad`` and never ask whether the weight is sparse.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .backend.base import Array, Backend
+from .sparse import CSRMatrix
+
+
+class Parameter:
+    """A named trainable tensor.
+
+    ``prox``: whether the l1 proximal step applies (conv/linear weights yes; biases, BN no).
+    ``mask``: optional 0/1 array of the dense shape; 0 = pruned forever (applied after each step).
+    ``groups``: for a weight used as a (possibly grouped) matrix: rows split into this many groups.
+    Dense: ``data`` holds the tensor. CSR: ``csr`` holds it, ``data`` is None, and ``values``,
+    ``grad`` and optimizer state are nnz-long vectors on the pattern.
+    """
+
+    def __init__(self, data: np.ndarray | Array, prox: bool = False, groups: int = 1) -> None:
+        self.data = data
+        self.shape = tuple(int(s) for s in data.shape)
+        self.prox = prox
+        self.groups = groups
+        self.grad: Array | None = None
+        self.mask: Array | None = None
+        self.csr: CSRMatrix | None = None
+        self.backend: Backend | None = None
+
+    def __repr__(self) -> str:
+        kind = f"CSR nnz={self.csr.nnz}" if self.csr is not None else "dense"
+        return f"Parameter(shape={self.shape}, {kind}, prox={self.prox})"
+
+    # ------------------------------------------------------------------ placement
+    @property
+    def is_sparse(self) -> bool:
+        return self.csr is not None
+
+    @property
+    def values(self) -> Array:
+        """The array an optimizer updates: dense data, or the CSR values."""
+        return self.csr.values if self.csr is not None else self.data
+
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the weight as a matrix: (out, in*kh*kw/groups)."""
+        return (self.shape[0], int(np.prod(self.shape[1:])))
+
+    def to(self, backend: Backend) -> "Parameter":
+        """Move data (and mask) to ``backend`` (host arrays are uploaded; CSR is re-uploaded)."""
+        if self.backend is backend:
+            return self
+        if self.csr is not None:
+            host = self.csr.to_host() if self.backend is not None else None
+            self.csr = CSRMatrix.from_host(backend, *host, self.csr.shape, self.groups)
+        else:
+            host = self.data if self.backend is None else self.backend.to_host(self.data)
+            self.data = backend.from_host(np.asarray(host))
+        if self.mask is not None:
+            m = self.mask if self.backend is None else self.backend.to_host(self.mask)
+            self.mask = backend.from_host(np.asarray(m))
+        self.backend = backend
+        self.grad = None
+        return self
+
+    def host_dense(self) -> np.ndarray:
+        """The full dense tensor on the host (for saving, inspection and tests)."""
+        b = self.backend
+        if self.csr is not None:
+            return b.to_host(self.csr.to_dense()).reshape(self.shape)
+        return np.asarray(self.data if b is None else b.to_host(self.data))
+
+    def set_mask(self, mask: np.ndarray | Array | None) -> None:
+        """Fix the zero pattern: mask 0 entries are zeroed now and after every optimizer step."""
+        if mask is None:
+            self.mask = None
+            return
+        if tuple(mask.shape) != self.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} != parameter shape {self.shape}")
+        self.mask = self.backend.from_host(np.asarray(mask)) if isinstance(mask, np.ndarray) \
+            else mask
+        if self.csr is None:
+            self.backend.apply_mask(self.data, self.mask)
+
+    def to_csr(self) -> None:
+        """Switch to CSR with the current zero pattern frozen (exact zeros are dropped)."""
+        if self.csr is not None:
+            return
+        b = self.backend
+        self.csr = CSRMatrix.from_dense(b, self.data.reshape(self.matrix_shape), self.groups)
+        self.data = None
+        self.mask = None  # the pattern is the structure now
+        self.grad = None
+
+    def to_dense(self) -> None:
+        """Switch back to a dense tensor (zeros may revive under further training)."""
+        if self.csr is None:
+            return
+        self.data = self.csr.to_dense().reshape(self.shape)
+        self.csr = None
+        self.grad = None
+
+    # ------------------------------------------------------------------ the products layers use
+    def _dense3(self) -> Array:
+        rows, cols = self.matrix_shape
+        return self.data.reshape((self.groups, rows // self.groups, cols))
+
+    def matmul_t(self, x: Array) -> Array:
+        """x (G, M, K) @ W_g.T -> (G, M, O/G): the forward product of conv and linear."""
+        if self.csr is not None:
+            return self.csr.matmul_t(x)
+        return self.backend.gemm(x, self._dense3(), trans_b=True)
+
+    def matmul(self, dy: Array) -> Array:
+        """dy (G, M, O/G) @ W_g -> (G, M, K): the input gradient."""
+        if self.csr is not None:
+            return self.csr.matmul(dy)
+        return self.backend.gemm(dy, self._dense3())
+
+    def accumulate_outer_grad(self, dy: Array, x: Array) -> None:
+        """grad += dy_g.T @ x_g (restricted to the nonzeros when CSR)."""
+        if self.grad is None:
+            self.grad = self.backend.zeros(self.values.shape)
+            accumulate = False
+        else:
+            accumulate = True
+        if self.csr is not None:
+            self.csr.sddmm(dy, x, self.grad, accumulate=accumulate)
+        else:
+            rows, cols = self.matrix_shape
+            g3 = self.grad.reshape((self.groups, rows // self.groups, cols))
+            self.backend.gemm(dy, x, trans_a=True, out=g3, beta=1.0 if accumulate else 0.0)
+
+    def grad_buffer(self) -> Array:
+        """The gradient array (zeros on first use) for layers that accumulate by hand."""
+        if self.grad is None:
+            self.grad = self.backend.zeros(self.values.shape)
+        return self.grad
+
+    def zero_grad(self) -> None:
+        if self.grad is not None:
+            self.backend.fill(self.grad, 0.0)
+
+    def values_changed(self) -> None:
+        """Called by optimizers after an in-place update of ``values``."""
+        if self.csr is not None:
+            self.csr.values_changed()
+
+    # ------------------------------------------------------------------ accounting
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape))
+
+    def count_nonzero(self) -> int:
+        """Nonzero entries (one scalar comes back from the device)."""
+        zeros = int(self.backend.to_host(self.backend.count_zeros(self.values))[0])
+        return int(self.values.size) - zeros
+
+    def device_bytes(self) -> int:
+        """Bytes this parameter holds on the device (data or CSR arrays, plus the mask)."""
+        b = self.backend
+        total = self.csr.nbytes() if self.csr is not None else b.nbytes(self.data)
+        if self.mask is not None:
+            total += b.nbytes(self.mask)
+        return total
+
+    def dense_bytes(self) -> int:
+        return self.numel * 4
+
+
+def he_normal(rng: np.random.Generator, shape: Sequence[int], fan_in: int) -> np.ndarray:
+    """He (Kaiming) normal init: N(0, 2/fan_in), the paper's initialization."""
+    return (rng.standard_normal(tuple(shape)) * np.sqrt(2.0 / fan_in)).astype(np.float32)

@@ -1,0 +1,95 @@
+"""CSR matrices on a backend: the form a frozen sparse weight lives in on the device."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .backend.base import Array, Backend
+
+
+class CSRMatrix:
+    """An (R, C) matrix as row_ptr/col_idx/values on a backend, plus a lazily built transpose.
+
+    ``groups`` > 1 marks a grouped-conv filter bank: rows g*R/G .. (g+1)*R/G-1 belong to group g.
+    The transpose (CSC) is built once, on first use by a backward pass; after the values change
+    (an optimizer step) call ``values_changed`` and it is re-gathered with one kernel.
+    """
+
+    def __init__(self, backend: Backend, row_ptr: Array, col_idx: Array, values: Array,
+                 shape: Sequence[int], groups: int = 1) -> None:
+        self.backend = backend
+        self.row_ptr, self.col_idx, self.values = row_ptr, col_idx, values
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.groups = int(groups)
+        self._t: tuple[Array, Array, Array, Array] | None = None
+        self._t_stale = False
+
+    @classmethod
+    def from_dense(cls, backend: Backend, dense: Array, groups: int = 1) -> "CSRMatrix":
+        """Compact a dense 2-D device array (exact zeros dropped) without a host round trip."""
+        if len(dense.shape) != 2:
+            raise ValueError(f"CSR needs a 2-D matrix, got shape {tuple(dense.shape)}")
+        row_ptr, col_idx, values = backend.csr_from_dense(dense)
+        return cls(backend, row_ptr, col_idx, values, dense.shape, groups)
+
+    @classmethod
+    def from_host(cls, backend: Backend, row_ptr: np.ndarray, col_idx: np.ndarray,
+                  values: np.ndarray, shape: Sequence[int], groups: int = 1) -> "CSRMatrix":
+        """Upload host CSR arrays (e.g. read from a model file)."""
+        return cls(backend, backend.from_host(row_ptr, np.int32),
+                   backend.from_host(col_idx, np.int32), backend.from_host(values),
+                   shape, groups)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def nnz(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def density(self) -> float:
+        total = self.shape[0] * self.shape[1]
+        return self.nnz / total if total else 0.0
+
+    def nbytes(self) -> int:
+        """Device bytes held: row_ptr + col_idx + values (+ the transpose once built)."""
+        b = self.backend
+        total = b.nbytes(self.row_ptr) + b.nbytes(self.col_idx) + b.nbytes(self.values)
+        if self._t is not None:
+            total += sum(b.nbytes(a) for a in self._t)
+        return total
+
+    def to_dense(self) -> Array:
+        return self.backend.csr_to_dense(self.row_ptr, self.col_idx, self.values, self.shape)
+
+    def to_host(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        b = self.backend
+        return b.to_host(self.row_ptr), b.to_host(self.col_idx), b.to_host(self.values)
+
+    # ------------------------------------------------------------------ products
+    def values_changed(self) -> None:
+        """Mark the transposed copy stale after the values were updated in place."""
+        self._t_stale = True
+
+    def transposed(self) -> tuple[Array, Array, Array]:
+        """(t_row_ptr, t_col_idx, t_values) of the per-group transpose, kept in sync lazily."""
+        if self._t is None:
+            self._t = self.backend.csr_transpose(self.row_ptr, self.col_idx, self.values,
+                                                 self.shape, self.groups)
+            self._t_stale = False
+        elif self._t_stale:
+            self.backend.gather(self.values, self._t[3], out=self._t[2])
+            self._t_stale = False
+        return self._t[0], self._t[1], self._t[2]
+
+    def matmul_t(self, x: Array) -> Array:
+        """x (G, M, C) @ W_g.T -> (G, M, R/G)."""
+        return self.backend.csr_matmul_t(x, self.row_ptr, self.col_idx, self.values, self.shape)
+
+    def matmul(self, dy: Array) -> Array:
+        """dy (G, M, R/G) @ W_g -> (G, M, C)."""
+        return self.backend.csr_matmul(dy, *self.transposed(), self.shape)
+
+    def sddmm(self, dy: Array, x: Array, out: Array, accumulate: bool = True) -> None:
+        """out (nnz,) (+)= (dy_g.T @ x_g) at the nonzeros: the weight gradient on the pattern."""
+        self.backend.csr_sddmm(dy, x, self.row_ptr, self.col_idx, self.shape, out, accumulate)

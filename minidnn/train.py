@@ -1,0 +1,143 @@
+"""The training loop: minibatches in, scalars out; everything else stays on the device."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .data import ArrayDataset, iterate_minibatches
+from .layers import SoftmaxCrossEntropy
+from .layers.model import Model
+from .optim.base import Optimizer
+from .report import layer_stats, total_stats
+
+
+@dataclass
+class History:
+    """What a run measured, step by step and per evaluation."""
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    images: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+class Trainer:
+    """Runs training steps of ``model`` with ``optimizer`` on the model's backend."""
+
+    def __init__(self, model: Model, optimizer: Optimizer) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.backend = model.backend
+        self.loss = SoftmaxCrossEntropy(self.backend)
+        self._loss_sum = self.backend.zeros((1,))
+        self._loss_count = 0
+
+    def train_step(self, images: np.ndarray, labels: np.ndarray):
+        """One forward/backward/update on a host minibatch; returns the loss as a device array.
+
+        Host->device: the images and labels. Device->host: nothing (the loss is summed on the
+        device and fetched by ``running_loss``).
+        """
+        b = self.backend
+        x = b.from_host(images)
+        y = b.from_host(labels, np.int32)
+        self.model.train()
+        logits = self.model.forward(x)
+        loss = self.loss.forward(logits, y)
+        self.model.zero_grad()
+        self.model.backward(self.loss.backward())
+        self.optimizer.step()
+        b.axpy(1.0, loss, self._loss_sum)
+        self._loss_count += 1
+        return loss
+
+    def running_loss(self) -> float:
+        """Mean training loss since the last call (one scalar comes back)."""
+        if not self._loss_count:
+            return float("nan")
+        value = float(self.backend.to_host(self._loss_sum)[0]) / self._loss_count
+        self.backend.fill(self._loss_sum, 0.0)
+        self._loss_count = 0
+        return value
+
+    def evaluate(self, dataset: ArrayDataset, batch_size: int = 1000) -> dict:
+        """Test loss and accuracy in eval mode (one or two scalars back per batch)."""
+        b = self.backend
+        self.model.eval()
+        correct = 0
+        loss_sum = b.zeros((1,))
+        for images, labels in iterate_minibatches(dataset, batch_size, shuffle=False):
+            x, y = b.from_host(images), b.from_host(labels, np.int32)
+            logits = self.model.forward(x)
+            loss = self.loss.forward(logits, y)
+            b.axpy(float(len(labels)), loss, loss_sum)
+            correct += int(b.to_host(b.count_correct(logits, y))[0])
+        self.model.train()
+        n = len(dataset)
+        return {"loss": float(b.to_host(loss_sum)[0]) / n, "accuracy": correct / n}
+
+    def fit(self, train: ArrayDataset, test: ArrayDataset | None, steps: int,
+            batch_size: int = 128, seed: int = 0, eval_every: int = 0, log_every: int = 100,
+            augment=None, progress: bool = True,
+            log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None
+            ) -> History:
+        """Train for ``steps`` minibatches (epochs are cycled with a fresh shuffle each)."""
+        from tqdm.auto import tqdm
+
+        hist = History()
+        per_epoch = max(1, len(train) // batch_size)
+        start_step = self.optimizer.step_count
+        bar = tqdm(total=steps, disable=not progress, unit="step", dynamic_ncols=True,
+                   leave=False)
+        t0 = time.perf_counter()
+        step = 0
+        epoch = start_step // per_epoch
+        while step < steps:
+            skip = (start_step + step) % per_epoch
+            batches = iterate_minibatches(train, batch_size, shuffle=True, seed=seed, epoch=epoch,
+                                          drop_last=True, augment=augment)
+            for i, (images, labels) in enumerate(batches):
+                if i < skip:
+                    continue
+                if step >= steps:
+                    break
+                self.train_step(images, labels)
+                step += 1
+                hist.images += len(labels)
+                bar.update(1)
+                if on_step is not None:
+                    on_step(start_step + step)
+                if step % log_every == 0 or step == steps:
+                    loss = self.running_loss()
+                    hist.steps.append(start_step + step)
+                    hist.losses.append(loss)
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                if test is not None and eval_every and (step % eval_every == 0 or step == steps):
+                    hist.seconds += time.perf_counter() - t0
+                    result = self.evaluate(test)
+                    result.update(step=start_step + step, zeros=self.zero_fraction(),
+                                  layers={r.name: r.zeros for r in layer_stats(self.model)})
+                    hist.evals.append(result)
+                    log(f"step {start_step + step:>6}  loss {hist.losses[-1] if hist.losses else math.nan:.4f}  "
+                        f"test acc {100 * result['accuracy']:.2f}%  zeros {100 * result['zeros']:.2f}%  "
+                        + "  ".join(f"{k.split('.')[-2]} {100 * v:.1f}%"
+                                    for k, v in result["layers"].items()))
+                    t0 = time.perf_counter()
+            epoch += 1
+        self.backend.synchronize()
+        hist.seconds += time.perf_counter() - t0
+        bar.close()
+        return hist
+
+    def zero_fraction(self) -> float:
+        """Fraction of conv/linear weights exactly zero (one scalar per layer comes back)."""
+        return total_stats(layer_stats(self.model)).zeros
