@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +66,33 @@ def mnist_dir() -> Path:
     if not (d / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"real MNIST not found under {d}")
     return d
+
+
+CIFAR10_CACHE = Path(os.environ.get("MINIDNN_TEST_CACHE",
+                                   Path(tempfile.gettempdir()) / "minidnn-test-data")) / "cifar10"
+CIFAR10_FILES = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch", "batches.meta"]
+
+
+@pytest.fixture(scope="session")
+def cifar10_root() -> Path:
+    """A folder holding cifar-10-batches-py/, built once from the shared JPEG copy and cached."""
+    script = DATASETS / "cifar10" / "make_batches.py"
+    if not script.exists():
+        pytest.skip(f"CIFAR-10 source not found under {script.parent}")
+    pytest.importorskip("PIL", reason="building CIFAR-10 batches needs Pillow (pip install -e .[test])")
+    target = CIFAR10_CACHE / "cifar-10-batches-py"
+    complete = lambda: all((target / name).is_file() for name in CIFAR10_FILES)
+    if not complete():
+        CIFAR10_CACHE.mkdir(parents=True, exist_ok=True)
+        # build aside, then rename: safe if two sessions build at once
+        with tempfile.TemporaryDirectory(dir=CIFAR10_CACHE) as tmp:
+            done = subprocess.run([sys.executable, str(script), tmp], capture_output=True, text=True)
+            if done.returncode:
+                pytest.fail(f"{script} failed:\n{done.stderr[-2000:]}")
+            if not complete():  # else another process finished first
+                shutil.rmtree(target, ignore_errors=True)
+                try:
+                    os.replace(Path(tmp) / "cifar-10-batches-py", target)
+                except OSError:  # lost a race with another build: theirs must be complete
+                    assert complete(), f"could not build {target}"
+    return CIFAR10_CACHE
