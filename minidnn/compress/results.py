@@ -1,0 +1,207 @@
+"""Sweep results: records to CSV/JSON, Table A1/Table 1 text, and the accuracy-vs-compression plot.
+
+A record is a flat JSON-friendly dict: method, param ('lam', 'sparsity', 'quality', 'alpha'),
+value, accuracy, zeros (the paper's compression rate), compression (x), nnz, weights, layers
+(a list of {name, nnz, total, zeros, compression}), plus run details.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import MinidnnError
+
+METHOD_ORDER = ["spc", "spc+retrain", "pru", "pru+retrain", "mm", "mm+retrain"]
+LABELS = {"spc": "SpC", "spc+retrain": "SpC (Retrain)", "pru": "Pru",
+          "pru+retrain": "Pru (Retrain)", "mm": "MM", "mm+retrain": "MM (Retrain)"}
+COLORS = {"spc": "tab:blue", "pru": "tab:red", "mm": "tab:green"}
+CSV_FIELDS = ["run", "method", "param", "value", "paper_p", "accuracy", "zeros", "compression",
+              "nnz", "weights", "loss", "steps", "retrain_steps", "seconds", "seed", "backend"]
+
+
+def record_key(r: dict) -> tuple:
+    return r["method"], r.get("param"), r.get("value")
+
+
+def _method_rank(method: str) -> tuple:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def sort_records(records: Iterable[dict]) -> list[dict]:
+    """By method (paper order), then by value."""
+    return sorted(records, key=lambda r: (_method_rank(r["method"]), r.get("value") or 0.0))
+
+
+# ---------------------------------------------------------------------- files
+def load_results(path: str | Path) -> dict:
+    """A results.json (or a folder holding one) as {'reference': ..., 'records': [...]}."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MinidnnError(f"cannot read sweep results {path}: {exc}") from None
+    data.setdefault("records", [])
+    data.setdefault("reference", None)
+    return data
+
+
+def merge_records(old: Iterable[dict], new: Iterable[dict]) -> list[dict]:
+    """Old records not redone by ``new`` (same method, param, value), then the new ones."""
+    new = list(new)
+    redone = {record_key(r) for r in new}
+    return sort_records([r for r in old if record_key(r) not in redone] + new)
+
+
+def write_results(out: str | Path, records: list[dict], reference: dict | None,
+                  config: dict | None = None) -> None:
+    """Write ``out``/results.json (everything) and ``out``/results.csv (one row per record)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = sort_records(records)
+    payload = {"reference": reference, "config": config or {}, "records": records}
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=1, default=_json_default))
+    tmp.replace(out / "results.json")
+    write_csv(out / "results.csv", records, reference)
+
+
+def write_csv(path: str | Path, records: list[dict], reference: dict | None = None) -> None:
+    """Flat CSV: the CSV_FIELDS, then one 'zeros:<layer>' column per layer (the reference first)."""
+    rows = ([{**reference, "method": "dense", "run": "reference"}] if reference else []) + records
+    layers: list[str] = []
+    for r in rows:
+        for layer in r.get("layers", []):
+            if f"zeros:{layer['name']}" not in layers:
+                layers.append(f"zeros:{layer['name']}")
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS + layers, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            row = {k: r.get(k, "") for k in CSV_FIELDS}
+            row.update({f"zeros:{x['name']}": f"{x['zeros']:.6f}" for x in r.get("layers", [])})
+            w.writerow(row)
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+# ---------------------------------------------------------------------- tables
+def _rate(zeros: float, compression: float) -> str:
+    x = "inf" if math.isinf(compression) else f"{compression:.0f}"
+    return f"{100 * zeros:.2f}% ({x}x)"
+
+
+def format_layers(record: dict) -> str:
+    """One result as the paper's Table A1 column: layer, NNZ/total, compression rate (x)."""
+    lines = [f"{'layer':<12} {'NNZ/Total Weights':>22} {'Compression Rate':>18}"]
+    rows = [(x["name"], x["nnz"], x["total"], x["zeros"], x["compression"])
+            for x in record.get("layers", [])]
+    rows.append(("Total", record["nnz"], record["weights"], record["zeros"], record["compression"]))
+    for name, nnz, total, zeros, comp in rows:
+        lines.append(f"{name:<12} {f'{nnz:,}/{total:,}':>22} {_rate(zeros, comp):>18}")
+    v = record.get("value")
+    v = f"{v:g}" if isinstance(v, (int, float)) else v
+    value = f" @ {record['param']} = {v}" if record.get("param") and v is not None else ""
+    label = LABELS.get(record["method"], record["method"])
+    lines.append(f"test accuracy {record['accuracy']:.4f}{value}  ({label})")
+    return "\n".join(lines)
+
+
+def best_records(records: list[dict], reference_accuracy: float | None,
+                 fraction: float = 0.99) -> dict[str, dict]:
+    """Per method, the most compressed record with accuracy >= fraction * reference (the
+    paper's choice for Tables 1 and A1); without a reference, the most accurate one."""
+    best: dict[str, dict] = {}
+    for r in sort_records(records):
+        if reference_accuracy is not None:
+            if r["accuracy"] < fraction * reference_accuracy:
+                continue
+            better = lambda a, b: (a["zeros"], a["accuracy"]) > (b["zeros"], b["accuracy"])
+        else:
+            better = lambda a, b: a["accuracy"] > b["accuracy"]
+        if r["method"] not in best or better(r, best[r["method"]]):
+            best[r["method"]] = r
+    return best
+
+
+def format_summary(records: list[dict], reference: dict | None, fraction: float = 0.99) -> str:
+    """Table 1 rows (accuracy, compression rate (x)) and a Table A1 block per method."""
+    ref_acc = reference["accuracy"] if reference else None
+    best = best_records(records, ref_acc, fraction)
+    head = (f"reference (dense): accuracy {ref_acc:.4f}" if reference else "no reference run") + \
+        (f"; chosen per method: most compressed run with accuracy >= {fraction:g} x reference"
+         if reference else "; chosen per method: most accurate run")
+    lines = [head, "", f"{'method':<16} {'accuracy':>9} {'compression rate':>18} {'run':>24}"]
+    for method in sorted(best, key=_method_rank):
+        r = best[method]
+        lines.append(f"{LABELS.get(method, method):<16} {100 * r['accuracy']:>8.2f}% "
+                     f"{r['zeros']:>11.4f} ({r['compression']:.0f}x) {r.get('run', ''):>24}")
+    missing = sorted({r["method"] for r in records} - set(best), key=_method_rank)
+    for method in missing:
+        lines.append(f"{LABELS.get(method, method):<16} no run reached the accuracy bar")
+    for method in sorted(best, key=_method_rank):
+        lines += ["", f"== {LABELS.get(method, method)} ==", format_layers(best[method])]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- plot
+def _pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MinidnnError("plotting needs matplotlib: pip install 'minidnn[plot]' "
+                           "(results.csv and results.json were written anyway)") from None
+    return plt
+
+
+def plot_results(records: list[dict], reference: dict | None, path: str | Path,
+                 title: str | None = None, fraction: float = 0.99,
+                 annotate: bool = True) -> Path:
+    """Accuracy vs compression rate, one line per method (Figures 6-7), dense accuracy dashed,
+    and per method a vertical line at its most compressed run within ``fraction`` of it."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    methods = sorted({r["method"] for r in records}, key=_method_rank)
+    ref_acc = reference["accuracy"] if reference else None
+    best = best_records(records, ref_acc, fraction) if ref_acc is not None else {}
+    for method in methods:
+        pts = sorted((r for r in records if r["method"] == method), key=lambda r: r["zeros"])
+        retrained = method.endswith("+retrain")
+        line, = ax.plot([r["zeros"] for r in pts], [r["accuracy"] for r in pts],
+                        marker="s" if retrained else "o", markersize=4,
+                        linestyle=":" if retrained else "-", label=LABELS.get(method, method),
+                        color=COLORS.get(method.split("+")[0]))
+        if annotate:
+            for r in pts:
+                label = r.get("paper_p", r.get("value"))
+                if isinstance(label, (int, float)):
+                    ax.annotate(f"{label:g}", (r["zeros"], r["accuracy"]), fontsize=6,
+                                textcoords="offset points", xytext=(2, 3),
+                                color=line.get_color())
+        if method in best:
+            ax.axvline(best[method]["zeros"], color=line.get_color(), linewidth=0.8,
+                       linestyle=":" if retrained else "-", alpha=0.6)
+    if ref_acc is not None:
+        ax.axhline(ref_acc, color="gray", linestyle="--", linewidth=1,
+                   label=f"reference {100 * ref_acc:.2f}%")
+    ax.set_xlabel("compression rate (fraction of weights equal to zero)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title or "Accuracy vs compression rate")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path

@@ -1,0 +1,27 @@
+"""SpC: sparse networks learned from scratch with the l1 proximal step after every update."""
+from __future__ import annotations
+
+from ..data import ArrayDataset
+from ..layers.base import Module
+from ..train import History, Trainer
+from .training import Log, TrainConfig, layer_line, per_layer
+
+
+def layer_lams(model: Module, lam: float, lam_per_layer: dict | None = None) -> float | dict:
+    """The optimizer's ``lam``: ``lam`` for every weight, or a dict when layers override it."""
+    if not lam_per_layer:
+        return float(lam)
+    return {name: float(v) for name, v in per_layer(model, lam, lam_per_layer).items()}
+
+
+def train_spc(model: Module, train_ds: ArrayDataset, test_ds: ArrayDataset | None, steps: int,
+              lam: float, config: TrainConfig | None = None,
+              lam_per_layer: dict | None = None, log: Log = print) -> History:
+    """Train ``steps`` updates of Prox-<optimizer> with l1 strength ``lam`` (threshold lr*lam);
+    ``lam_per_layer`` ({layer: lam}, short names like 'fc1' allowed) overrides it per layer."""
+    config = config or TrainConfig()
+    opt = config.make_optimizer(model, steps, lam=layer_lams(model, lam, lam_per_layer))
+    hist = config.fit(Trainer(model, opt), train_ds, test_ds, steps, log=log)
+    log(f"spc: {steps} steps, lam {lam}"
+        + (f" (per layer {lam_per_layer})" if lam_per_layer else "") + f": {layer_line(model)}")
+    return hist
