@@ -1,6 +1,217 @@
-"""OpenCL gemm primitives (mixin of OpenCLBackend)."""
+"""OpenCL dense matrix products and permuted copies (mixin of OpenCLBackend).
+
+``gemm`` runs one register-blocked kernel (a 6x16 block of C per work-item, float8 registers) on
+op(A) and op(B) read in place through strides or packed into panels when that pays; K runs in
+cache-sized blocks, or in parallel slices summed in a fixed order when there are few output
+blocks. Kernels and their design notes: ``cl_kernels/gemm.cl`` and ``cl_kernels/transpose.cl``.
+"""
 from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+MR, NR = 6, 16  # register block of one work-item in gemm_6x16 (rows x columns of C)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _coalesce(shape: Sequence[int], axes: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Output shape and input element strides per output axis of ``transpose(a, axes)`` with
+    size-1 axes dropped and axes that stay adjacent (and in order) merged."""
+    in_strides = [1] * len(shape)
+    for d in range(len(shape) - 2, -1, -1):
+        in_strides[d] = in_strides[d + 1] * shape[d + 1]
+    dims = [(shape[ax], in_strides[ax]) for ax in axes if shape[ax] != 1]
+    merged: list[list[int]] = []
+    for size, stride in dims:
+        if merged and merged[-1][1] == stride * size:
+            merged[-1] = [merged[-1][0] * size, stride]
+        else:
+            merged.append([size, stride])
+    return [m[0] for m in merged], [m[1] for m in merged]
 
 
 class CLGemmOps:
-    """Placeholder until the kernels land."""
+    """``gemm`` and ``transpose`` for OpenCLBackend (uses its ``launch``, ``empty``, ``queue``)."""
+
+    # K range of one launch (cache blocking) and of one slice when K is split across work-items
+    # because there are too few output blocks; slices get no shorter than gemm_min_split_k and
+    # number at most gemm_max_split (the scratch holds one partial product per slice).
+    gemm_k_block = 512
+    gemm_min_split_k = 128
+    gemm_max_split = 256
+    # Pack op(A) into 6-row panels when op(B) has at least this many columns (the packing pass is
+    # O(M*K), the product O(M*N*K)) and K at least gemm_pack_a_min_k.
+    gemm_pack_a_min_n = 128
+    gemm_pack_a_min_k = 64
+    # Read a row-major op(B) in place (no packing pass) when op(A) has at most this many rows.
+    gemm_direct_b_max_m = 256
+
+    # ------------------------------------------------------------------ launching
+    def _launch_typed(self, stem: str, name: str, global_size: Sequence[int],
+                      local_size: Sequence[int] | None, *args) -> None:
+        """``launch``, after declaring the kernel's scalar argument types once: PyOpenCL then
+        packs scalars directly (~1 us per launch instead of ~10 us per NumPy scalar)."""
+        typed = self.__dict__.setdefault("_gemm_typed_kernels", set())
+        if (stem, name) not in typed:
+            self.kernel(stem, name).set_scalar_arg_dtypes(
+                [a.dtype if isinstance(a, np.generic) else None for a in args])
+            typed.add((stem, name))
+        self.launch(stem, name, global_size, local_size, *args)
+
+    # ------------------------------------------------------------------ scratch
+    def _gemm_scratch(self, role: str, nfloats: int):
+        """A float32 device buffer of at least ``nfloats`` kept per role and grown on demand
+        (queued kernels run in order, so reusing it across calls is safe)."""
+        cache = self.__dict__.setdefault("_gemm_scratch_cache", {})
+        buf = cache.get(role)
+        if buf is None or buf.size < nfloats:
+            buf = self.empty((max(nfloats, 1),), np.float32)
+            cache[role] = buf
+        return buf
+
+    def _gemm_pack_a(self, m: int, n: int, k: int, trans_a: bool) -> bool:
+        """Whether packing op(A) (an O(M*K) pass) pays off against the O(M*N*K) product."""
+        return n >= self.gemm_pack_a_min_n and k >= self.gemm_pack_a_min_k
+
+    def _gemm_direct_b(self, m: int, n: int, k: int, trans_b: bool) -> bool:
+        """Whether op(B) is read in place (row-major, N >= 16, few row panels to amortize
+        a packing pass over)."""
+        return not trans_b and n >= NR and m <= self.gemm_direct_b_max_m
+
+    def _gemm_local(self, kind: str) -> tuple[int, ...]:
+        """Fixed work-group sizes per kernel and device type (PoCL recompiles per new size)."""
+        if self.is_cpu:
+            return {"main": (1, 8, 1), "pack_a": (8, 1, 1), "pack_b": (4, 4, 1), "reduce": (64,),
+                    "copy": (1, 8, 1), "tile": (1, 8, 1)}[kind]
+        return {"main": (16, 4, 1), "pack_a": (64, 1, 1), "pack_b": (8, 8, 1), "reduce": (128,),
+                "copy": (64, 1, 1), "tile": (8, 8, 1)}[kind]
+
+    def _gemm_target_blocks(self) -> int:
+        """How many 6x16 output blocks keep the device busy before K gets split."""
+        cu = int(self.device.max_compute_units)
+        return cu * (32 if self.is_cpu else 256)
+
+    # ------------------------------------------------------------------ gemm
+    def gemm(self, a, b, trans_a: bool = False, trans_b: bool = False, out=None,
+             alpha: float = 1.0, beta: float = 0.0):
+        """Batched ``out = alpha * op(a) @ op(b) + beta * out`` (see ``Backend.gemm``)."""
+        if a.ndim not in (2, 3) or b.ndim not in (2, 3):
+            raise ValueError(f"gemm takes 2-D or 3-D operands, got {a.shape} and {b.shape}")
+        two_d = a.ndim == 2 and b.ndim == 2
+        sa = tuple(int(d) for d in (a.shape if a.ndim == 3 else (1,) + tuple(a.shape)))
+        sb = tuple(int(d) for d in (b.shape if b.ndim == 3 else (1,) + tuple(b.shape)))
+        nb = sa[0]
+        m, ka = (sa[2], sa[1]) if trans_a else (sa[1], sa[2])
+        kb, n = (sb[2], sb[1]) if trans_b else (sb[1], sb[2])
+        if ka != kb or sb[0] != nb:
+            raise ValueError(f"gemm: shapes {a.shape} (trans={trans_a}) and {b.shape} "
+                             f"(trans={trans_b}) do not multiply")
+        if a.dtype != np.float32 or b.dtype != np.float32:
+            raise TypeError(f"gemm computes in float32, got {a.dtype} and {b.dtype}")
+        k = ka
+        shape = (m, n) if two_d else (nb, m, n)
+        if out is None:
+            out, beta = self.empty(shape, np.float32), 0.0
+        elif out.size != nb * m * n or out.dtype != np.float32:
+            raise ValueError(f"gemm: out is {out.dtype} {out.shape}, the product is {shape}")
+        if out.size == 0:
+            return out
+        if k == 0:  # empty reduction: out = beta * out
+            if beta == 0.0:
+                self.fill(out, 0.0)
+            elif beta != 1.0:
+                self._gemm_reduce(out, 0, out.size, out, 0.0, beta)
+            return out
+        a3, b3 = a.data, b.data  # buffers: reshaping a pyopencl Array costs ~50 us
+        i32 = np.int32
+        mp, npn = _cdiv(m, MR), _cdiv(n, NR)
+        # op(B): read in place when it is row-major and packing it would cost much next to
+        # the product (few rows of A), else packed into 16-column panels
+        if self._gemm_direct_b(m, n, k, trans_b):
+            b_args = (b3, i32(k * n), i32(1))
+        else:
+            rs_b, cs_b = (1, k) if trans_b else (n, 1)
+            bp = self._gemm_scratch("b", nb * npn * k * NR)
+            self._launch_typed("gemm", "gemm_pack_b", (npn, _cdiv(k, 8), nb),
+                               self._gemm_local("pack_b"), i32(k), i32(n), b3, i32(k * n),
+                               i32(rs_b), i32(cs_b), bp, i32(nb))
+            b_args = (bp, i32(npn * k * NR), i32(0))
+        # op(A): packed into 6-row panels when that pays, else read in place through strides
+        rs_a, cs_a = (1, m) if trans_a else (k, 1)
+        if self._gemm_pack_a(m, n, k, trans_a):
+            ap = self._gemm_scratch("a", nb * mp * k * MR)
+            grid_a = (mp, _cdiv(k, 8), nb) if trans_a else (_cdiv(k, 8), mp, nb)
+            self._launch_typed("gemm", "gemm_pack_a", grid_a, self._gemm_local("pack_a"),
+                               i32(m), i32(k), a3, i32(m * k), i32(rs_a), i32(cs_a), ap, i32(nb))
+            name, a_args = "gemm_6x16_packed", (ap,)
+        else:
+            name, a_args = "gemm_6x16", (a3, i32(m * k), i32(rs_a), i32(cs_a))
+        head = (i32(m), i32(n), i32(k), i32(nb), *a_args, *b_args)
+        # Few output blocks and a long K: K slices run side by side into a scratch buffer,
+        # then one reduction in slice order. Otherwise K is cut into blocks run one after the
+        # other (each adds into C), which keeps the B panels of one block in cache.
+        blocks = nb * mp * npn
+        if blocks < self._gemm_target_blocks() and k >= 2 * self.gemm_min_split_k:
+            want = _cdiv(self._gemm_target_blocks(), blocks)
+            kc = max(self.gemm_min_split_k, min(self.gemm_k_block, _cdiv(k, want)),
+                     _cdiv(k, self.gemm_max_split))
+            nsplit = _cdiv(k, kc)
+            c = self._gemm_scratch("p", nsplit * out.size)
+            self._launch_typed("gemm", name, (mp, npn, nb * nsplit), self._gemm_local("main"),
+                               *head, c, i32(n), i32(m * n), i32(out.size), i32(0), i32(k),
+                               i32(kc), np.float32(1.0), np.float32(0.0))
+            self._gemm_reduce(c, nsplit, out.size, out, alpha, beta)
+            return out
+        kc = _cdiv(k, _cdiv(k, self.gemm_k_block))
+        for k0 in range(0, k, kc):
+            self._launch_typed("gemm", name, (mp, npn, nb), self._gemm_local("main"), *head,
+                               out, i32(n), i32(m * n), i32(0), i32(k0), i32(min(k, k0 + kc)),
+                               i32(kc), np.float32(alpha), np.float32(beta if k0 == 0 else 1.0))
+        return out
+
+    def _gemm_reduce(self, partial, nsplit: int, size: int, out, alpha: float,
+                     beta: float) -> None:
+        """out = alpha * (sum of ``nsplit`` slices of ``partial``) + beta * out."""
+        self._launch_typed("gemm", "gemm_splitk_reduce", (_cdiv(size, 8),),
+                           self._gemm_local("reduce"), partial, np.int32(nsplit), np.int32(size),
+                           out, np.float32(alpha), np.float32(beta))
+
+    # ------------------------------------------------------------------ transpose
+    def transpose(self, a, axes: Sequence[int]):
+        """Contiguous ``np.transpose(a, axes)`` for up to 4-D (any permutation)."""
+        axes = [int(x) % max(a.ndim, 1) for x in axes]
+        if sorted(axes) != list(range(a.ndim)):
+            raise ValueError(f"transpose: axes {axes} do not permute {a.ndim} dimensions")
+        if a.ndim > 4:
+            raise ValueError(f"transpose supports up to 4-D, got {a.ndim}-D")
+        out = self.empty(tuple(a.shape[ax] for ax in axes), a.dtype)
+        if a.size == 0:
+            return out
+        dims, strides = _coalesce(tuple(int(s) for s in a.shape), axes)
+        if len(dims) <= 1:  # the permutation moves nothing
+            self.copy_into(out, a)
+            return out
+        if np.dtype(a.dtype).itemsize != 4:
+            raise TypeError(f"transpose supports 4-byte element types, got {a.dtype}")
+        pad = 4 - len(dims)
+        dims, strides = [1] * pad + dims, [0] * pad + strides
+        i32 = np.int32
+        if strides[3] == 1:  # innermost axis stays innermost: copy rows of dims[3]
+            self._launch_typed("transpose", "transpose_rows",
+                               (_cdiv(dims[3], 64), dims[2], dims[0] * dims[1]),
+                               self._gemm_local("copy"), a, out, *(i32(d) for d in dims),
+                               *(i32(s) for s in strides))
+        else:  # 8x8 tiles between the output's last axis and the input's last axis
+            u = strides.index(1)
+            o0, o1 = [d for d in range(3) if d != u]
+            ostr = [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1]
+            self._launch_typed("transpose", "transpose_tiles",
+                               (_cdiv(dims[3], 8), _cdiv(dims[u], 8), dims[o0] * dims[o1]),
+                               self._gemm_local("tile"), a, out, i32(dims[3]), i32(strides[3]),
+                               i32(dims[u]), i32(ostr[u]), i32(dims[o1]), i32(dims[o0] * dims[o1]),
+                               i32(strides[o0]), i32(ostr[o0]), i32(strides[o1]), i32(ostr[o1]))
+        return out

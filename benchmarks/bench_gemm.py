@@ -1,0 +1,106 @@
+"""Measured GFLOP/s of the OpenCL gemm against NumPy (BLAS) and PyTorch CPU, with ratios.
+
+Cases: 1024^3 in all four transpose combinations and the LeNet-5 products at batch 128
+(forward, dX, dW). Runs of the three libraries are interleaved and each figure is the median of
+several repeats, since timings on a shared machine swing run to run; each timed block follows a
+short pause and an untimed call, so one library's spinning worker threads do not slow the next.
+OpenCL timings wait on ``queue.finish()``.
+Usage: ``python benchmarks/bench_gemm.py [--repeats 7] [--device cpu] [--only 1024]``.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from minidnn.backend.opencl_backend import OpenCLBackend
+
+try:
+    import torch
+except ImportError:  # torch is an optional baseline
+    torch = None
+
+# name -> (M, N, K, trans_a, trans_b): out (M, N) = op(A) @ op(B)
+CASES = {
+    "1024^3 NN": (1024, 1024, 1024, False, False),
+    "1024^3 NT": (1024, 1024, 1024, False, True),
+    "1024^3 TN": (1024, 1024, 1024, True, False),
+    "1024^3 TT": (1024, 1024, 1024, True, True),
+    "conv1 fwd X.W^T": (73728, 20, 25, False, True),
+    "conv1 dW dY^T.X": (20, 25, 73728, True, False),
+    "conv2 fwd X.W^T": (8192, 50, 500, False, True),
+    "conv2 dX dY.W": (8192, 500, 50, False, False),
+    "conv2 dW dY^T.X": (50, 500, 8192, True, False),
+    "fc1 fwd X.W^T": (128, 500, 800, False, True),
+    "fc1 dX dY.W": (128, 800, 500, False, False),
+    "fc1 dW dY^T.X": (500, 800, 128, True, False),
+    "fc2 fwd X.W^T": (128, 10, 500, False, True),
+    "fc2 dX dY.W": (128, 500, 10, False, False),
+    "fc2 dW dY^T.X": (10, 500, 128, True, False),
+}
+
+
+def _time(fn, sync, inner: int) -> float:
+    """Seconds per call of ``fn`` over ``inner`` back-to-back calls."""
+    sync()
+    t = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    sync()
+    return (time.perf_counter() - t) / inner
+
+
+def bench_case(be: OpenCLBackend, m: int, n: int, k: int, ta: bool, tb: bool,
+               repeats: int) -> dict[str, float]:
+    """Median GFLOP/s per library for one product, runs interleaved."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((k, m) if ta else (m, k), dtype=np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n), dtype=np.float32)
+    da, db = be.from_host(a), be.from_host(b)
+    dc = be.empty((m, n))
+    a_op, b_op = (a.T if ta else a), (b.T if tb else b)
+    runs = {
+        "opencl": (lambda: be.gemm(da, db, ta, tb, out=dc), be.synchronize),
+        "numpy": (lambda: np.matmul(a_op, b_op), lambda: None),
+    }
+    if torch is not None:
+        ta_, tb_ = torch.from_numpy(a), torch.from_numpy(b)
+        ta_op, tb_op = (ta_.T if ta else ta_), (tb_.T if tb else tb_)
+        runs["torch"] = (lambda: torch.matmul(ta_op, tb_op), lambda: None)
+    inner = {}
+    for name, (fn, sync) in runs.items():  # warm up (kernel builds) and size the inner loop
+        _time(fn, sync, 1)
+        inner[name] = max(1, min(50, int(0.03 / max(_time(fn, sync, 1), 1e-6))))
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, (fn, sync) in runs.items():
+            # let the previous library's worker threads stop spinning, then one untimed call
+            time.sleep(0.02)
+            _time(fn, sync, 1)
+            times[name].append(_time(fn, sync, inner[name]))
+    flops = 2.0 * m * n * k
+    return {name: flops / float(np.median(t)) / 1e9 for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default=None, help="OpenCL device spec (default: auto)")
+    parser.add_argument("--only", default=None, help="substring of the case names to run")
+    args = parser.parse_args()
+    be = OpenCLBackend(args.device)
+    print(f"device: {be.device_name}")
+    print(f"{'case':<18}{'M':>7}{'N':>6}{'K':>7}  {'OpenCL':>7}{'NumPy':>7}{'torch':>7}"
+          f"  {'CL/NumPy':>8}{'CL/torch':>9}   (GFLOP/s, median of {args.repeats})")
+    for name, (m, n, k, ta, tb) in CASES.items():
+        if args.only and args.only not in name:
+            continue
+        r = bench_case(be, m, n, k, ta, tb, args.repeats)
+        tq = r.get("torch", float("nan"))
+        print(f"{name:<18}{m:>7}{n:>6}{k:>7}  {r['opencl']:>7.1f}{r['numpy']:>7.1f}{tq:>7.1f}"
+              f"  {r['opencl'] / r['numpy']:>8.2f}{r['opencl'] / tq:>9.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
