@@ -1,0 +1,207 @@
+"""Backend parity of the nn primitives: one table of (primitive, shapes) run on NumPy (the
+reference) and on every OpenCL device found, comparing every output and gradient at float32
+tolerance. Each OpenCL case runs twice and must give bit-identical results (determinism)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pytest
+
+
+# ---------------------------------------------------------------- case runners
+# A runner takes (backend, rng, **params), builds its inputs from rng (the same data on every
+# backend), calls the primitives and returns {name: device array} of everything to compare.
+
+def _normal(rng, shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def run_conv_lowering(be, rng, shape, kh, kw, stride, pad, groups, gpu_path=False):
+    x = _normal(rng, shape)
+    rows = be.im2row(be.from_host(x), kh, kw, stride, pad, groups)
+    drows = _normal(rng, rows.shape)
+    is_cpu = getattr(be, "is_cpu", None)
+    if gpu_path and is_cpu is not None:
+        be.is_cpu = False  # take the kernel path meant for GPUs on this device too
+    try:
+        dx = be.row2im(be.from_host(drows), shape, kh, kw, stride, pad, groups)
+    finally:
+        if is_cpu is not None:
+            be.is_cpu = is_cpu
+    return {"rows": rows, "dx": dx}
+
+
+def run_channel_bias(be, rng, shape, accumulate):
+    c = shape[1]
+    x, bias, acc = be.from_host(_normal(rng, shape)), be.from_host(_normal(rng, (c,))), \
+        be.from_host(_normal(rng, (c,)))
+    be.add_channel_bias(x, bias)
+    be.channel_sum(x, acc, accumulate=accumulate)
+    return {"x_plus_bias": x, "channel_sum": acc}
+
+
+def run_elementwise(be, rng, op, shape):
+    a, b = _normal(rng, shape), _normal(rng, shape)
+    da, db = be.from_host(a), be.from_host(b)
+    if op == "relu":
+        return {"y": be.relu(da)}
+    if op == "relu_backward":
+        return {"dx": be.relu_backward(db, be.relu(da))}
+    if op == "add":
+        out = be.add(da, db)
+        be.add(da, db, out=db)  # aliased output
+        return {"new": out, "in_place": db}
+    if op == "mul":
+        out = be.mul(da, db)
+        be.mul(da, db, out=da)
+        return {"new": out, "in_place": da}
+    if op == "axpy":
+        be.axpy(-0.75, da, db)
+        return {"y": db}
+    if op == "scale":
+        be.scale(da, 1.5)
+        return {"a": da}
+    if op == "soft_threshold":
+        new = be.soft_threshold(da, 0.5)
+        be.soft_threshold(db, 0.25, out=db)
+        return {"new": new, "in_place": db}
+    if op == "apply_mask":
+        be.apply_mask(da, be.from_host((b > 0).astype(np.float32)))
+        return {"w": da}
+    raise ValueError(op)
+
+
+def run_dropout(be, rng, shape, p, seed, counter):
+    return {"mask": be.dropout_mask(shape, p, seed, counter)}
+
+
+def run_maxpool(be, rng, shape, k, stride, pad, ties=False):
+    x = rng.integers(-3, 4, shape).astype(np.float32) if ties else _normal(rng, shape)
+    y, argmax = be.maxpool2d(be.from_host(x), k, stride, pad)
+    dy = be.from_host(_normal(rng, y.shape))
+    dx = be.maxpool2d_backward(dy, argmax, shape)
+    return {"y": y, "argmax": argmax, "dx": dx}
+
+
+def run_avgpool(be, rng, shape, k, stride, pad):
+    y = be.avgpool2d(be.from_host(_normal(rng, shape)), k, stride, pad)
+    dx = be.avgpool2d_backward(be.from_host(_normal(rng, y.shape)), shape, k, stride, pad)
+    return {"y": y, "dx": dx}
+
+
+def run_softmax(be, rng, n, k, ties=False):
+    z = rng.integers(0, 3, (n, k)).astype(np.float32) if ties else _normal(rng, (n, k), 3.0)
+    logits = be.from_host(z)
+    labels = be.from_host(rng.integers(0, k, n).astype(np.int32))
+    loss, grad = be.softmax_cross_entropy(logits, labels)
+    return {"loss": loss, "grad": grad, "correct": be.count_correct(logits, labels)}
+
+
+def run_batchnorm(be, rng, shape):
+    c = shape[1]
+    x = _normal(rng, shape, 2.0) + 0.5
+    gamma, beta = _normal(rng, (c,)), _normal(rng, (c,))
+    rm, rv = _normal(rng, (c,), 0.1), (1.0 + rng.random(c)).astype(np.float32)
+    dgamma, dbeta = _normal(rng, (c,)), _normal(rng, (c,))
+    d = {k: be.from_host(v) for k, v in dict(gamma=gamma, beta=beta, rm=rm, rv=rv,
+                                             dgamma=dgamma, dbeta=dbeta).items()}
+    y, xhat, inv_std = be.batchnorm_train(be.from_host(x), d["gamma"], d["beta"], d["rm"],
+                                          d["rv"], 0.1, 1e-5)
+    dx = be.batchnorm_backward(be.from_host(_normal(rng, shape)), xhat, inv_std, d["gamma"],
+                               d["dgamma"], d["dbeta"])
+    y_eval = be.batchnorm_eval(be.from_host(x), d["gamma"], d["beta"], d["rm"], d["rv"], 1e-5)
+    return {"y": y, "xhat": xhat, "inv_std": inv_std, "running_mean": d["rm"],
+            "running_var": d["rv"], "dx": dx, "dgamma": d["dgamma"], "dbeta": d["dbeta"],
+            "y_eval": y_eval}
+
+
+def run_reduce(be, rng, n):
+    a = _normal(rng, (n,))
+    a[rng.random(n) < 0.3] = 0.0
+    da = be.from_host(a)
+    return {"sum": be.sum(da), "zeros": be.count_zeros(da)}
+
+
+def run_optimizer(be, rng, opt, n, mask, threshold, weight_decay, steps=3, **kw):
+    w = be.from_host(_normal(rng, (n,)))
+    m = be.from_host((rng.random(n) > 0.4).astype(np.float32)) if mask else None
+    state = {k: be.zeros((n,)) for k in ("s1", "s2")}
+    for step in range(1, steps + 1):
+        g = be.from_host(_normal(rng, (n,)))
+        if opt == "sgd":
+            be.sgd_update(w, g, state["s1"] if kw.get("velocity", True) else None, 0.1,
+                          kw.get("momentum", 0.9), kw.get("nesterov", False), weight_decay,
+                          threshold, m)
+        elif opt == "rmsprop":
+            be.rmsprop_update(w, g, state["s1"], 0.01, 0.99, 1e-8, weight_decay, threshold, m)
+        else:
+            be.adam_update(w, g, state["s1"], state["s2"], 0.01, 0.9, 0.999, 1e-8, step,
+                           weight_decay, threshold, m)
+    return {"w": w, **state}
+
+
+# ---------------------------------------------------------------- the table
+IMG = (5, 3, 7, 9)  # odd sizes on purpose
+ELEMENTWISE_OPS = ("relu", "relu_backward", "add", "mul", "axpy", "scale", "soft_threshold",
+                   "apply_mask")
+
+# (id, runner, params, (rtol, atol))
+CASES: list[tuple[str, Callable, dict, tuple[float, float]]] = [
+    *[(f"conv_lowering-{s}-k{kh}x{kw}-s{st}-p{p}-g{g}{'-gpu_path' * gp}", run_conv_lowering,
+       dict(shape=s, kh=kh, kw=kw, stride=st, pad=p, groups=g, gpu_path=gp), (1e-5, 1e-5))
+      for gp in (False, True) for s, kh, kw, st, p, g in [
+          (IMG, 3, 3, 1, 1, 1), (IMG, 3, 3, 2, 0, 1), (IMG, 5, 5, 1, 2, 1), (IMG, 5, 5, 2, 2, 3),
+          (IMG, 1, 1, 2, 0, 3), (IMG, 1, 1, 1, 0, 1), ((5, 4, 7, 9), 3, 3, 2, 1, 2),
+          ((5, 4, 9, 7), 1, 3, 1, 1, 2), ((2, 6, 12, 12), 5, 5, 1, 0, 2), (IMG, 2, 4, 1, 1, 1),
+          (IMG, 3, 2, 2, 1, 1), (IMG, 7, 7, 1, 3, 1), (IMG, 4, 4, 1, 2, 3)]],
+    *[(f"channel_bias-{s}-acc{a}", run_channel_bias, dict(shape=s, accumulate=a), (1e-4, 1e-4))
+      for s, a in [(IMG, True), (IMG, False), ((5, 10), True), ((5, 12), False),
+                   ((5, 3, 4, 4), True), ((300, 13), True), ((5, 3, 1, 1), False),
+                   ((70, 3, 5, 7), True)]],
+    *[(f"{op}-{s}", run_elementwise, dict(op=op, shape=s), (1e-6, 1e-6))
+      for op in ELEMENTWISE_OPS for s in [(1,), (13,), (8,), IMG]],
+    *[(f"dropout-{s}-p{p}-seed{seed}-c{c}", run_dropout, dict(shape=s, p=p, seed=seed, counter=c),
+       (0.0, 0.0))
+      for s, p, seed, c in [(IMG, 0.5, 0, 0), ((13,), 0.1, 7, 3), ((1000, 3), 0.3, 2**33 + 5, 99)]],
+    *[(f"maxpool-{s}-k{k}-s{st}-p{p}{'-ties' * t}", run_maxpool,
+       dict(shape=s, k=k, stride=st, pad=p, ties=t), (1e-6, 1e-6))
+      for s, k, st, p, t in [
+          (IMG, 2, 2, 0, False), (IMG, 2, 2, 0, True), ((2, 3, 10, 22), 2, 2, 0, True),
+          ((2, 3, 8, 8), 2, 2, 0, False), (IMG, 3, 2, 1, False), (IMG, 3, 1, 1, True),
+          (IMG, 2, 1, 0, True), (IMG, 5, 2, 2, False), (IMG, 3, 3, 0, False)]],
+    *[(f"avgpool-{s}-k{k}-s{st}-p{p}", run_avgpool, dict(shape=s, k=k, stride=st, pad=p),
+       (1e-5, 1e-6))
+      for s, k, st, p in [(IMG, 2, 2, 0), (IMG, 3, 1, 1), (IMG, 3, 2, 1), (IMG, 5, 2, 2),
+                          (IMG, 1, 1, 0)]],
+    *[(f"softmax-{n}x{k}{'-ties' * t}", run_softmax, dict(n=n, k=k, ties=t), (1e-5, 1e-6))
+      for n, k, t in [(5, 10, False), (300, 7, False), (5, 1, False), (40, 4, True)]],
+    *[(f"batchnorm-{s}", run_batchnorm, dict(shape=s), (1e-4, 1e-4))
+      for s in [IMG, (5, 10), (300, 4), (5, 3, 1, 1), (2, 3, 16, 16), (70, 3, 5, 7)]],
+    *[(f"reduce-{n}", run_reduce, dict(n=n), (1e-4, 1e-3))
+      for n in [1, 13, 1000, 100003]],
+    *[(f"{opt}-n{n}-mask{mk}-thr{thr}-wd{wd}{''.join(f'-{k}{v}' for k, v in kw.items())}",
+       run_optimizer, dict(opt=opt, n=n, mask=mk, threshold=thr, weight_decay=wd, **kw),
+       (1e-5, 1e-5))
+      for opt, n, mk, thr, wd, kw in [
+          ("sgd", 13, False, 0.0, 0.0, {}), ("sgd", 1037, True, 1e-2, 1e-2, {"nesterov": True}),
+          ("sgd", 1037, False, 1e-2, 0.0, {"momentum": 0.0}),
+          ("sgd", 21, True, 0.0, 0.0, {"velocity": False}),
+          ("rmsprop", 13, False, 0.0, 0.0, {}), ("rmsprop", 1037, True, 1e-3, 1e-2, {}),
+          ("adam", 13, False, 0.0, 0.0, {}), ("adam", 1037, True, 1e-3, 1e-2, {}),
+          ("adam", 64, False, 5e-3, 0.0, {})]],
+]
+
+
+@pytest.mark.parametrize("runner,params,tol", [pytest.param(r, p, t, id=i)
+                                               for i, r, p, t in CASES])
+def test_matches_numpy(clb, np32, runner, params, tol):
+    want = {k: np32.to_host(v) for k, v in runner(np32, np.random.default_rng(1), **params).items()}
+    got = {k: clb.to_host(v) for k, v in runner(clb, np.random.default_rng(1), **params).items()}
+    again = {k: clb.to_host(v) for k, v in runner(clb, np.random.default_rng(1), **params).items()}
+    rtol, atol = tol
+    for name, ref in want.items():
+        assert got[name].shape == ref.shape, name
+        assert got[name].dtype == ref.dtype, name
+        np.testing.assert_allclose(got[name], ref, rtol=rtol, atol=atol, err_msg=name)
+        np.testing.assert_array_equal(again[name], got[name], err_msg=f"{name} not deterministic")
