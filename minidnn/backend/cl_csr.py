@@ -1,6 +1,272 @@
-"""OpenCL csr primitives (mixin of OpenCLBackend)."""
+"""OpenCL CSR primitives (mixin of OpenCLBackend): kernels in ``cl_kernels/csr.cl``.
+
+Compaction and the transpose run on the device; only the nonzero count of ``csr_from_dense`` is
+read back. Each product picks a "panel" kernel (dense operand repacked so one nonzero is one
+aligned 64-byte read covering 16 rows) or a "gather" kernel (no repacking) from the shapes;
+see the top of ``csr.cl``. Repacked panels and partial sums live in reused scratch buffers.
+"""
 from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .base import Array
+
+try:
+    import pyopencl as cl
+except ImportError:  # pragma: no cover - the mixin is only used with pyopencl present
+    cl = None
+
+STEM = "csr"
+MBLK = 16                  # rows m per panel tile (MBLK in csr.cl)
+# The panel kernels repack the dense operand (cost ~ M*K); they pay off once the nonzeros per
+# group are a few times K (measured crossovers on PoCL, 2 cores: ~5-8 for SpMM, ~0.5 for SDDMM).
+SPMM_PANEL_NNZ_PER_K = 6.0
+SPMM_SCALAR_MAX_M = 3  # up to this many rows m, one work-item per output has the least overhead
+SDDMM_PANEL_NNZ_PER_K = 0.5
+SDDMM_BLOCK_FLOATS = 1 << 16  # SDDMM: an x block of K * B floats should stay in L2
+PARTIAL_BUDGET = 1 << 22   # floats of SDDMM partial sums over chunks of M (16 MiB)
+
+i32 = np.int32
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _as3d_shape(a: Array) -> tuple[int, int, int]:
+    """(G, M, K) of a 3-D operand, (1, M, K) of a 2-D one."""
+    if len(a.shape) == 2:
+        return 1, int(a.shape[0]), int(a.shape[1])
+    if len(a.shape) != 3:
+        raise ValueError(f"expected a (G, M, K) or (M, K) operand, got shape {tuple(a.shape)}")
+    return int(a.shape[0]), int(a.shape[1]), int(a.shape[2])
 
 
 class CLCSROps:
-    """Placeholder until the kernels land."""
+    """CSR compaction, transpose and the sparse products (dense x CSR^T, dense x CSR, SDDMM)."""
+
+    # ------------------------------------------------------------------ launching
+    def _csr_wg(self) -> int:
+        """Work-group size of the 1-D CSR launches (fixed: PoCL recompiles per local size)."""
+        return 8 if self.is_cpu else 64
+
+    def _csr_items(self) -> int:
+        """Work-items wanted in flight: a few dozen per core on a CPU, thousands on a GPU."""
+        per_unit = 64 if self.is_cpu else 2048
+        return per_unit * int(self.device.max_compute_units)
+
+    def _csr_launch(self, name: str, global_size: Sequence[int], local_size: Sequence[int],
+                    *args) -> None:
+        """``launch`` with the kernel's scalar types declared once, so PyOpenCL packs scalars
+        directly (an undeclared NumPy scalar argument costs ~10 us per launch)."""
+        typed = self.__dict__.setdefault("_csr_typed", set())
+        if name not in typed:
+            self.kernel(STEM, name).set_scalar_arg_dtypes(
+                [a.dtype if isinstance(a, np.generic) else None for a in args])
+            typed.add(name)
+        self.launch(STEM, name, global_size, local_size, *args)
+
+    def _csr_launch1d(self, name: str, n: int, *args) -> None:
+        self._csr_launch(name, (max(1, n),), (self._csr_group_size(name, self._csr_wg()),), *args)
+
+    def _csr_group_size(self, name: str, want: int) -> int:
+        """``want`` capped by what the device allows for this kernel (small GPUs)."""
+        sizes = self.__dict__.setdefault("_csr_group_sizes", {})
+        if name not in sizes:
+            limit = self.kernel(STEM, name).get_work_group_info(
+                cl.kernel_work_group_info.WORK_GROUP_SIZE, self.device)
+            sizes[name] = max(1, min(want, int(limit)))
+        return sizes[name]
+
+    # ------------------------------------------------------------------ helpers
+    def _csr_scratch(self, role: str, n: int) -> Array:
+        """A reused flat float32 buffer of >= n elements (a fresh large buffer page-faults on
+        first touch, which costs as much as the product). Safe: the queue is in order."""
+        ws = self.__dict__.setdefault("_csr_workspace", {})
+        a = ws.get(role)
+        if a is None or a.size < n:
+            a = ws[role] = self.empty((max(n, 1),))
+        return a
+
+    def csr_free_workspace(self) -> None:
+        """Release the scratch buffers kept between sparse products."""
+        self.__dict__.pop("_csr_workspace", None)
+
+    def _csr_read_int(self, a: Array, index: int) -> int:
+        """One int32 element of a device array (a counted 4-byte host transfer)."""
+        out = np.empty(1, dtype=np.int32)
+        cl.enqueue_copy(self.queue, out, a.data, src_offset=4 * index, is_blocking=True)
+        self.transfers.to_host += 1
+        self.transfers.bytes_to_host += 4
+        return int(out[0])
+
+    def _csr_scan(self, a: Array, n: int) -> None:
+        """In place exclusive scan of the int32 a[0..n) into a[0..n] (one work-group)."""
+        wg = self._csr_group_size("csr_scan_exclusive", 16 if self.is_cpu else 256)
+        self._csr_launch("csr_scan_exclusive", (wg,), (wg,), a, i32(n), cl.LocalMemory(4 * wg))
+
+    def _csr_panel(self, x: Array, g: int, m: int, k: int, block: int, role: str
+                   ) -> tuple[Array, int]:
+        """Repack (G, M, K) into a blocked panel (G, nblk, K, block), zero-padded rows; returns
+        the scratch buffer and nblk."""
+        nblk = _cdiv(m, block)
+        p = self._csr_scratch(role, g * nblk * k * block)
+        nkb, nmb = _cdiv(k, 8), nblk * block // 8
+        n = g * nkb * nmb
+        self._csr_launch1d("csr_to_panel", n, x, i32(m), i32(k), i32(block), i32(nkb), i32(nmb),
+                           i32(n), p)
+        return p, nblk
+
+    def _csr_spmm(self, x: Array, row_ptr: Array, col_idx: Array, values: Array,
+                  n_out: int) -> Array:
+        """y[g] = x[g] @ S_g^T for a CSR S of G*n_out rows over x's K columns: (G, M, n_out),
+        2-D (M, n_out) for a 2-D x."""
+        g, m, k = _as3d_shape(x)
+        y = self.empty((g, m, n_out) if len(x.shape) == 3 else (m, n_out))
+        nnz = int(col_idx.size)
+        if y.size == 0:
+            return y
+        if nnz == 0 or k == 0:
+            self.fill(y, 0.0)
+            return y
+        if m <= SPMM_SCALAR_MAX_M:
+            wg = self._csr_group_size("csr_spmm_scalar", self._csr_wg())
+            self._csr_launch("csr_spmm_scalar", (n_out, m, g), (wg, 1, 1), x,
+                             row_ptr, col_idx, values, i32(g), i32(m), i32(k), i32(n_out), y)
+            return y
+        panel = m >= MBLK and nnz >= SPMM_PANEL_NNZ_PER_K * g * k
+        rows = MBLK if panel else 8
+        nmb = _cdiv(m, rows)
+        noc = min(n_out, max(1, _cdiv(self._csr_items(), nmb * g)))
+        ochunk = _cdiv(n_out, noc)
+        noc = _cdiv(n_out, ochunk)
+        n = g * nmb * noc
+        if panel:
+            src, _ = self._csr_panel(x, g, m, k, MBLK, "panel")
+            name = "csr_spmm_panel"
+        else:
+            src, name = x, "csr_spmm_gather"
+        self._csr_launch1d(name, n, src, row_ptr, col_idx, values, i32(m), i32(k), i32(n_out),
+                           i32(ochunk), i32(noc), i32(nmb), i32(n), y)
+        return y
+
+    # ------------------------------------------------------------------ dense <-> CSR
+    def csr_from_dense(self, w: Array) -> tuple[Array, Array, Array]:
+        """Device-side compaction (count, scan, fill); reads back only the nonzero count."""
+        if len(w.shape) != 2 or w.dtype != np.float32:
+            raise ValueError(f"csr_from_dense needs a 2-D float32 matrix, got {w.dtype} "
+                             f"{tuple(w.shape)}")
+        r, c = int(w.shape[0]), int(w.shape[1])
+        row_ptr = self.zeros((r + 1,), np.int32)
+        if r == 0 or c == 0:
+            return row_ptr, self.empty((0,), np.int32), self.empty((0,))
+        self._csr_launch1d("csr_count_rows", r, w, i32(r), i32(c), row_ptr)
+        self._csr_scan(row_ptr, r)
+        nnz = self._csr_read_int(row_ptr, r)
+        col_idx, values = self.empty((nnz,), np.int32), self.empty((nnz,))
+        if nnz:
+            self._csr_launch1d("csr_fill_rows", r, w, i32(r), i32(c), row_ptr, col_idx, values)
+        return row_ptr, col_idx, values
+
+    def csr_to_dense(self, row_ptr: Array, col_idx: Array, values: Array,
+                     shape: Sequence[int]) -> Array:
+        """Scatter CSR into a zeroed dense (R, C) matrix."""
+        r, c = int(shape[0]), int(shape[1])
+        dense = self.zeros((r, c))
+        if values.size:
+            self._csr_launch1d("csr_scatter_rows", r, row_ptr, col_idx, values, i32(r), i32(c),
+                               dense)
+        return dense
+
+    def gather(self, src: Array, index: Array, out: Array | None = None) -> Array:
+        """out[i] = src[index[i]] for 4-byte elements (float32 or int32)."""
+        if np.dtype(src.dtype).itemsize != 4 or index.dtype != np.int32:
+            raise TypeError(f"gather needs 4-byte elements and int32 indices, got {src.dtype} "
+                            f"and {index.dtype}")
+        if out is None:
+            out = self.empty(index.shape, src.dtype)
+        if index.size:
+            self._csr_launch1d("csr_gather", index.size, src, index, i32(index.size), out)
+        return out
+
+    def csr_transpose(self, row_ptr: Array, col_idx: Array, values: Array, shape: Sequence[int],
+                      groups: int = 1) -> tuple[Array, Array, Array, Array]:
+        """Per-group transpose (G*K rows of O/G columns) + perm, on the device: int atomic
+        counts, a scan, then a stable fill, so the result equals the NumPy reference exactly."""
+        o, k = int(shape[0]), int(shape[1])
+        if groups < 1 or o % groups:
+            raise ValueError(f"{o} rows do not split into {groups} groups")
+        og, nnz = o // groups, int(col_idx.size)
+        t_row_ptr = self.zeros((groups * k + 1,), np.int32)
+        t_col_idx, t_values = self.empty((nnz,), np.int32), self.empty((nnz,))
+        perm = self.empty((nnz,), np.int32)
+        if nnz == 0:
+            return t_row_ptr, t_col_idx, t_values, perm
+        self._csr_launch1d("csr_count_cols", o, row_ptr, col_idx, i32(o), i32(k), i32(og),
+                           t_row_ptr)
+        self._csr_scan(t_row_ptr, groups * k)
+        cursor = self.copy(t_row_ptr)
+        wg = self._csr_group_size("csr_fill_cols", 16 if self.is_cpu else 256)
+        self._csr_launch("csr_fill_cols", (groups * wg,), (wg,), row_ptr, col_idx, values,
+                         i32(k), i32(og), cursor, t_col_idx, t_values, perm)
+        return t_row_ptr, t_col_idx, t_values, perm
+
+    # ------------------------------------------------------------------ products
+    def csr_matmul_t(self, x: Array, row_ptr: Array, col_idx: Array, values: Array,
+                     shape: Sequence[int]) -> Array:
+        """Forward y[g] = x[g] @ W_g^T: x (G, M, K) -> (G, M, O/G) (2-D in, 2-D out)."""
+        g, _, k = _as3d_shape(x)
+        o = int(shape[0])
+        if int(shape[1]) != k or o % g:
+            raise ValueError(f"csr_matmul_t: x {tuple(x.shape)} does not fit W {tuple(shape)}")
+        return self._csr_spmm(x, row_ptr, col_idx, values, o // g)
+
+    def csr_matmul(self, dy: Array, t_row_ptr: Array, t_col_idx: Array, t_values: Array,
+                   shape: Sequence[int]) -> Array:
+        """Backward data dx[g] = dy[g] @ W_g from the transposed CSR: (G, M, O/G) -> (G, M, K)."""
+        g, _, og = _as3d_shape(dy)
+        o, k = int(shape[0]), int(shape[1])
+        if og * g != o:
+            raise ValueError(f"csr_matmul: dy {tuple(dy.shape)} does not fit W {tuple(shape)}")
+        return self._csr_spmm(dy, t_row_ptr, t_col_idx, t_values, k)
+
+    def csr_sddmm(self, dy: Array, x: Array, row_ptr: Array, col_idx: Array,
+                  shape: Sequence[int], out: Array, accumulate: bool = True) -> None:
+        """out[e] (+)= sum_m dy[g, m, o] * x[g, m, k] at each nonzero (o, k): dW on the pattern."""
+        g, m, og = _as3d_shape(dy)
+        gx, mx, k = _as3d_shape(x)
+        o = int(shape[0])
+        if (gx, mx) != (g, m) or og * g != o or k != int(shape[1]):
+            raise ValueError(f"csr_sddmm: dy {tuple(dy.shape)}, x {tuple(x.shape)} do not fit "
+                             f"W {tuple(shape)}")
+        nnz = int(col_idx.size)
+        if nnz == 0:
+            return
+        if m == 0:
+            if not accumulate:
+                self.fill(out, 0.0)
+            return
+        if m >= MBLK and nnz >= SDDMM_PANEL_NNZ_PER_K * g * k:
+            # blocks of B rows: an x block of K*B floats stays in cache; partial sums bounded
+            block = max(MBLK, min(_cdiv(m, MBLK) * MBLK, SDDMM_BLOCK_FLOATS // k // MBLK * MBLK))
+            nch = max(1, min(_cdiv(m, block), PARTIAL_BUDGET // nnz))
+            block = _cdiv(_cdiv(m, nch), MBLK) * MBLK
+            dp, nch = self._csr_panel(dy, g, m, og, block, "panel")
+            xp, _ = self._csr_panel(x, g, m, k, block, "panel2")
+            partial = self._csr_scratch("partial", nch * nnz) if nch > 1 else out
+            self._csr_launch1d("csr_sddmm_panel", o * nch, dp, xp, row_ptr, col_idx, i32(o),
+                               i32(k), i32(og), i32(block), i32(nch), i32(nnz), i32(accumulate),
+                               partial, out)
+        else:
+            nch = max(1, min(_cdiv(self._csr_items(), o), _cdiv(m, 64), PARTIAL_BUDGET // nnz))
+            chunk = _cdiv(m, nch)
+            nch = _cdiv(m, chunk)
+            partial = self._csr_scratch("partial", nch * nnz) if nch > 1 else out
+            self._csr_launch1d("csr_sddmm_gather", o * nch, dy, x, row_ptr, col_idx, i32(o),
+                               i32(m), i32(k), i32(og), i32(chunk), i32(nch), i32(nnz),
+                               i32(accumulate), partial, out)
+        if nch > 1:
+            self._csr_launch1d("csr_sddmm_reduce", nnz, partial, i32(nch), i32(nnz),
+                               i32(accumulate), out)
