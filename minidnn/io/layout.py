@@ -1,0 +1,222 @@
+"""The file layout of docs/format.md: header, /params, /buffers and (checkpoints) /state.
+
+``read_file`` validates a whole file into host arrays (``FileContents``) before anything is built.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import ModelFileError
+from ..layers.base import Module
+from .h5 import (FORMAT, FORMAT_VERSION, Node, array, attr_int, attr_json, attr_str,
+                 check_finite, check_members, child, read_h5, set_attrs, to_json, where,
+                 write_array)
+from .tensors import (FLOAT32_KINDS, ParamRecord, read_param, write_buffer, write_param)
+
+KINDS = ("model", "checkpoint")
+BUFFER_KINDS = {"f": (4,), "i": (8,)}
+
+
+def minidnn_version() -> str:
+    """The installed minidnn version ('unknown' when running from a bare source tree)."""
+    import minidnn
+    version = getattr(minidnn, "__version__", None)
+    if version:
+        return str(version)
+    try:
+        from importlib.metadata import version as dist_version
+        return dist_version("minidnn")
+    except Exception:  # noqa: BLE001 - not installed
+        return "unknown"
+
+
+@dataclass
+class OptimizerStateRecord:
+    """Saved optimizer state of one parameter: arrays (float32, values-shaped) and scalars."""
+
+    arrays: dict[str, np.ndarray]
+    scalars: dict
+
+
+@dataclass
+class FileContents:
+    """Everything a minidnn file holds, validated, on the host."""
+
+    path: Path
+    kind: str
+    format_version: int
+    minidnn_version: str
+    created: str
+    arch: str
+    config: dict
+    metadata: dict
+    params: dict[str, ParamRecord]
+    buffers: dict[str, np.ndarray]
+    file_bytes: int
+    buffer_bytes: int = 0
+    optimizer: str = ""
+    step_count: int = 0
+    modules: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    optimizer_state: dict[str, OptimizerStateRecord] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------- write
+def write_model(f: h5py.File, model: Module, kind: str, metadata: dict | None,
+                values_dtype: np.dtype, exact: bool, compression: str) -> None:
+    """Header attributes, /params and /buffers of ``model``."""
+    arch, config = getattr(model, "arch", ""), getattr(model, "config", None)
+    if not isinstance(arch, str) or not arch or not isinstance(config, dict):
+        raise TypeError(f"saving needs a minidnn Model with `arch` and `config` (a zoo model), "
+                        f"got {type(model).__name__}")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    set_attrs(f, format=FORMAT, format_version=FORMAT_VERSION, kind=kind,
+              minidnn_version=minidnn_version(), created=created, arch=arch,
+              config=to_json(config, "the model config"),
+              metadata=to_json(metadata or {}, "metadata"))
+    params = f.create_group("params")
+    names, nnz, total = [], 0, 0
+    for name, p in model.named_parameters():
+        n = write_param(params, name, p, values_dtype, exact, compression)
+        names.append(name)
+        if p.prox:
+            nnz, total = nnz + n, total + p.numel
+    set_attrs(params, order=to_json(names, "parameter names"))
+    set_attrs(f, sparsity=to_json({"weights": total, "nnz": nnz,
+                                   "zeros": 1 - nnz / total if total else 0.0}, "sparsity"))
+    buffers = f.create_group("buffers")
+    names = []
+    for name, b in model.named_buffers():
+        host = b if model.backend is None else model.backend.to_host(b)
+        write_buffer(buffers, name, host, compression)
+        names.append(name)
+    set_attrs(buffers, order=to_json(names, "buffer names"))
+
+
+# ---------------------------------------------------------------------- read
+def _ordered_members(g: Node, path: Path) -> list[str]:
+    order = attr_json(g, "order", path, list)
+    if any(not isinstance(n, str) for n in order) or len(set(order)) != len(order) \
+            or set(order) != set(g.children):
+        raise ModelFileError(f"{where(g, path)}: the 'order' attribute does not list its "
+                             f"members exactly")
+    return order
+
+
+def read_file(path: str | os.PathLike) -> FileContents:
+    """Read, check and decode a whole minidnn file (model or checkpoint) into host arrays."""
+    path = Path(path)
+    root = read_h5(path)
+    try:
+        return _decode(root, path)
+    except MemoryError:
+        raise ModelFileError(f"{path}: declares arrays too large to load") from None
+
+
+def _decode(root: Node, path: Path) -> FileContents:
+    kind = attr_str(root, "kind", path)
+    if kind not in KINDS:
+        raise ModelFileError(f"{path}: unknown file kind {kind!r} (expected one of {KINDS})")
+    check_members(root, {"params", "buffers"} | ({"state"} if kind == "checkpoint" else set()),
+                  path)
+    contents = FileContents(
+        path=path, kind=kind, format_version=attr_int(root, "format_version", path),
+        minidnn_version=attr_str(root, "minidnn_version", path),
+        created=attr_str(root, "created", path), arch=attr_str(root, "arch", path),
+        config=attr_json(root, "config", path, dict),
+        metadata=attr_json(root, "metadata", path, dict),
+        params={}, buffers={}, file_bytes=os.path.getsize(path))
+    attr_json(root, "sparsity", path, dict)  # informative: reports recompute it from the data
+    pg = child(root, "params", path, group=True)
+    for name in _ordered_members(pg, path):
+        contents.params[name] = read_param(child(pg, name, path, group=True), path)
+    bg = child(root, "buffers", path, group=True)
+    for name in _ordered_members(bg, path):
+        a = array(bg, name, path, None, BUFFER_KINDS)
+        check_finite(a, where(bg.children[name], path))
+        contents.buffers[name] = a.astype(np.float32 if a.dtype.kind == "f" else np.int64)
+        contents.buffer_bytes += bg.children[name].storage_bytes
+    if kind == "checkpoint":
+        _read_state(child(root, "state", path, group=True), path, contents)
+    return contents
+
+
+# ---------------------------------------------------------------------- checkpoint state
+def has_counter(m: Module) -> bool:
+    """Whether a module keeps an integer RNG ``counter`` (Dropout) that a checkpoint restores."""
+    c = getattr(m, "counter", None)
+    return isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_))
+
+
+def write_state(f: h5py.File, model: Module, optimizer, extra: dict | None,
+                compression: str) -> None:
+    """/state: optimizer name and step_count, per-parameter optimizer state, module counters."""
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict, got {type(extra).__name__}")
+    names = {id(p): n for n, p in model.named_parameters()}
+    st = f.create_group("state")
+    counters = {n: {"counter": int(m.counter)} for n, m in model.named_modules()
+                if has_counter(m)}
+    set_attrs(st, optimizer=type(optimizer).__name__, step_count=int(optimizer.step_count),
+              modules=to_json(counters, "module counters"), extra=to_json(extra or {}, "extra"))
+    og = st.create_group("optimizer")
+    saved = []
+    for _, p in optimizer.named_params:
+        if id(p) not in names:
+            raise ValueError("the optimizer holds a parameter that is not in the model")
+        state = optimizer.state.get(id(p))
+        # state made for another representation is stale: the optimizer would re-create it
+        if state is None or state.get("_shape") != tuple(p.values.shape) \
+                or state.get("_backend") is not p.backend:
+            continue
+        g = og.create_group(names[id(p)])
+        scalars = {}
+        for key, value in state.items():
+            if key.startswith("_"):
+                continue
+            if value is None or isinstance(value, (bool, int, float, np.generic)):
+                scalars[key] = value
+            else:
+                host = np.asarray(p.backend.to_host(value))
+                check_finite(host, f"cannot save optimizer state {key!r} of {names[id(p)]!r}")
+                write_array(g, key, host.astype(np.float32), compression)
+        set_attrs(g, scalars=to_json(scalars, f"optimizer state of {names[id(p)]!r}"))
+        saved.append(names[id(p)])
+    set_attrs(og, order=to_json(saved, "optimizer state names"))
+
+
+def _read_state(st: Node, path: Path, contents: FileContents) -> None:
+    check_members(st, {"optimizer"}, path)
+    contents.optimizer = attr_str(st, "optimizer", path)
+    contents.step_count = attr_int(st, "step_count", path)
+    if contents.step_count < 0:
+        raise ModelFileError(f"{where(st, path)}: negative step_count")
+    contents.modules = attr_json(st, "modules", path, dict)
+    for name, entry in contents.modules.items():
+        if not isinstance(entry, dict) or set(entry) != {"counter"} \
+                or not isinstance(entry["counter"], int) or isinstance(entry["counter"], bool):
+            raise ModelFileError(f"{where(st, path)}: bad module state for {name!r}")
+    contents.extra = attr_json(st, "extra", path, dict)
+    og = child(st, "optimizer", path, group=True)
+    for name in _ordered_members(og, path):
+        g = child(og, name, path, group=True)
+        rec = contents.params.get(name)
+        if rec is None:
+            raise ModelFileError(f"{where(g, path)}: optimizer state for an unknown parameter")
+        arrays = {}
+        for key in g.children:
+            a = array(g, key, path, rec.values_shape, FLOAT32_KINDS)
+            check_finite(a, f"{where(g, path)}/{key}")
+            arrays[key] = a
+        scalars = attr_json(g, "scalars", path, dict)
+        if set(scalars) & set(arrays):
+            raise ModelFileError(f"{where(g, path)}: keys both scalar and array")
+        contents.optimizer_state[name] = OptimizerStateRecord(arrays, scalars)

@@ -1,0 +1,176 @@
+"""save / load a model file, and describe one without a backend (``minidnn info``)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..backend import NumpyBackend, get_backend
+from ..backend.base import Backend
+from ..errors import ConfigError, ModelFileError
+from ..layers.base import Module
+from ..layers.model import Model
+from .h5 import COMPRESSIONS, atomic_h5, seal
+from .layout import FileContents, read_file, write_model
+from .tensors import check_fits, install_param
+
+
+def values_dtype_of(values_dtype) -> np.dtype:
+    """'float32' or 'float16' as a dtype (ConfigError otherwise)."""
+    try:
+        dt = np.dtype(values_dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float16)):
+        raise ConfigError(f"values_dtype must be 'float32' or 'float16', got {values_dtype!r}")
+    return dt
+
+
+def compression_of(compression) -> str:
+    """One of 'auto', 'gzip', 'lzf', 'none' (None means 'none')."""
+    key = "none" if compression is None else str(compression).lower()
+    if key not in COMPRESSIONS:
+        raise ConfigError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    return key
+
+
+def save(model: Model, path: str | os.PathLike, metadata: dict | None = None,
+         values_dtype: str = "float32", compression: str = "auto") -> None:
+    """Write ``model`` (architecture, weights in their smallest form, buffers, metadata) atomically.
+
+    ``values_dtype='float16'`` halves the conv/linear weight values; see docs/format.md.
+    """
+    dtype, compression = values_dtype_of(values_dtype), compression_of(compression)
+    with atomic_h5(path) as f:
+        write_model(f, model, "model", metadata, dtype, exact=False, compression=compression)
+        seal(f)
+
+
+def build_from(contents: FileContents) -> Model:
+    """A fresh zoo model of the file's architecture and config (ModelFileError if impossible)."""
+    from ..models import MODELS, build_model
+    if contents.arch.lower() not in MODELS:
+        raise ModelFileError(f"{contents.path}: unknown architecture {contents.arch!r} "
+                             f"(this minidnn knows {sorted(MODELS)})")
+    try:
+        return build_model(contents.arch, **contents.config)
+    except Exception as exc:  # noqa: BLE001 - any constructor failure means a bad config
+        raise ModelFileError(f"{contents.path}: cannot rebuild {contents.arch} from config "
+                             f"{contents.config}: {exc}") from None
+
+
+def check_model(model: Module, contents: FileContents) -> None:
+    """ModelFileError unless the file has exactly the model's parameters and buffers."""
+    path = contents.path
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    for what, have, want in (("parameters", contents.params, params),
+                             ("buffers", contents.buffers, buffers)):
+        missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        if missing or unexpected:
+            raise ModelFileError(f"{path}: {what} do not match the model: missing {missing}, "
+                                 f"unexpected {unexpected}")
+    for name, p in params.items():
+        check_fits(name, contents.params[name], p, path)
+    for name, b in buffers.items():
+        a = contents.buffers[name]
+        if a.shape != tuple(b.shape) or (a.dtype.kind == "f") != (np.dtype(b.dtype).kind == "f"):
+            raise ModelFileError(f"{path}: buffer {name!r} is {a.dtype}{a.shape} in the file but "
+                                 f"{np.dtype(b.dtype)}{tuple(b.shape)} in the model")
+
+
+def install(model: Module, contents: FileContents, backend: Backend) -> None:
+    """Copy checked contents into ``model``: parameters in their saved form, then buffers."""
+    for name, p in model.named_parameters():
+        install_param(p, contents.params[name], backend)
+    for mname, m in model.named_modules():
+        for bname in list(m._buffers):
+            value = contents.buffers[f"{mname}.{bname}" if mname else bname]
+            setattr(m, bname, value.copy() if m.backend is None else m.backend.from_host(value))
+    if model.backend is None:
+        model.to(backend)
+
+
+def load(path: str | os.PathLike, backend: Backend | str | None = None) -> Model:
+    """Rebuild the saved model on ``backend`` (default NumPy); ModelFileError for any bad file.
+
+    The file's metadata dict is attached as ``model.metadata``.
+    """
+    contents = read_file(path)
+    model = build_from(contents)
+    check_model(model, contents)
+    install(model, contents, NumpyBackend() if backend is None else get_backend(backend))
+    model.metadata = dict(contents.metadata)
+    return model
+
+
+# ---------------------------------------------------------------------- reporting
+def file_report(path: str | os.PathLike) -> dict:
+    """Per-parameter NNZ/total/zeros/compression and bytes in the file vs dense float32."""
+    c = read_file(path)
+    layers = []
+    for name, r in c.params.items():
+        form = "csr" if r.form == "csr" else ("dense+mask" if r.mask is not None else "dense")
+        layers.append(dict(name=name, shape=r.shape, prox=r.prox, nnz=r.nnz, total=r.numel,
+                           zeros=1 - r.nnz / r.numel if r.numel else 0.0,
+                           compression=r.numel / r.nnz if r.nnz else float("inf"),
+                           form=form, storage=r.storage, dtype=r.stored_dtype,
+                           file_bytes=r.file_bytes))
+    weights = [row for row in layers if row["prox"]]
+    nnz, total = sum(r["nnz"] for r in weights), sum(r["total"] for r in weights)
+    dense = 4 * (sum(r.numel for r in c.params.values())
+                 + sum(b.size for b in c.buffers.values()))
+    return dict(path=str(c.path), kind=c.kind, arch=c.arch, config=c.config,
+                format_version=c.format_version, minidnn_version=c.minidnn_version,
+                created=c.created, metadata=c.metadata, layers=layers,
+                weights=dict(nnz=nnz, total=total, zeros=1 - nnz / total if total else 0.0,
+                             compression=total / nnz if nnz else float("inf")),
+                other_values=sum(r["total"] for r in layers if not r["prox"])
+                + sum(b.size for b in c.buffers.values()),
+                other_file_bytes=sum(r["file_bytes"] for r in layers if not r["prox"])
+                + c.buffer_bytes,
+                file_bytes=c.file_bytes, dense_bytes=dense,
+                ratio=dense / c.file_bytes if c.file_bytes else 0.0,
+                optimizer=c.optimizer, step_count=c.step_count, extra=c.extra,
+                optimizer_state=sorted(c.optimizer_state))
+
+
+def describe(path: str | os.PathLike) -> str:
+    """A human-readable summary: architecture, per-layer sparsity table, sizes, metadata."""
+    r = file_report(path)
+    kib = lambda n: f"{n / 1024:,.1f}"  # noqa: E731
+    lines = [f"minidnn {r['kind']} file {r['path']}",
+             f"  format {r['format_version']}, written by minidnn {r['minidnn_version']} on "
+             f"{r['created']}",
+             f"architecture: {r['arch']} {json.dumps(r['config'], sort_keys=True)}", ""]
+    head = (f"{'layer':<28} {'shape':>14} {'nnz/total':>22} {'zeros':>8} {'x':>8} "
+            f"{'in memory':>10} {'stored':>10} {'file KiB':>9}")
+    lines += [head]
+    for row in r["layers"]:
+        if not row["prox"]:
+            continue
+        shape = "x".join(map(str, row["shape"]))
+        stored = f"{row['storage']} f{row['dtype'][-2:]}"
+        counts = f"{row['nnz']:,}/{row['total']:,}"
+        lines.append(f"{row['name']:<28} {shape:>14} {counts:>22} "
+                     f"{100 * row['zeros']:>7.2f}% {row['compression']:>7.1f}x {row['form']:>10} "
+                     f"{stored:>10} {kib(row['file_bytes']):>9}")
+    w = r["weights"]
+    counts = f"{w['nnz']:,}/{w['total']:,}"
+    lines += ["-" * len(head),
+              f"{'weights (conv/linear)':<28} {'':>14} {counts:>22} "
+              f"{100 * w['zeros']:>7.2f}% {w['compression']:>7.1f}x",
+              f"other parameters and buffers (biases, BN): {r['other_values']:,} values, "
+              f"{kib(r['other_file_bytes'])} KiB in the file", "",
+              f"file size {r['file_bytes']:,} bytes ({kib(r['file_bytes'])} KiB); dense float32 "
+              f"equivalent {r['dense_bytes']:,} bytes ({kib(r['dense_bytes'])} KiB): "
+              f"{r['ratio']:.1f}x smaller"]
+    if r["kind"] == "checkpoint":
+        lines.append(f"checkpoint: {r['optimizer']} at step {r['step_count']:,}, optimizer state "
+                     f"for {len(r['optimizer_state'])} parameter(s)"
+                     + (f", extra {json.dumps(r['extra'], sort_keys=True)}" if r["extra"] else ""))
+    if r["metadata"]:
+        lines.append("metadata:")
+        lines += [f"  {k}: {json.dumps(v)}" for k, v in sorted(r["metadata"].items())]
+    return "\n".join(lines)
