@@ -88,13 +88,17 @@ class OpenCLBackend(CLGemmOps, CLNNOps, CLCSROps, Backend):
 
     name = "opencl"
 
-    def __init__(self, device: "str | cl.Device | None" = None) -> None:
+    def __init__(self, device: "str | cl.Device | None" = None, profiling: bool = False) -> None:
         super().__init__()
         self.device = device if (cl is not None and isinstance(device, cl.Device)) \
             else select_device(device)
         self.device_name = describe_device(self.device)
         self.context = cl.Context([self.device])
-        self.queue = cl.CommandQueue(self.context)
+        # profiling=True (opt-in, for benchmarks): a profiling queue; launch() then appends
+        # (kernel name, event) to kernel_events, which the caller drains.
+        self.queue = cl.CommandQueue(self.context, properties=(
+            cl.command_queue_properties.PROFILING_ENABLE if profiling else 0))
+        self.kernel_events: list | None = [] if profiling else None
         self.programs = ProgramCache(self.context)
         self.dtype = np.dtype(np.float32)
         self.is_cpu = bool(self.device.type & cl.device_type.CPU)
@@ -121,7 +125,9 @@ class OpenCLBackend(CLGemmOps, CLNNOps, CLCSROps, Backend):
             ls = None
             gs = tuple(max(1, g) for g in gs)
         k.set_args(*[a.data if isinstance(a, cl_array.Array) else a for a in args])
-        cl.enqueue_nd_range_kernel(self.queue, k, gs, ls)
+        event = cl.enqueue_nd_range_kernel(self.queue, k, gs, ls)
+        if self.kernel_events is not None:
+            self.kernel_events.append((name, event))
 
     # ------------------------------------------------------------------ memory
     def _dt(self, dtype) -> np.dtype:
