@@ -59,13 +59,6 @@ class CLCSROps:
 
     def _csr_launch(self, name: str, global_size: Sequence[int], local_size: Sequence[int],
                     *args) -> None:
-        """``launch`` with the kernel's scalar types declared once, so PyOpenCL packs scalars
-        directly (an undeclared NumPy scalar argument costs ~10 us per launch)."""
-        typed = self.__dict__.setdefault("_csr_typed", set())
-        if name not in typed:
-            self.kernel(STEM, name).set_scalar_arg_dtypes(
-                [a.dtype if isinstance(a, np.generic) else None for a in args])
-            typed.add(name)
         self.launch(STEM, name, global_size, local_size, *args)
 
     def _csr_launch1d(self, name: str, n: int, *args) -> None:

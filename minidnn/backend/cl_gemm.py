@@ -50,18 +50,6 @@ class CLGemmOps:
     # Read a row-major op(B) in place (no packing pass) when op(A) has at most this many rows.
     gemm_direct_b_max_m = 256
 
-    # ------------------------------------------------------------------ launching
-    def _launch_typed(self, stem: str, name: str, global_size: Sequence[int],
-                      local_size: Sequence[int] | None, *args) -> None:
-        """``launch``, after declaring the kernel's scalar argument types once: PyOpenCL then
-        packs scalars directly (~1 us per launch instead of ~10 us per NumPy scalar)."""
-        typed = self.__dict__.setdefault("_gemm_typed_kernels", set())
-        if (stem, name) not in typed:
-            self.kernel(stem, name).set_scalar_arg_dtypes(
-                [a.dtype if isinstance(a, np.generic) else None for a in args])
-            typed.add((stem, name))
-        self.launch(stem, name, global_size, local_size, *args)
-
     # ------------------------------------------------------------------ scratch
     def _gemm_scratch(self, role: str, nfloats: int):
         """A float32 device buffer of at least ``nfloats`` kept per role and grown on demand
@@ -136,7 +124,7 @@ class CLGemmOps:
         else:
             rs_b, cs_b = (1, k) if trans_b else (n, 1)
             bp = self._gemm_scratch("b", nb * npn * k * NR)
-            self._launch_typed("gemm", "gemm_pack_b", (npn, _cdiv(k, 8), nb),
+            self.launch("gemm", "gemm_pack_b", (npn, _cdiv(k, 8), nb),
                                self._gemm_local("pack_b"), i32(k), i32(n), b3, i32(k * n),
                                i32(rs_b), i32(cs_b), bp, i32(nb))
             b_args = (bp, i32(npn * k * NR), i32(0))
@@ -145,7 +133,7 @@ class CLGemmOps:
         if self._gemm_pack_a(m, n, k, trans_a):
             ap = self._gemm_scratch("a", nb * mp * k * MR)
             grid_a = (mp, _cdiv(k, 8), nb) if trans_a else (_cdiv(k, 8), mp, nb)
-            self._launch_typed("gemm", "gemm_pack_a", grid_a, self._gemm_local("pack_a"),
+            self.launch("gemm", "gemm_pack_a", grid_a, self._gemm_local("pack_a"),
                                i32(m), i32(k), a3, i32(m * k), i32(rs_a), i32(cs_a), ap, i32(nb))
             name, a_args = "gemm_6x16_packed", (ap,)
         else:
@@ -161,14 +149,14 @@ class CLGemmOps:
                      _cdiv(k, self.gemm_max_split))
             nsplit = _cdiv(k, kc)
             c = self._gemm_scratch("p", nsplit * out.size)
-            self._launch_typed("gemm", name, (mp, npn, nb * nsplit), self._gemm_local("main"),
+            self.launch("gemm", name, (mp, npn, nb * nsplit), self._gemm_local("main"),
                                *head, c, i32(n), i32(m * n), i32(out.size), i32(0), i32(k),
                                i32(kc), np.float32(1.0), np.float32(0.0))
             self._gemm_reduce(c, nsplit, out.size, out, alpha, beta)
             return out
         kc = _cdiv(k, _cdiv(k, self.gemm_k_block))
         for k0 in range(0, k, kc):
-            self._launch_typed("gemm", name, (mp, npn, nb), self._gemm_local("main"), *head,
+            self.launch("gemm", name, (mp, npn, nb), self._gemm_local("main"), *head,
                                out, i32(n), i32(m * n), i32(0), i32(k0), i32(min(k, k0 + kc)),
                                i32(kc), np.float32(alpha), np.float32(beta if k0 == 0 else 1.0))
         return out
@@ -176,7 +164,7 @@ class CLGemmOps:
     def _gemm_reduce(self, partial, nsplit: int, size: int, out, alpha: float,
                      beta: float) -> None:
         """out = alpha * (sum of ``nsplit`` slices of ``partial``) + beta * out."""
-        self._launch_typed("gemm", "gemm_splitk_reduce", (_cdiv(size, 8),),
+        self.launch("gemm", "gemm_splitk_reduce", (_cdiv(size, 8),),
                            self._gemm_local("reduce"), partial, np.int32(nsplit), np.int32(size),
                            out, np.float32(alpha), np.float32(beta))
 
@@ -201,7 +189,7 @@ class CLGemmOps:
         dims, strides = [1] * pad + dims, [0] * pad + strides
         i32 = np.int32
         if strides[3] == 1:  # innermost axis stays innermost: copy rows of dims[3]
-            self._launch_typed("transpose", "transpose_rows",
+            self.launch("transpose", "transpose_rows",
                                (_cdiv(dims[3], 64), dims[2], dims[0] * dims[1]),
                                self._gemm_local("copy"), a, out, *(i32(d) for d in dims),
                                *(i32(s) for s in strides))
@@ -209,7 +197,7 @@ class CLGemmOps:
             u = strides.index(1)
             o0, o1 = [d for d in range(3) if d != u]
             ostr = [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1]
-            self._launch_typed("transpose", "transpose_tiles",
+            self.launch("transpose", "transpose_tiles",
                                (_cdiv(dims[3], 8), _cdiv(dims[u], 8), dims[o0] * dims[o1]),
                                self._gemm_local("tile"), a, out, i32(dims[3]), i32(strides[3]),
                                i32(dims[u]), i32(ostr[u]), i32(dims[o1]), i32(dims[o0] * dims[o1]),
