@@ -1,7 +1,6 @@
 """The training loop: minibatches in, scalars out; everything else stays on the device."""
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -12,7 +11,7 @@ from .data import ArrayDataset, iterate_minibatches
 from .layers import SoftmaxCrossEntropy
 from .layers.model import Model
 from .optim.base import Optimizer
-from .report import layer_stats, total_stats
+from .report import layer_stats, model_device_bytes, total_stats
 
 
 @dataclass
@@ -28,6 +27,13 @@ class History:
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
+
+
+def layer_labels(param_names) -> list[str]:
+    """Short labels for weights: the layer's own name ('fc1') where unique, else its full path."""
+    paths = [n.removesuffix(".weight") for n in param_names]
+    short = [p.rsplit(".", 1)[-1] for p in paths]
+    return short if len(set(short)) == len(short) else paths
 
 
 class Trainer:
@@ -127,16 +133,24 @@ class Trainer:
                     result.update(step=start_step + step, zeros=self.zero_fraction(),
                                   layers={r.name: r.zeros for r in layer_stats(self.model)})
                     hist.evals.append(result)
-                    log(f"step {start_step + step:>6}  loss {hist.losses[-1] if hist.losses else math.nan:.4f}  "
-                        f"test acc {100 * result['accuracy']:.2f}%  zeros {100 * result['zeros']:.2f}%  "
-                        + "  ".join(f"{k.split('.')[-2]} {100 * v:.1f}%"
-                                    for k, v in result["layers"].items()))
+                    log(self._eval_line(start_step + step, hist, result))
                     t0 = time.perf_counter()
             epoch += 1
         self.backend.synchronize()
         hist.seconds += time.perf_counter() - t0
         bar.close()
         return hist
+
+    def _eval_line(self, step: int, hist, result: dict) -> str:
+        """One log line: loss, accuracy, zeros (per layer when there are few), device memory."""
+        loss = f"loss {hist.losses[-1]:.4f}  " if hist.losses else ""
+        held, dense = model_device_bytes(self.model)
+        layers = result["layers"]
+        per_layer = "" if len(layers) > 8 else "  " + "  ".join(
+            f"{label} {100 * v:.1f}%" for label, v in zip(layer_labels(layers), layers.values()))
+        return (f"step {step:>6}  {loss}test acc {100 * result['accuracy']:.2f}%  "
+                f"zeros {100 * result['zeros']:.2f}%{per_layer}  "
+                f"weights on device {held / 1024:.0f} KiB (dense {dense / 1024:.0f} KiB)")
 
     def zero_fraction(self) -> float:
         """Fraction of conv/linear weights exactly zero (one scalar per layer comes back)."""

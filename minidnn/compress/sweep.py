@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -263,6 +264,10 @@ class _Runner:
     """Runs jobs inline (jobs=1) or in a spawn-based process pool."""
 
     def __init__(self, jobs: int) -> None:
+        if jobs > 1:  # share the cores: PoCL would otherwise start one thread per core per job
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            os.environ.setdefault("POCL_MAX_PTHREAD_COUNT", str(threads))
+            os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         self.pool = None if jobs <= 1 else ProcessPoolExecutor(
             max_workers=jobs, mp_context=get_context("spawn"))
 
