@@ -39,6 +39,10 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--epochs", type=float, default=None, help="training length in epochs")
     p.add_argument("--steps", type=int, default=None, help="training length in steps (updates)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="time budget: stop after this many minutes of training (evaluation not "
+                        "counted); --steps/--epochs, else the recipe's 60k steps, cap the run and "
+                        "set the schedule's length")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: at end)")
@@ -101,6 +105,9 @@ DEFAULT_DATA = {"lenet5": "mnist", "alexnet": "cifar10", "vgg16": "cifar10",
 def training_steps(args, train_size: int) -> int:
     if args.steps is not None:
         return args.steps
+    if getattr(args, "minutes", None) is not None and args.epochs is None:
+        from .models import training_recipe
+        return int(training_recipe(args.model).get("steps", 60_000))
     epochs = args.epochs if args.epochs is not None else 2.0
     return max(1, int(round(epochs * (train_size // args.batch_size))))
 
@@ -132,7 +139,8 @@ def cmd_train(args) -> int:
     augment = training_augment(args.model)  # the model recipe's (resnet32: crop + flip)
     print(f"minidnn: {args.model} on {data} ({len(train_ds)} train / {len(test_ds)} test), "
           f"{backend.device_name}, {args.optimizer}{' prox' if lam else ''} lr {args.lr} "
-          f"lam {lam}, {steps} steps of {args.batch_size}")
+          f"lam {lam}, {steps} steps of {args.batch_size}"
+          + (f" or {args.minutes:g} minutes" if args.minutes is not None else ""))
     opt = make_optimizer(args.optimizer, model.named_parameters(),
                          make_schedule(args.schedule, args.lr, steps), lam=lam,
                          **({"momentum": args.momentum} if args.optimizer == "sgd" else {}))
@@ -140,7 +148,9 @@ def cmd_train(args) -> int:
     log_every = min(args.log_every, steps)
     hist = trainer.fit(train_ds, test_ds, steps, args.batch_size, seed=args.seed,
                        eval_every=args.eval_every, log_every=log_every, augment=augment,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress,
+                       max_seconds=None if args.minutes is None else 60 * args.minutes)
+    steps = opt.step_count
     print(f"trained {steps} steps in {hist.seconds:.1f} s ({hist.images_per_second:.0f} images/s)")
     result = {"model": args.model, "data": data, "method": args.method, "lam": lam,
               "optimizer": args.optimizer, "lr": args.lr, "steps": steps, "seed": args.seed,

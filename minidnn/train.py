@@ -94,9 +94,10 @@ class Trainer:
     def fit(self, train: ArrayDataset, test: ArrayDataset | None, steps: int,
             batch_size: int = 128, seed: int = 0, eval_every: int = 0, log_every: int = 100,
             augment=None, progress: bool = True,
-            log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None
-            ) -> History:
-        """Train for ``steps`` minibatches (epochs are cycled with a fresh shuffle each)."""
+            log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None,
+            max_seconds: float | None = None) -> History:
+        """Train for ``steps`` minibatches (epochs are cycled with a fresh shuffle each), or
+        until ``max_seconds`` of training time (evaluations not counted) have passed."""
         from tqdm.auto import tqdm
 
         hist = History()
@@ -116,6 +117,14 @@ class Trainer:
                     continue
                 if step >= steps:
                     break
+                if max_seconds is not None and step and step % 10 == 0 and \
+                        hist.seconds + time.perf_counter() - t0 >= max_seconds:
+                    self.backend.synchronize()
+                    if hist.seconds + time.perf_counter() - t0 >= max_seconds:
+                        log(f"time budget of {max_seconds / 60:.1f} min reached at step "
+                            f"{start_step + step}")
+                        steps = step
+                        break
                 self.train_step(images, labels)
                 step += 1
                 hist.images += len(labels)
