@@ -5,12 +5,13 @@ import math
 
 import numpy as np
 
-from minidnn.backend.base import Array
-from minidnn.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential
-from minidnn.layers.model import Model
+from minidnn.layers import Conv2d, Flatten, MaxPool2d, ReLU, Sequential
+from minidnn.layers.model import FeaturesClassifier
+
+from .common import dropout_mlp_head
 
 
-class AlexNet(Model):
+class AlexNet(FeaturesClassifier):
     """conv1 3->96 5x5, pool, conv2 96->256 5x5 (2 groups), pool, conv3 256->384 3x3, conv4 384->384
     3x3 (2 groups), conv5 384->256 3x3 (2 groups), pool, fc 4096->1024->1024->10."""
 
@@ -36,14 +37,4 @@ class AlexNet(Model):
             conv4=Conv2d(384, 384, 3, padding=1, groups=2, rng=rng), relu4=ReLU(),
             conv5=Conv2d(384, 256, 3, padding=1, groups=2, rng=rng), relu5=ReLU(),
             pool5=MaxPool2d(2), flatten=Flatten())
-        drop_seeds = rng.integers(0, 2**31, size=2)
-        self.classifier = Sequential(
-            fc1=Linear(4096, 1024, rng=rng), relu1=ReLU(), drop1=Dropout(dropout, int(drop_seeds[0])),
-            fc2=Linear(1024, 1024, rng=rng), relu2=ReLU(), drop2=Dropout(dropout, int(drop_seeds[1])),
-            fc3=Linear(1024, num_classes, rng=rng))
-
-    def forward(self, x: Array) -> Array:
-        return self.classifier.forward(self.features.forward(x))
-
-    def backward(self, dy: Array, need_dx: bool = False) -> Array | None:
-        return self.features.backward(self.classifier.backward(dy), need_dx)
+        self.classifier = dropout_mlp_head(4096, 1024, num_classes, dropout, rng)

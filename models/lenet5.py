@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from minidnn.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
-from minidnn.layers.model import Model
+from minidnn.layers.model import FeaturesClassifier
 
 
-class LeNet5(Model):
+class LeNet5(FeaturesClassifier):
     """conv 20@5x5 -> maxpool 2 -> conv 50@5x5 -> maxpool 2 -> fc 800->500 -> ReLU -> fc 500->10.
 
     No activation after the convolutions, exactly as in Caffe's lenet_train_test.prototxt.
@@ -25,9 +25,3 @@ class LeNet5(Model):
             conv2=Conv2d(20, 50, 5, rng=rng), pool2=MaxPool2d(2), flatten=Flatten())
         self.classifier = Sequential(
             fc1=Linear(800, 500, rng=rng), relu=ReLU(), fc2=Linear(500, num_classes, rng=rng))
-
-    def forward(self, x):
-        return self.classifier.forward(self.features.forward(x))
-
-    def backward(self, dy, need_dx=False):
-        return self.features.backward(self.classifier.backward(dy), need_dx)

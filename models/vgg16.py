@@ -5,16 +5,16 @@ import math
 
 import numpy as np
 
-from minidnn.backend.base import Array
-from minidnn.layers import (BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU,
-                            Sequential)
-from minidnn.layers.model import Model
+from minidnn.layers import BatchNorm2d, Conv2d, Flatten, MaxPool2d, ReLU, Sequential
+from minidnn.layers.model import FeaturesClassifier
+
+from .common import dropout_mlp_head
 
 # channels of each 3x3 conv, block by block; every block ends with a 2x2 max pool (32 -> 1)
 BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
 
-class VGG16(Model):
+class VGG16(FeaturesClassifier):
     """3x3 convs 64,64,M,128,128,M,256x3,M,512x3,M,512x3,M (pad 1, BN + ReLU after each), then
     fc 512->1024 -> ReLU -> dropout -> fc 1024->1024 -> ReLU -> dropout -> fc 1024->10."""
 
@@ -47,14 +47,4 @@ class VGG16(Model):
             layers[f"pool{b}"] = MaxPool2d(2)
         layers["flatten"] = Flatten()
         self.features = Sequential(**layers)
-        drop_seeds = rng.integers(0, 2**31, size=2)
-        self.classifier = Sequential(
-            fc1=Linear(512, 1024, rng=rng), relu1=ReLU(), drop1=Dropout(dropout, int(drop_seeds[0])),
-            fc2=Linear(1024, 1024, rng=rng), relu2=ReLU(), drop2=Dropout(dropout, int(drop_seeds[1])),
-            fc3=Linear(1024, num_classes, rng=rng))
-
-    def forward(self, x: Array) -> Array:
-        return self.classifier.forward(self.features.forward(x))
-
-    def backward(self, dy: Array, need_dx: bool = False) -> Array | None:
-        return self.features.backward(self.classifier.backward(dy), need_dx)
+        self.classifier = dropout_mlp_head(512, 1024, num_classes, dropout, rng)

@@ -36,3 +36,13 @@ class Model(Module):
             out.append(b.to_host(logits).argmax(axis=1))
         self.train(was_training)
         return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+class FeaturesClassifier(Model):
+    """A Model made of two Sequentials, ``features`` then ``classifier`` (LeNet, AlexNet, VGG)."""
+
+    def forward(self, x):
+        return self.classifier.forward(self.features.forward(x))
+
+    def backward(self, dy, need_dx: bool = False):
+        return self.features.backward(self.classifier.backward(dy), need_dx)
