@@ -15,18 +15,11 @@ __kernel void batchnorm_train(__global const float* x, __global const float* gam
     __local float scratch[RED_LS_MAX];
     const uint c = get_group_id(0);
     const uint count = N * P;
+    const float mean = group_sum_f(lane_channel_sum(x, N, C, P, c, lp_log2), scratch)
+                       / (float)count;
     CHANNEL_LANES(P, lp_log2);
     float4 a4 = (float4)(0.0f);
     float a = 0.0f;
-    for (uint n = n0; n < N; n += nstep) {
-        const __global float* xp = x + ((size_t)n * C + c) * P;
-        uint p = pb;
-        for (; p + 4 <= pe; p += 4) a4 += LD4(xp + p);
-        for (; p < pe; ++p) a += xp[p];
-    }
-    const float mean = group_sum_f(a + ((a4.x + a4.y) + (a4.z + a4.w)), scratch) / (float)count;
-    a4 = (float4)(0.0f);
-    a = 0.0f;
     for (uint n = n0; n < N; n += nstep) {
         const __global float* xp = x + ((size_t)n * C + c) * P;
         uint p = pb;

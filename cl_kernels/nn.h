@@ -32,31 +32,21 @@ inline uint umin(uint a, uint b) { return a < b ? a : b; }
 
 /* Sum of v over the work-group, returned to every lane. Fixed tree order: deterministic.
  * Every lane must call it; the local size must be a power of two <= RED_LS_MAX. */
-inline float group_sum_f(float v, __local float* s) {
-    const uint lid = get_local_id(0);
-    s[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint h = get_local_size(0) >> 1; h > 0; h >>= 1) {
-        if (lid < h) s[lid] += s[lid + h];
-        barrier(CLK_LOCAL_MEM_FENCE);
+#define DEFINE_GROUP_SUM(NAME, T)                                                      \
+    inline T NAME(T v, __local T* s) {                                                 \
+        const uint lid = get_local_id(0);                                              \
+        s[lid] = v;                                                                    \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                  \
+        for (uint h = get_local_size(0) >> 1; h > 0; h >>= 1) {                        \
+            if (lid < h) s[lid] += s[lid + h];                                         \
+            barrier(CLK_LOCAL_MEM_FENCE);                                              \
+        }                                                                              \
+        const T r = s[0];                                                              \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                  \
+        return r;                                                                      \
     }
-    const float r = s[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
-}
-
-inline int group_sum_i(int v, __local int* s) {
-    const uint lid = get_local_id(0);
-    s[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint h = get_local_size(0) >> 1; h > 0; h >>= 1) {
-        if (lid < h) s[lid] += s[lid + h];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const int r = s[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
-}
+DEFINE_GROUP_SUM(group_sum_f, float)
+DEFINE_GROUP_SUM(group_sum_i, int)
 
 /* soft_threshold1 on eight lanes: sign(w) * max(|w| - t, 0). */
 inline float8 soft_threshold8(float8 w, float t) {
@@ -71,5 +61,20 @@ inline float8 soft_threshold8(float8 w, float t) {
     const uint n0 = get_local_id(0) >> (lp_log2), nstep = get_local_size(0) >> (lp_log2);   \
     const uint chunk_ = (((P) >> (lp_log2)) + 4u) & ~3u;                                     \
     const uint pb = umin(lq_ * chunk_, (P)), pe = umin(pb + chunk_, (P))
+
+/* Sum of channel c over the lane's share (CHANNEL_LANES) of x viewed as (N, C, P). */
+inline float lane_channel_sum(__global const float* x, const uint N, const uint C,
+                              const uint P, const uint c, const uint lp_log2) {
+    CHANNEL_LANES(P, lp_log2);
+    float4 a4 = (float4)(0.0f);
+    float a = 0.0f;
+    for (uint n = n0; n < N; n += nstep) {
+        const __global float* xp = x + ((size_t)n * C + c) * P;
+        uint p = pb;
+        for (; p + 4 <= pe; p += 4) a4 += LD4(xp + p);
+        for (; p < pe; ++p) a += xp[p];
+    }
+    return a + ((a4.x + a4.y) + (a4.z + a4.w));
+}
 
 #endif

@@ -3,21 +3,6 @@
  * (or, for column sums, by one work-item summing in order). */
 #include "nn.h"
 
-/* Sum of channel c over the lane's share (CHANNEL_LANES) of x viewed as (N, C, P). */
-inline float lane_channel_sum(__global const float* x, const uint N, const uint C,
-                              const uint P, const uint c, const uint lp_log2) {
-    CHANNEL_LANES(P, lp_log2);
-    float4 a4 = (float4)(0.0f);
-    float a = 0.0f;
-    for (uint n = n0; n < N; n += nstep) {
-        const __global float* xp = x + ((size_t)n * C + c) * P;
-        uint p = pb;
-        for (; p + 4 <= pe; p += 4) a4 += LD4(xp + p);
-        for (; p < pe; ++p) a += xp[p];
-    }
-    return a + ((a4.x + a4.y) + (a4.z + a4.w));
-}
-
 /* out[c] (+)= sum_{n,p} x[n, c, p]; one work-group per channel (global size C * LS). */
 __kernel void channel_sum(__global const float* x, __global float* out, const uint N,
                           const uint C, const uint P, const uint lp_log2, const int accumulate) {
