@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spc: proximal l1 training (sparse coding); dense: no l1")
     t.add_argument("--lam", type=float, default=None,
                    help="l1 strength (threshold lr*lam per step); paper value p -> ln(p) at lr 1e-3")
+    t.add_argument("--lam-per-layer", default=None, metavar="SPEC",
+                   help="per-layer lam overriding --lam, e.g. conv1=0.1,fc1=0.4")
     t.add_argument("--retrain-steps", type=int, default=0,
                    help="debiasing: steps of training without l1, zeros held fixed")
     t.add_argument("--retrain-lr", type=float, default=None, help="lr for debiasing (default --lr)")
@@ -123,6 +125,8 @@ def make_schedule(kind: str, lr: float, steps: int):
 
 def cmd_train(args) -> int:
     from .compress import freeze_zeros, to_inference_form
+    from .compress.spc import layer_lams
+    from .compress.training import parse_layer_spec
     from .data import load_dataset
     from .models import build_model, training_augment
     from .optim import make_optimizer
@@ -139,10 +143,12 @@ def cmd_train(args) -> int:
     augment = training_augment(args.model)  # the model recipe's (resnet32: crop + flip)
     print(f"minidnn: {args.model} on {data} ({len(train_ds)} train / {len(test_ds)} test), "
           f"{backend.device_name}, {args.optimizer}{' prox' if lam else ''} lr {args.lr} "
-          f"lam {lam}, {steps} steps of {args.batch_size}"
+          f"lam {lam}{' (per layer ' + args.lam_per_layer + ')' if args.lam_per_layer else ''}, "
+          f"{steps} steps of {args.batch_size}"
           + (f" or {args.minutes:g} minutes" if args.minutes is not None else ""))
+    opt_lam = layer_lams(model, lam, parse_layer_spec(args.lam_per_layer)) if lam else 0.0
     opt = make_optimizer(args.optimizer, model.named_parameters(),
-                         make_schedule(args.schedule, args.lr, steps), lam=lam,
+                         make_schedule(args.schedule, args.lr, steps), lam=opt_lam,
                          **({"momentum": args.momentum} if args.optimizer == "sgd" else {}))
     trainer = Trainer(model, opt)
     log_every = min(args.log_every, steps)
@@ -153,6 +159,7 @@ def cmd_train(args) -> int:
     steps = opt.step_count
     print(f"trained {steps} steps in {hist.seconds:.1f} s ({hist.images_per_second:.0f} images/s)")
     result = {"model": args.model, "data": data, "method": args.method, "lam": lam,
+              "lam_per_layer": args.lam_per_layer,
               "optimizer": args.optimizer, "lr": args.lr, "steps": steps, "seed": args.seed,
               "backend": backend.device_name, "train_seconds": round(hist.seconds, 2)}
     if args.retrain_steps:
