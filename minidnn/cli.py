@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--values", default="float32", choices=["float32", "float16"],
                    help="precision of saved weight values")
     t.add_argument("--json", default=None, help="also write the final figures to this JSON file")
+    t.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="save model + optimizer state + step + RNG here every "
+                        "--checkpoint-every steps of the main training phase; if FILE exists, "
+                        "resume from it (the same command continues an interrupted run exactly)")
+    t.add_argument("--checkpoint-every", type=int, default=500)
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("devices", help="list the OpenCL devices minidnn can use")
@@ -152,10 +157,11 @@ def cmd_train(args) -> int:
                          make_schedule(args.schedule, args.lr, steps), lam=opt_lam,
                          **({"momentum": args.momentum} if args.optimizer == "sgd" else {}))
     trainer = Trainer(model, opt)
+    on_step = _checkpointing(args, model, opt)
     log_every = min(args.log_every, steps)
-    hist = trainer.fit(train_ds, test_ds, steps, args.batch_size, seed=args.seed,
-                       eval_every=args.eval_every, log_every=log_every, augment=augment,
-                       progress=not args.no_progress,
+    hist = trainer.fit(train_ds, test_ds, steps - opt.step_count, args.batch_size,
+                       seed=args.seed, eval_every=args.eval_every, log_every=log_every,
+                       augment=augment, progress=not args.no_progress, on_step=on_step,
                        max_seconds=None if args.minutes is None else 60 * args.minutes)
     steps = opt.step_count
     print(f"trained {steps} steps in {hist.seconds:.1f} s ({hist.images_per_second:.0f} images/s)")
@@ -200,6 +206,23 @@ def cmd_train(args) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
+
+
+def _checkpointing(args, model, optimizer):
+    """With --checkpoint: resume from the file if it exists; return fit's on_step callback."""
+    if not args.checkpoint:
+        return None
+    from .io import load_checkpoint, save_checkpoint
+    path = Path(args.checkpoint)
+    if path.exists():
+        load_checkpoint(path, model, optimizer)
+        print(f"resumed from {path} at step {optimizer.step_count}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_step(step: int) -> None:
+        if step % args.checkpoint_every == 0:
+            save_checkpoint(path, model, optimizer)
+    return on_step
 
 
 def _save(model, path: Path, metadata: dict, values: str) -> int | None:
