@@ -120,6 +120,16 @@ def training_steps(args, train_size: int) -> int:
     return max(1, int(round(epochs * (train_size // args.batch_size))))
 
 
+def check_input_shape(model, dataset) -> None:
+    """ConfigError when the dataset's images do not fit the model (e.g. LeNet-5 on CIFAR-10)."""
+    from .errors import ConfigError
+    got = tuple(dataset.images.shape[1:])
+    want = tuple(model.input_shape)
+    if want and got != want:
+        raise ConfigError(f"{model.arch} takes images of shape {want}, but {dataset.name} has "
+                          f"{got}: pick the model's dataset (--data) or another model")
+
+
 def make_schedule(kind: str, lr: float, steps: int):
     from .optim import Constant, Cosine, StepDecay
     if kind == "cosine":
@@ -139,15 +149,18 @@ def cmd_train(args) -> int:
     from .report import format_table, layer_stats, model_device_bytes, total_stats
     from .train import Trainer
 
+    model = build_model(args.model, seed=args.seed)  # an unknown name fails before any work
     backend = resolve_backend(args.backend, args.device)
     data = args.data or DEFAULT_DATA.get(args.model.lower(), "cifar10")
     train_ds, test_ds = load_dataset(data, args.data_root)
-    model = build_model(args.model, seed=args.seed).to(backend)
+    check_input_shape(model, train_ds)
+    model.to(backend)
     lam = 0.0 if args.method == "dense" else (
         args.lam if args.lam is not None else DEFAULT_LAM.get(args.model.lower(), 0.5))
     steps = training_steps(args, len(train_ds))
     augment = training_augment(args.model)  # the model recipe's (resnet32: crop + flip)
-    print(f"minidnn: {args.model} on {data} ({len(train_ds)} train / {len(test_ds)} test), "
+    print(f"minidnn: {args.model} on {data} from {train_ds.source} "
+          f"({len(train_ds)} train / {len(test_ds)} test), "
           f"{backend.device_name}, {args.optimizer}{' prox' if lam else ''} lr {args.lr} "
           f"lam {lam}{' (per layer ' + args.lam_per_layer + ')' if args.lam_per_layer else ''}, "
           f"{steps} steps of {args.batch_size}"
