@@ -275,6 +275,9 @@ def test_sweep_end_to_end_writes_csv_json_summary_and_plot(tmp_path):
         from minidnn.cli import main
         assert main(["plot", str(tmp_path), "--out", str(tmp_path / "merged.png")]) == 0
         assert (tmp_path / "merged.png").exists()
+        assert main(["plot", str(tmp_path), "--out", str(tmp_path / "zoom.png"), "--xmin", "0.6",
+                     "--ymin", "0.1"]) == 0
+        assert (tmp_path / "zoom.png").stat().st_size > 1000
 
 
 def test_summary_picks_most_compressed_run_within_one_percent(tmp_path):

@@ -249,7 +249,7 @@ def cmd_plot(args) -> int:
     if not records:
         raise ConfigError("plot: no records to draw")
     path = plot_results(records, reference, args.out, title=args.title, fraction=args.fraction,
-                        annotate=not args.no_annotate)
+                        annotate=not args.no_annotate, xmin=args.xmin, ymin=args.ymin)
     print(format_summary(records, reference, args.fraction))
     print(f"plot: {path}")
     return 0
@@ -330,6 +330,10 @@ def register_plot(sub) -> None:
     p.add_argument("--title", default=None)
     p.add_argument("--fraction", type=float, default=0.99,
                    help="mark the most compressed run within this fraction of the reference")
+    p.add_argument("--xmin", type=float, default=None,
+                   help="zoom: only runs with at least this compression rate")
+    p.add_argument("--ymin", type=float, default=None,
+                   help="zoom: only runs with at least this accuracy")
     p.add_argument("--no-annotate", action="store_true", help="no parameter labels on points")
     p.set_defaults(func=cmd_plot)
 

@@ -166,9 +166,13 @@ def _pyplot():
 
 def plot_results(records: list[dict], reference: dict | None, path: str | Path,
                  title: str | None = None, fraction: float = 0.99,
-                 annotate: bool = True) -> Path:
+                 annotate: bool = True, xmin: float | None = None,
+                 ymin: float | None = None) -> Path:
     """Accuracy vs compression rate, one line per method (Figures 6-7), dense accuracy dashed,
-    and per method a vertical line at its most compressed run within ``fraction`` of it."""
+    and per method a vertical line at its most compressed run within ``fraction`` of it.
+    ``xmin``/``ymin`` zoom in (points outside are dropped, as the paper's figures do)."""
+    records = [r for r in records if (xmin is None or r["zeros"] >= xmin)
+               and (ymin is None or r["accuracy"] >= ymin)]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     methods = sorted({r["method"] for r in records}, key=_method_rank)
@@ -194,6 +198,8 @@ def plot_results(records: list[dict], reference: dict | None, path: str | Path,
     if ref_acc is not None:
         ax.axhline(ref_acc, color="gray", linestyle="--", linewidth=1,
                    label=f"reference {100 * ref_acc:.2f}%")
+    if ymin is not None:
+        ax.set_ylim(bottom=ymin)
     ax.set_xlabel("compression rate (fraction of weights equal to zero)")
     ax.set_ylabel("test accuracy")
     ax.set_title(title or "Accuracy vs compression rate")
