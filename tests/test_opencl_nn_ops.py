@@ -205,3 +205,21 @@ def test_matches_numpy(clb, np32, runner, params, tol):
         assert got[name].dtype == ref.dtype, name
         np.testing.assert_allclose(got[name], ref, rtol=rtol, atol=atol, err_msg=name)
         np.testing.assert_array_equal(again[name], got[name], err_msg=f"{name} not deterministic")
+
+
+def test_pooled_and_direct_buffers_hold_their_data(clb):
+    """Small buffers come from the memory pool, large ones directly; both round-trip, and a
+    freed pooled buffer handed out again is refilled, not stale."""
+    big_n = clb.POOL_MAX_BYTES // 4 + 1024
+    big = clb.zeros((big_n,))
+    from pyopencl.tools import PooledBuffer
+    assert not isinstance(big.base_data, PooledBuffer)
+    assert isinstance(clb.zeros((1000,)).base_data, PooledBuffer)
+    host = clb.to_host(big)
+    assert host.shape == (big_n,) and not host.any()
+    for _ in range(3):
+        small = clb.from_host(np.arange(1000, dtype=np.float32))
+        np.testing.assert_array_equal(clb.to_host(small), np.arange(1000, dtype=np.float32))
+        del small
+        again = clb.zeros((1000,))
+        assert not clb.to_host(again).any()

@@ -102,10 +102,14 @@ class OpenCLBackend(CLGemmOps, CLNNOps, CLCSROps, Backend):
             cl.command_queue_properties.PROFILING_ENABLE if profiling else 0))
         self.kernel_events: list | None = [] if profiling else None
         self.programs = ProgramCache(self.context)
-        # Freed buffers go back to a pool and are handed out again: a training step allocates
-        # the same activation shapes every time, and fresh buffers cost page faults on PoCL.
-        # Reuse is safe because all work goes through this one in-order queue.
-        self.allocator = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(self.queue))
+        # Freed buffers up to POOL_MAX_BYTES go back to a pool and are handed out again: a
+        # training step allocates the same activation shapes every time, and fresh buffers cost
+        # page faults on PoCL. Reuse is safe because all work goes through this one in-order
+        # queue. Larger buffers are not pooled: a pool keeps every size class it has seen, and
+        # with big im2row buffers of many sizes (VGG16 evaluated at batch 1000) it would hold
+        # gigabytes that are never reused.
+        self._direct = cl_tools.ImmediateAllocator(self.queue)
+        self._pool = cl_tools.MemoryPool(self._direct)
         self._typed_kernels: set[tuple[str, str]] = set()
         self.dtype = np.dtype(np.float32)
         self.is_cpu = bool(self.device.type & cl.device_type.CPU)
@@ -143,6 +147,12 @@ class OpenCLBackend(CLGemmOps, CLNNOps, CLCSROps, Backend):
             self.kernel_events.append((name, event))
 
     # ------------------------------------------------------------------ memory
+    POOL_MAX_BYTES = 128 * 2**20
+
+    def allocator(self, nbytes: int):
+        """Device buffer of ``nbytes``: pooled when small, allocated directly when large."""
+        return self._pool(nbytes) if nbytes <= self.POOL_MAX_BYTES else self._direct(nbytes)
+
     def _dt(self, dtype) -> np.dtype:
         dt = np.dtype(np.float32 if dtype is None else dtype)
         if dt.kind == "f" and dt != np.float32:
