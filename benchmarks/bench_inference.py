@@ -118,29 +118,31 @@ def main() -> None:
     print(f"weights: {origin}; {100 * zeros / source.weight_count():.2f}% of "
           f"{source.weight_count():,} weights zero; {len(images)} images of the {data_name}")
 
-    methods: dict[str, Callable[[int], np.ndarray]] = {}
+    # name -> predict(images, batch)
+    methods: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {}
     for form in ("csr", "dense"):
         m = copy_model(source, "opencl", form, args.device)
-        methods[f"opencl {form}"] = (lambda b, m=m: m.predict(images, b))
+        methods[f"opencl {form}"] = m.predict
         if form == "csr":
             print(f"OpenCL device: {m.backend.device_name}")
     if not args.no_numpy:
         for form in ("csr", "dense"):
             m = copy_model(source, "numpy", form, None)
-            methods[f"numpy {form}"] = (lambda b, m=m: m.predict(images, b))
+            methods[f"numpy {form}"] = m.predict
     torch_predict = torch_predictor(source, args.threads)
     if torch_predict is not None:
-        methods["pytorch dense"] = (lambda b: torch_predict(images, b))
+        methods["pytorch dense"] = torch_predict
     else:
         print("PyTorch not installed: no PyTorch column (pip install torch==2.13.0)")
 
     for batch in args.batches:
+        warm = images[:max(batch, 200)]
         for fn in methods.values():  # warm-up: kernel builds, memory pools, caches
-            fn(batch)
+            fn(warm, batch)
         times, preds = {}, {}
         for _ in range(args.repeats):  # interleaved rounds: each method once per round
             for name, fn in methods.items():
-                t, p = time_it(lambda: fn(batch), 1)
+                t, p = time_it(lambda: fn(images, batch), 1)
                 times[name] = min(times.get(name, float("inf")), t)
                 preds[name] = p
         ref = preds["opencl dense"]
