@@ -24,6 +24,7 @@ class CSRMatrix:
         self.groups = int(groups)
         self._t: tuple[Array, Array, Array, Array] | None = None
         self._t_stale = False
+        self._taps: tuple[tuple[int, int], Array] | None = None  # ((kh, kw), taps) for conv2d
 
     @classmethod
     def from_dense(cls, backend: Backend, dense: Array, groups: int = 1) -> "CSRMatrix":
@@ -57,6 +58,8 @@ class CSRMatrix:
         total = b.nbytes(self.row_ptr) + b.nbytes(self.col_idx) + b.nbytes(self.values)
         if self._t is not None:
             total += sum(b.nbytes(a) for a in self._t)
+        if self._taps is not None:
+            total += b.nbytes(self._taps[1])
         return total
 
     def to_dense(self) -> Array:
@@ -93,3 +96,12 @@ class CSRMatrix:
     def sddmm(self, dy: Array, x: Array, out: Array, accumulate: bool = True) -> None:
         """out (nnz,) (+)= (dy_g.T @ x_g) at the nonzeros: the weight gradient on the pattern."""
         self.backend.csr_sddmm(dy, x, self.row_ptr, self.col_idx, self.shape, out, accumulate)
+
+    def conv2d(self, x: Array, bias: Array | None, kh: int, kw: int, stride: int,
+               pad: int) -> Array:
+        """Direct sparse convolution for inference: x (N, C, H, W) -> (N, O, OH, OW) + bias.
+        The taps (decoded columns) are built on first use and kept with the matrix."""
+        if self._taps is None or self._taps[0] != (kh, kw):
+            self._taps = ((kh, kw), self.backend.csr_conv_taps(self.col_idx, kh, kw))
+        return self.backend.csr_conv2d(x, self.row_ptr, self._taps[1], self.values, self.shape,
+                                       bias, kh, kw, stride, pad, self.groups)

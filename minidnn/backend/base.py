@@ -298,6 +298,19 @@ class Backend(ABC):
         element is a dot product over its own nonzeros; ``shape`` is W's (O, K)."""
 
     @abstractmethod
+    def csr_conv_taps(self, col_idx: Array, kh: int, kw: int) -> Array:
+        """Decode the columns (cl*kh + ky)*kw + kx of a CSR filter bank into int32 taps
+        ``cl << 16 | ky << 8 | kx`` (cl < 32768, kh, kw < 256), the form csr_conv2d reads."""
+
+    @abstractmethod
+    def csr_conv2d(self, x: Array, row_ptr: Array, taps: Array, values: Array,
+                   shape: Sequence[int], bias: Array | None, kh: int, kw: int, stride: int,
+                   pad: int, groups: int) -> Array:
+        """Direct sparse convolution (inference): x (N, C, H, W) with the CSR filter bank W
+        (O, C/G*kh*kw) given by row_ptr/taps/values -> (N, O, OH, OW) + bias, zero padding.
+        Equals im2row + csr_matmul_t + transpose + bias, without the im2row buffer."""
+
+    @abstractmethod
     def csr_sddmm(self, dy: Array, x: Array, row_ptr: Array, col_idx: Array,
                   shape: Sequence[int], out: Array, accumulate: bool = True) -> None:
         """Weight gradient on the sparsity pattern: for each nonzero (o, k) of W (O, K),

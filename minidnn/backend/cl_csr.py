@@ -27,6 +27,7 @@ SPMM_SCALAR_MAX_M = 3  # up to this many rows m, one work-item per output has th
 SDDMM_PANEL_NNZ_PER_K = 0.5
 SDDMM_BLOCK_FLOATS = 1 << 16  # SDDMM: an x block of K * B floats should stay in L2
 PARTIAL_BUDGET = 1 << 22   # floats of SDDMM partial sums over chunks of M (16 MiB)
+CONV_TILE = (4, 8)         # output rows x pixels per work-item of csr_conv2d (csr_conv.cl)
 
 i32 = np.int32
 
@@ -263,3 +264,34 @@ class CLCSROps:
         if nch > 1:
             self._csr_launch1d("csr_sddmm_reduce", nnz, partial, i32(nch), i32(nnz),
                                i32(accumulate), out)
+
+    # ------------------------------------------------------------------ direct sparse conv
+    def csr_conv_taps(self, col_idx: Array, kh: int, kw: int) -> Array:
+        """Packed (cl, ky, kx) of every nonzero, decoded once per filter bank on the device."""
+        taps = self.empty(col_idx.shape, np.int32)
+        if col_idx.size:
+            self.launch("csr_conv", "csr_conv_taps", (int(col_idx.size),), None, col_idx,
+                        i32(col_idx.size), i32(kh), i32(kw), taps)
+        return taps
+
+    def csr_conv2d(self, x: Array, row_ptr: Array, taps: Array, values: Array,
+                   shape: Sequence[int], bias: Array | None, kh: int, kw: int, stride: int,
+                   pad: int, groups: int) -> Array:
+        """Direct sparse convolution into NCHW (see csr_conv.cl): no im2row, no transpose."""
+        n, c, h, w = (int(d) for d in x.shape)
+        o = int(shape[0])
+        oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+        y = self.empty((n, o, oh, ow))
+        if y.size == 0:
+            return y
+        blocks = _cdiv(oh, CONV_TILE[0]) * _cdiv(ow, CONV_TILE[1])
+        # a work-group holds the tiles of one channel for a few images: on PoCL each group has
+        # a fixed cost, so groups of 1-2 work-items (small images) would be overhead-bound
+        want = 16 if self.is_cpu else 64
+        l0 = min(blocks, want)
+        local = (l0, 1, min(n, max(1, want // l0)))
+        self.launch("csr_conv", "csr_conv2d", (blocks, o, n), local, x, row_ptr, taps, values,
+                    bias if bias is not None else values, i32(bias is not None), y, i32(c),
+                    i32(h), i32(w), i32(o), i32(oh), i32(ow), i32(kh), i32(kw), i32(stride),
+                    i32(pad), i32(groups), i32(n))
+        return y

@@ -357,6 +357,28 @@ class NumpyBackend(Backend):
             np.add.at(dx[gi].T, t_rows[sel] - gi * k, (dy3[gi][:, t_col_idx[sel]] * t_values[sel]).T)
         return dx if dy.ndim == 3 else dx[0]
 
+    def csr_conv_taps(self, col_idx, kh, kw):
+        col = np.asarray(col_idx, dtype=np.int64)
+        cl, r = np.divmod(col, kh * kw)
+        ky, kx = np.divmod(r, kw)
+        return ((cl << 16) | (ky << 8) | kx).astype(np.int32)
+
+    def csr_conv2d(self, x, row_ptr, taps, values, shape, bias, kh, kw, stride, pad, groups):
+        # Reference: rebuild the dense filter bank from the taps, then im2row + GEMM.
+        o, k = shape
+        rows = np.repeat(np.arange(o), np.diff(row_ptr))
+        w = np.zeros((o, k // (kh * kw), kh, kw), dtype=x.dtype)
+        w[rows, taps >> 16, (taps >> 8) & 255, taps & 255] = values
+        n, c, h, wd = x.shape
+        oh, ow = conv_output_size(h, kh, stride, pad), conv_output_size(wd, kw, stride, pad)
+        cols = self.im2row(x, kh, kw, stride, pad, groups)            # (G, N*OH*OW, K)
+        y = cols @ w.reshape(groups, o // groups, k).transpose(0, 2, 1)  # (G, N*OH*OW, O/G)
+        y = y.reshape(groups, n, oh, ow, o // groups).transpose(1, 0, 4, 2, 3)
+        y = np.ascontiguousarray(y).reshape(n, o, oh, ow)
+        if bias is not None:
+            y += bias[None, :, None, None]
+        return y
+
     def csr_sddmm(self, dy, x, row_ptr, col_idx, shape, out, accumulate=True):
         dy3, x3 = _as3d(dy), _as3d(x)
         og = shape[0] // dy3.shape[0]

@@ -81,6 +81,7 @@ class Conv2d(Module):
         self.weight = Parameter(he_normal(rng, (out_channels, in_channels // groups, k, k), fan_in),
                                 prox=True, groups=groups)
         self.bias = Parameter(np.zeros(out_channels, np.float32)) if bias else None
+        self._rows = None  # im2row rows of the last training-mode forward (for backward)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -103,6 +104,12 @@ class Conv2d(Module):
                              f"{self.kernel_size}x{self.kernel_size} kernel (padding {self.padding})")
         g = self.groups
         self._x_shape = tuple(x.shape)
+        if self._direct_sparse():
+            # inference with a CSR filter bank: direct sparse convolution, no im2row buffer
+            self._rows = None
+            k = self.kernel_size
+            return self.weight.csr.conv2d(x, None if self.bias is None else self.bias.data,
+                                          k, k, self.stride, self.padding)
         self._rows = b.im2row(x, self.kernel_size, self.kernel_size, self.stride, self.padding, g)
         y = self.weight.matmul_t(self._rows)                       # (G, N*P, O/G)
         y = b.transpose(y.reshape((g, n, oh * ow, o // g)), (1, 0, 3, 2)).reshape((n, o, oh, ow))
@@ -110,7 +117,17 @@ class Conv2d(Module):
             b.add_channel_bias(y, self.bias.data)
         return y
 
+    def _direct_sparse(self) -> bool:
+        """Whether forward can skip im2row: CSR weights, no backward to come (eval mode), and
+        taps that fit the packed (channel, ky, kx) form of csr_conv_taps."""
+        return (self.weight.is_sparse and not self.training and self.kernel_size < 256
+                and self.in_channels // self.groups < 32768)
+
     def backward(self, dy, need_dx=True):
+        if self._rows is None:
+            raise RuntimeError("Conv2d.backward after an eval-mode forward with CSR weights "
+                               "(direct sparse convolution keeps no im2row rows): call "
+                               "model.train() before the forward pass")
         b = self.backend
         n, o, oh, ow = dy.shape
         g = self.groups
