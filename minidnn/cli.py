@@ -260,6 +260,8 @@ def cmd_info(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # log lines reach a redirected file at once
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -136,6 +136,11 @@ class Trainer:
                     hist.steps.append(start_step + step)
                     hist.losses.append(loss)
                     bar.set_postfix(loss=f"{loss:.4f}")
+                    if not progress:  # no bar (e.g. a log file): one line per log interval
+                        seconds = hist.seconds + time.perf_counter() - t0
+                        log(f"step {start_step + step}/{start_step + steps}  loss {loss:.4f}  "
+                            f"zeros {100 * self.zero_fraction():.2f}%  "
+                            f"{hist.images / seconds if seconds else 0.0:.0f} img/s")
                 if test is not None and eval_every and (step % eval_every == 0 or step == steps):
                     hist.seconds += time.perf_counter() - t0
                     result = self.evaluate(test)
