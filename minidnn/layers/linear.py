@@ -81,7 +81,7 @@ class Conv2d(Module):
         self.weight = Parameter(he_normal(rng, (out_channels, in_channels // groups, k, k), fan_in),
                                 prox=True, groups=groups)
         self.bias = Parameter(np.zeros(out_channels, np.float32)) if bias else None
-        self._rows = None  # im2row rows of the last training-mode forward (for backward)
+        self._rows = None  # im2row rows of the last training-mode forward, for backward
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -110,8 +110,11 @@ class Conv2d(Module):
             k = self.kernel_size
             return self.weight.csr.conv2d(x, None if self.bias is None else self.bias.data,
                                           k, k, self.stride, self.padding)
-        self._rows = b.im2row(x, self.kernel_size, self.kernel_size, self.stride, self.padding, g)
-        y = self.weight.matmul_t(self._rows)                       # (G, N*P, O/G)
+        rows = b.im2row(x, self.kernel_size, self.kernel_size, self.stride, self.padding, g)
+        # kept for backward in training only: at eval batch sizes the rows of every conv layer
+        # together would hold gigabytes (ResNet-32 at batch 1000: ~11 GB)
+        self._rows = rows if self.training else None
+        y = self.weight.matmul_t(rows)                             # (G, N*P, O/G)
         y = b.transpose(y.reshape((g, n, oh * ow, o // g)), (1, 0, 3, 2)).reshape((n, o, oh, ow))
         if self.bias is not None:
             b.add_channel_bias(y, self.bias.data)
@@ -125,9 +128,8 @@ class Conv2d(Module):
 
     def backward(self, dy, need_dx=True):
         if self._rows is None:
-            raise RuntimeError("Conv2d.backward after an eval-mode forward with CSR weights "
-                               "(direct sparse convolution keeps no im2row rows): call "
-                               "model.train() before the forward pass")
+            raise RuntimeError("Conv2d.backward after an eval-mode forward (inference keeps no "
+                               "im2row rows): call model.train() before the forward pass")
         b = self.backend
         n, o, oh, ow = dy.shape
         g = self.groups
