@@ -1,14 +1,16 @@
 """Sparse inference: a compressed LeNet-5 over the MNIST test set, CSR vs dense vs PyTorch.
 
-The same weights run as CSR on the OpenCL device (dense x CSR^T kernels, every conv/linear layer),
-as dense weights on the same device, on the NumPy backend (dense and CSR) and, if installed, in
+The same weights run as CSR on the OpenCL device (every conv/linear layer: direct sparse
+convolution for conv, dense x CSR^T for linear), as dense weights on the same device, on the NumPy backend (dense and CSR) and, if installed, in
 PyTorch CPU (dense, the usual way a pruned model is deployed). Each method classifies the same
 images at each batch size; predictions must agree. The time includes copying each batch in and
 the logits out (what inference costs an application). Methods run interleaved, best of
 ``--repeats``.
 
     python benchmarks/bench_inference.py [--model runs/lenet5.h5] [--batches 1 1000]
-        [--images 10000] [--repeats 3] [--threads 2]
+        [--images 10000] [--repeats 3] [--threads 2] [--profile]
+
+``--profile`` adds the per-kernel device time of one pass at the largest batch, CSR and dense.
 
 Without ``--model`` (or when the file is missing) the weights are a He-initialized LeNet-5
 magnitude-pruned to ``--sparsity`` per layer: the timing is the same, the accuracy meaningless.
@@ -99,6 +101,28 @@ def time_it(fn: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarr
     return best, result
 
 
+def profile_forms(source, device: str | None, images: np.ndarray, batch: int) -> None:
+    """Print per-kernel device time of one predict pass, CSR and dense (profiling events)."""
+    from collections import defaultdict
+    for form in ("csr", "dense"):
+        backend = get_backend("opencl", device, profiling=True)
+        model = copy_model(source, "opencl", form, device).to(backend)
+        model.predict(images[:batch], batch)  # warm-up: builds, pools, CSR taps
+        backend.kernel_events.clear()
+        t0 = time.perf_counter()
+        model.predict(images, batch)
+        wall = time.perf_counter() - t0
+        totals: dict[str, float] = defaultdict(float)
+        for name, event in backend.kernel_events:
+            totals[name] += (event.profile.end - event.profile.start) * 1e-9
+        backend.kernel_events.clear()
+        kernels = sum(totals.values())
+        print(f"\nOpenCL kernel profile, {form}, batch {batch}, {len(images)} images: "
+              f"{1e3 * wall:.1f} ms wall, {1e3 * kernels:.1f} ms in kernels")
+        for name in sorted(totals, key=totals.get, reverse=True):
+            print(f"  {name:<26}{1e3 * totals[name]:>9.2f} ms {100 * totals[name] / kernels:>6.1f}%")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="runs/lenet5.h5", help="a saved sparse LeNet-5 (.h5)")
@@ -110,6 +134,8 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="OpenCL device (as MINIDNN_DEVICE)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="PyTorch threads")
     ap.add_argument("--no-numpy", action="store_true", help="skip the NumPy backend")
+    ap.add_argument("--profile", action="store_true",
+                    help="per-kernel device time of one pass at the largest batch")
     args = ap.parse_args()
 
     source, origin = load_weights(args.model, args.sparsity, seed=0)
@@ -156,6 +182,9 @@ def main() -> None:
             print(f"{name:<15}{t:>9.3f}{len(images) / t:>11.0f}"
                   f"{100 * (preds[name] == labels).mean():>9.2f}%"
                   f"{times['opencl dense'] / t:>16.2f}x{vs_torch}  {100 * agree:.2f}%")
+
+    if args.profile:
+        profile_forms(source, args.device, images, max(args.batches))
 
 
 if __name__ == "__main__":
