@@ -52,7 +52,8 @@ kernel void csr_conv2d(global const float* x, global const int* row_ptr,
         for (int e = e_begin; e < e_end; ++e) {
             const int t = taps[e];
             const float v = values[e];
-            global const float* p = x0 + (t >> 16) * HW + ((t >> 8) & 255) * W + (t & 255);
+            global const float* p = x0 + (long)(t >> 16) * HW + ((t >> 8) & 255) * W
+                                    + (t & 255);
             UNROLL for (int r = 0; r < OUT_ROWS; ++r) acc[r] += v * LD8(p + r * W);
         }
     } else if (inside) {
@@ -61,7 +62,8 @@ kernel void csr_conv2d(global const float* x, global const int* row_ptr,
         for (int e = e_begin; e < e_end; ++e) {
             const int t = taps[e];
             const float v = values[e];
-            global const float* p = x0 + (t >> 16) * HW + ((t >> 8) & 255) * W + (t & 255);
+            global const float* p = x0 + (long)(t >> 16) * HW + ((t >> 8) & 255) * W
+                                    + (t & 255);
             UNROLL for (int r = 0; r < OUT_ROWS; ++r) {
                 global const float* q = p + r * rs;
                 acc[r] += v * (float8)(q[0], q[s], q[2 * s], q[3 * s], q[4 * s], q[5 * s],
