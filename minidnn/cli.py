@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="l1 strength (threshold lr*lam per step); paper value p -> ln(p) at lr 1e-3")
     t.add_argument("--lam-per-layer", default=None, metavar="SPEC",
                    help="per-layer lam overriding --lam, e.g. conv1=0.1,fc1=0.4")
+    t.add_argument("--bn-batches", type=int, default=50,
+                   help="before the final evaluation, re-estimate batch-norm statistics over "
+                        "this many training batches (0: keep the running averages)")
     t.add_argument("--retrain-steps", type=int, default=0,
                    help="debiasing: steps of training without l1, zeros held fixed")
     t.add_argument("--retrain-lr", type=float, default=None, help="lr for debiasing (default --lr)")
@@ -199,6 +202,9 @@ def cmd_train(args) -> int:
         print(f"debiased {args.retrain_steps} steps ({args.retrain_form}) in "
               f"{time.perf_counter() - t0:.1f} s")
         result.update(retrain_steps=args.retrain_steps, retrain_form=args.retrain_form)
+    if trainer.recalibrate_batchnorm(train_ds, args.bn_batches, args.batch_size, args.seed):
+        print(f"batch-norm statistics re-estimated over {args.bn_batches} training batches")
+        result.update(bn_batches=args.bn_batches)
     final = trainer.evaluate(test_ds)
     to_inference_form(model, args.csr_density)
     rows = layer_stats(model)

@@ -111,3 +111,36 @@ def test_cli_resume_from_checkpoint_matches_uninterrupted_run(mnist_dir, tmp_pat
     straight, resumed = load(tmp_path / "straight.h5"), load(tmp_path / "resumed.h5")
     for (name, p), (_, q) in zip(straight.named_parameters(), resumed.named_parameters()):
         np.testing.assert_array_equal(p.host_dense(), q.host_dense(), err_msg=name)
+
+
+def test_batchnorm_recalibration_averages_fresh_batch_statistics(np32):
+    """After recalibration a BN's running mean/var are the plain average of its per-batch
+    statistics over the first k training batches; momentum is restored; no weight changes."""
+    from minidnn.data import ArrayDataset, iterate_minibatches
+    from minidnn.models import build_model
+
+    rng = np.random.default_rng(5)
+    data = ArrayDataset(rng.standard_normal((40, 3, 32, 32)).astype(np.float32),
+                        rng.integers(0, 10, 40).astype(np.int32), "random",
+                        [str(i) for i in range(10)])
+    model = build_model("resnet32", blocks_per_stage=1).to(np32)
+    trainer = Trainer(model, ProxAdam(model.named_parameters(), lr=0.001, lam=0.5))
+    weights = {n: p.host_dense().copy() for n, p in model.named_parameters()}
+    assert trainer.recalibrate_batchnorm(data, batches=3, batch_size=8, seed=4) == 9  # bn1, 2 per block, 2 shortcuts
+    means, variances = [], []
+    for k, (images, _) in enumerate(iterate_minibatches(data, 8, shuffle=True, seed=4, epoch=0,
+                                                         drop_last=True)):
+        if k == 3:
+            break
+        y = model.conv1.forward(images)  # conv1's output feeds bn1
+        means.append(y.mean(axis=(0, 2, 3)))
+        variances.append(y.var(axis=(0, 2, 3)) * y[:, 0].size / (y[:, 0].size - 1))
+    np.testing.assert_allclose(model.bn1.running_mean, np.mean(means, axis=0), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(model.bn1.running_var, np.mean(variances, axis=0), rtol=1e-4)
+    assert model.bn1.momentum == 0.1
+    for n, p in model.named_parameters():
+        np.testing.assert_array_equal(p.host_dense(), weights[n], err_msg=n)
+    assert trainer.recalibrate_batchnorm(data, batches=0) == 0
+    lenet = LeNet5().to(np32)  # no batch norm: nothing to do
+    assert Trainer(lenet, ProxAdam(lenet.named_parameters())).recalibrate_batchnorm(data) == 0
