@@ -91,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("path")
     i.set_defaults(func=cmd_info)
 
+    e = sub.add_parser("evaluate", help="test accuracy of a saved model (optionally after "
+                                         "re-estimating its batch-norm statistics)")
+    e.add_argument("path")
+    e.add_argument("--data", default=None, help="dataset name (default: the model's)")
+    e.add_argument("--data-root", default=None,
+                   help="folder with the standard dataset files (default: $MINIDNN_DATA or ./data)")
+    e.add_argument("--backend", default="auto", choices=["auto", "opencl", "numpy"])
+    e.add_argument("--device", default=None, help="OpenCL device: gpu, cpu, P:D index or name")
+    e.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size")
+    e.add_argument("--bn-batches", type=int, default=0,
+                   help="first re-estimate batch-norm statistics over this many training "
+                        "batches of 128")
+    e.add_argument("--out", default=None, help="save the (recalibrated) model here")
+    e.set_defaults(func=cmd_evaluate)
+
     for register in _method_commands():
         register(sub)
     return parser
@@ -262,6 +277,31 @@ def cmd_devices(args) -> int:
 def cmd_info(args) -> int:
     from .io import describe
     print(describe(args.path))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import load_dataset
+    from .io import load
+    from .train import Trainer
+
+    backend = resolve_backend(args.backend, args.device)
+    model = load(args.path, backend=backend)
+    data = args.data or DEFAULT_DATA.get(model.arch, "cifar10")
+    train_ds, test_ds = load_dataset(data, args.data_root)
+    check_input_shape(model, test_ds)
+    trainer = Trainer(model)
+    if trainer.recalibrate_batchnorm(train_ds, args.bn_batches):
+        print(f"batch-norm statistics re-estimated over {args.bn_batches} training batches")
+    result = trainer.evaluate(test_ds, args.batch_size)
+    print(f"{args.path}: {model.arch} on {data} ({len(test_ds)} test images), "
+          f"{backend.device_name}: test accuracy {100 * result['accuracy']:.2f}%, "
+          f"loss {result['loss']:.4f}")
+    if args.out:
+        metadata = dict(getattr(model, "metadata", None) or {})
+        metadata.update(accuracy=result["accuracy"], test_loss=result["loss"])
+        size = _save(model, Path(args.out), metadata, "float32")
+        print(f"saved {args.out}: {size / 1024:.1f} KiB on disk")
     return 0
 
 

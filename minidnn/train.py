@@ -39,7 +39,8 @@ def layer_labels(param_names) -> list[str]:
 class Trainer:
     """Runs training steps of ``model`` with ``optimizer`` on the model's backend."""
 
-    def __init__(self, model: Model, optimizer: Optimizer) -> None:
+    def __init__(self, model: Model, optimizer: Optimizer | None = None) -> None:
+        """``optimizer`` may be None for evaluation and batch-norm recalibration only."""
         self.model = model
         self.optimizer = optimizer
         self.backend = model.backend

@@ -144,3 +144,27 @@ def test_batchnorm_recalibration_averages_fresh_batch_statistics(np32):
     assert trainer.recalibrate_batchnorm(data, batches=0) == 0
     lenet = LeNet5().to(np32)  # no batch norm: nothing to do
     assert Trainer(lenet, ProxAdam(lenet.named_parameters())).recalibrate_batchnorm(data) == 0
+
+
+def test_cli_evaluate_reports_the_saved_models_accuracy(mnist_dir, tmp_path, capsys):
+    """`minidnn evaluate` rebuilds a saved model and measures what `train` reported; --out saves
+    it with the new figures; a missing file is a clear error (exit 2)."""
+    import json
+    import re
+
+    from minidnn.cli import main
+    from minidnn.io import load
+    model_path, again = tmp_path / "m.h5", tmp_path / "again.h5"
+    assert main(["train", "lenet5", "--data", "mnist", "--data-root", str(mnist_dir), "--backend",
+                 "numpy", "--steps", "3", "--batch-size", "32", "--no-progress", "--out",
+                 str(model_path), "--json", str(tmp_path / "m.json")]) == 0
+    trained = json.loads((tmp_path / "m.json").read_text())["accuracy"]
+    capsys.readouterr()
+    assert main(["evaluate", str(model_path), "--data-root", str(mnist_dir), "--backend", "numpy",
+                 "--bn-batches", "2", "--out", str(again)]) == 0
+    out = capsys.readouterr().out
+    measured = float(re.search(r"test accuracy ([0-9.]+)%", out).group(1)) / 100
+    assert abs(measured - trained) <= 2e-4  # CSR vs dense summation order may flip an image
+    assert "batch-norm" not in out  # LeNet-5 has none
+    assert abs(load(again).metadata["accuracy"] - measured) < 1e-4
+    assert main(["evaluate", str(tmp_path / "missing.h5")]) == 2
