@@ -1,11 +1,11 @@
 """Sparse inference: a compressed LeNet-5 over the MNIST test set, CSR vs dense vs PyTorch.
 
 The same weights run as CSR on the OpenCL device (every conv/linear layer: direct sparse
-convolution for conv, dense x CSR^T for linear), as dense weights on the same device, on the NumPy backend (dense and CSR) and, if installed, in
-PyTorch CPU (dense, the usual way a pruned model is deployed). Each method classifies the same
-images at each batch size; predictions must agree. The time includes copying each batch in and
-the logits out (what inference costs an application). Methods run interleaved, best of
-``--repeats``.
+convolution for conv, dense x CSR^T for linear), as dense weights on the same device, on the
+NumPy backend (dense and CSR) and, if installed, in PyTorch CPU (dense, the usual way a pruned
+model is deployed). Each method classifies the same images at each batch size; predictions must
+agree. The time includes copying each batch in and the logits out (what inference costs an
+application). Methods run interleaved, best of ``--repeats``.
 
     python benchmarks/bench_inference.py [--model runs/lenet5.h5] [--batches 1 1000]
         [--images 10000] [--repeats 3] [--threads 2] [--profile]
@@ -103,24 +103,21 @@ def time_it(fn: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarr
 
 def profile_forms(source, device: str | None, images: np.ndarray, batch: int) -> None:
     """Print per-kernel device time of one predict pass, CSR and dense (profiling events)."""
-    from collections import defaultdict
     for form in ("csr", "dense"):
         backend = get_backend("opencl", device, profiling=True)
         model = copy_model(source, "opencl", form, device).to(backend)
         model.predict(images[:batch], batch)  # warm-up: builds, pools, CSR taps
-        backend.kernel_events.clear()
+        backend.kernel_times()  # drop the warm-up's events
         t0 = time.perf_counter()
         model.predict(images, batch)
         wall = time.perf_counter() - t0
-        totals: dict[str, float] = defaultdict(float)
-        for name, event in backend.kernel_events:
-            totals[name] += (event.profile.end - event.profile.start) * 1e-9
-        backend.kernel_events.clear()
+        totals = {name: seconds for name, (_, seconds) in backend.kernel_times().items()}
         kernels = sum(totals.values())
         print(f"\nOpenCL kernel profile, {form}, batch {batch}, {len(images)} images: "
               f"{1e3 * wall:.1f} ms wall, {1e3 * kernels:.1f} ms in kernels")
         for name in sorted(totals, key=totals.get, reverse=True):
-            print(f"  {name:<26}{1e3 * totals[name]:>9.2f} ms {100 * totals[name] / kernels:>6.1f}%")
+            share = 100 * totals[name] / kernels
+            print(f"  {name:<26}{1e3 * totals[name]:>9.2f} ms {share:>6.1f}%")
 
 
 def main() -> None:

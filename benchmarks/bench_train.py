@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections import defaultdict
 from contextlib import nullcontext
 from typing import Callable
 
@@ -104,14 +103,11 @@ def profile_opencl(name: str, device: str | None, lam: float, batches, steps: in
     backend = get_backend("opencl", device, profiling=True)
     step, sync = minidnn_runner(name, backend, lam, batches)
     time_steps(step, sync, warmup)
-    backend.kernel_events.clear()
+    backend.kernel_times()  # drop the warm-up's events
     wall = time_steps(step, sync, steps)
-    totals: dict[str, float] = defaultdict(float)
-    calls: dict[str, int] = defaultdict(int)
-    for kname, event in backend.kernel_events:
-        totals[kname] += (event.profile.end - event.profile.start) * 1e-9
-        calls[kname] += 1
-    backend.kernel_events.clear()
+    times = backend.kernel_times()
+    calls = {k: c for k, (c, _) in times.items()}
+    totals = {k: t for k, (_, t) in times.items()}
     kernel_time = sum(totals.values())
     print(f"\nOpenCL kernel profile, {name}, {backend.device_name}: per step "
           f"{1e3 * wall / steps:.1f} ms wall, {1e3 * kernel_time / steps:.1f} ms in kernels")

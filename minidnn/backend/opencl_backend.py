@@ -146,6 +146,18 @@ class OpenCLBackend(CLGemmOps, CLNNOps, CLCSROps, Backend):
         if self.kernel_events is not None:
             self.kernel_events.append((name, event))
 
+    def kernel_times(self) -> dict[str, tuple[int, float]]:
+        """Per kernel name: (launches, seconds of device time) of the profiling events recorded
+        since the last call, which clears them (needs ``profiling=True``)."""
+        if self.kernel_events is None:
+            raise RuntimeError("kernel_times needs an OpenCLBackend(profiling=True)")
+        times: dict[str, tuple[int, float]] = {}
+        for name, event in self.kernel_events:
+            calls, seconds = times.get(name, (0, 0.0))
+            times[name] = (calls + 1, seconds + (event.profile.end - event.profile.start) * 1e-9)
+        self.kernel_events.clear()
+        return times
+
     # ------------------------------------------------------------------ memory
     POOL_MAX_BYTES = 128 * 2**20
 
