@@ -8,6 +8,16 @@ import numpy as np
 from .backend.base import Array, Backend
 
 
+# Limits of the packed taps (channel << 16 | ky << 8 | kx) that conv2d reads.
+TAP_MAX_CHANNELS = 1 << 15
+TAP_MAX_KERNEL = 1 << 8
+
+
+def fits_conv_taps(channels_per_group: int, kh: int, kw: int) -> bool:
+    """Whether a filter bank's columns can be packed as taps for the direct sparse conv."""
+    return channels_per_group < TAP_MAX_CHANNELS and kh < TAP_MAX_KERNEL and kw < TAP_MAX_KERNEL
+
+
 class CSRMatrix:
     """An (R, C) matrix as row_ptr/col_idx/values on a backend, plus a lazily built transpose.
 
@@ -100,7 +110,8 @@ class CSRMatrix:
     def conv2d(self, x: Array, bias: Array | None, kh: int, kw: int, stride: int,
                pad: int) -> Array:
         """Direct sparse convolution for inference: x (N, C, H, W) -> (N, O, OH, OW) + bias.
-        The taps (decoded columns) are built on first use and kept with the matrix."""
+        The taps (decoded columns) are built on first use and kept with the matrix; the
+        geometry must pass ``fits_conv_taps``."""
         if self._taps is None or self._taps[0] != (kh, kw):
             self._taps = ((kh, kw), self.backend.csr_conv_taps(self.col_idx, kh, kw))
         return self.backend.csr_conv2d(x, self.row_ptr, self._taps[1], self.values, self.shape,

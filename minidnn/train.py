@@ -84,7 +84,8 @@ class Trainer:
         The running averages kept during training lag behind weights that change fast; under
         a strong l1 prox (weights shrinking every step) the lag can halve test accuracy.
         Returns the number of batch-norm layers updated (0: nothing to do)."""
-        norms = [m for _, m in self.model.named_modules() if isinstance(m, (BatchNorm1d, BatchNorm2d))]
+        norms = [m for _, m in self.model.named_modules()
+                 if isinstance(m, (BatchNorm1d, BatchNorm2d))]
         if not norms or batches < 1:
             return 0
         saved = [bn.momentum for bn in norms]

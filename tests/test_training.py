@@ -126,7 +126,8 @@ def test_batchnorm_recalibration_averages_fresh_batch_statistics(np32):
     model = build_model("resnet32", blocks_per_stage=1).to(np32)
     trainer = Trainer(model, ProxAdam(model.named_parameters(), lr=0.001, lam=0.5))
     weights = {n: p.host_dense().copy() for n, p in model.named_parameters()}
-    assert trainer.recalibrate_batchnorm(data, batches=3, batch_size=8, seed=4) == 9  # bn1, 2 per block, 2 shortcuts
+    # 9 batch norms: bn1, two per block, two on the projection shortcuts
+    assert trainer.recalibrate_batchnorm(data, batches=3, batch_size=8, seed=4) == 9
     means, variances = [], []
     for k, (images, _) in enumerate(iterate_minibatches(data, 8, shuffle=True, seed=4, epoch=0,
                                                          drop_last=True)):

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Array
+from .base import Array, conv_output_size
 
 try:
     import pyopencl as cl
@@ -280,7 +280,7 @@ class CLCSROps:
         """Direct sparse convolution into NCHW (see csr_conv.cl): no im2row, no transpose."""
         n, c, h, w = (int(d) for d in x.shape)
         o = int(shape[0])
-        oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+        oh, ow = conv_output_size(h, kh, stride, pad), conv_output_size(w, kw, stride, pad)
         y = self.empty((n, o, oh, ow))
         if y.size == 0:
             return y

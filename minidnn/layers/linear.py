@@ -10,6 +10,7 @@ import numpy as np
 from ..backend.base import conv_output_size
 from ..errors import ConfigError, ShapeError
 from ..parameter import Parameter, he_normal
+from ..sparse import fits_conv_taps
 from .base import Module, check_input
 
 
@@ -123,8 +124,9 @@ class Conv2d(Module):
     def _direct_sparse(self) -> bool:
         """Whether forward can skip im2row: CSR weights, no backward to come (eval mode), and
         taps that fit the packed (channel, ky, kx) form of csr_conv_taps."""
-        return (self.weight.is_sparse and not self.training and self.kernel_size < 256
-                and self.in_channels // self.groups < 32768)
+        k = self.kernel_size
+        return (self.weight.is_sparse and not self.training
+                and fits_conv_taps(self.in_channels // self.groups, k, k))
 
     def backward(self, dy, need_dx=True):
         if self._rows is None:
