@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per library first")
     p.add_argument("--backends", default="numpy,opencl,torch",
                    help="comma-separated subset of numpy, opencl, torch")
-    p.add_argument("--device", default=None, help="OpenCL device (as for minidnn train)")
+    p.add_argument("--device", default=None,
+                   help="OpenCL device (as for minidnn train); a comma-separated list times "
+                        "each device as its own column, e.g. to compare OpenCL runtimes")
     p.add_argument("--lam", type=float, default=None,
                    help="l1 strength (default: minidnn train's)")
     p.add_argument("--threads", type=int, default=None,
@@ -163,20 +165,27 @@ def main(argv: list[str] | None = None) -> None:
                     torch.set_num_threads(args.threads)
                 runners["torch"] = torch_runner(args.model, lam, batches)
                 devices["torch"] = f"PyTorch {torch.__version__} CPU, {torch.get_num_threads()} threads"
+            elif kind == "numpy":
+                runners[kind] = minidnn_runner(args.model, get_backend("numpy"), lam, batches)
+                devices[kind] = "host"
             else:
-                backend = get_backend(kind, args.device if kind == "opencl" else None)
-                runners[kind] = minidnn_runner(args.model, backend, lam, batches)
-                devices[kind] = getattr(backend, "device_name", repr(backend))
+                specs = args.device.split(",") if args.device else [None]
+                for spec in specs:
+                    column = kind if len(specs) == 1 else f"cl:{spec}"
+                    backend = get_backend(kind, spec)
+                    runners[column] = minidnn_runner(args.model, backend, lam, batches)
+                    devices[column] = backend.device_name
         rates = bench(runners, args.steps, args.repeats, batch, args.warmup)
         print(f"{args.model} training (Prox-Adam lr {LR}, lam {lam:.4g}), batch {batch}, "
               f"median of {args.repeats} x {args.steps} steps")
-        print(f"{'library':<8} {'images/s':>10} {'ms/step':>9} {'vs torch':>9}  device")
+        print(f"{'library':<10} {'images/s':>10} {'ms/step':>9} {'vs torch':>9}  device")
         ref = rates.get("torch")
         for k, rate in rates.items():
             ratio = f"{rate / ref:.2f}x" if ref else "-"
-            print(f"{k:<8} {rate:>10.1f} {1e3 * batch / rate:>9.1f} {ratio:>9}  {devices[k]}")
+            print(f"{k:<10} {rate:>10.1f} {1e3 * batch / rate:>9.1f} {ratio:>9}  {devices[k]}")
         if args.profile:
-            profile_opencl(args.model, args.device, lam, batches, args.steps, args.warmup)
+            for spec in (args.device.split(",") if args.device else [None]):
+                profile_opencl(args.model, spec, lam, batches, args.steps, args.warmup)
 
 
 if __name__ == "__main__":

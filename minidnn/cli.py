@@ -12,16 +12,9 @@ from .errors import MinidnnError
 
 
 def resolve_backend(name: str, device: str | None):
-    """'auto' = OpenCL when a device exists (first GPU, else PoCL CPU), else NumPy with a note."""
-    from .backend import get_backend
-    from .errors import NoOpenCLDeviceError
-    if name != "auto":
-        return get_backend(name, device)
-    try:
-        return get_backend("opencl", device)
-    except NoOpenCLDeviceError as exc:
-        print(f"note: {exc}\nnote: falling back to the NumPy backend", file=sys.stderr)
-        return get_backend("numpy")
+    """The backend for --backend/--device (see ``minidnn.backend.resolve_backend``)."""
+    from .backend import resolve_backend as resolve
+    return resolve(name, device)
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
@@ -268,9 +261,24 @@ def _save(model, path: Path, metadata: dict, values: str) -> int | None:
 
 
 def cmd_devices(args) -> int:
-    from .backend.opencl_backend import describe_device, list_devices
-    for index, device in list_devices():
-        print(f"{index}  {describe_device(device)}")
+    """One line per OpenCL device with its status; '*' marks the one used by default.
+
+    Exit 1 when no device is usable (each line says why, the last line says how to fix it).
+    """
+    from .backend.devices import FIX_HINT, default_device, describe_device, survey_devices
+    from .errors import UnusableDeviceError
+    statuses = survey_devices()
+    try:
+        chosen = default_device(statuses).index
+    except UnusableDeviceError:
+        chosen = None
+    for s in statuses:
+        status = "ok" if s.usable else f"unusable: {s.problem}"
+        mark = "*" if s.index == chosen else " "
+        print(f"{mark} {s.index}  {describe_device(s.device)}  [{status}]")
+    if chosen is None:
+        print(f"no usable OpenCL device: {FIX_HINT}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -23,3 +23,7 @@ class ModelFileError(MinidnnError):
 
 class NoOpenCLDeviceError(MinidnnError, RuntimeError):
     """No OpenCL platform/device is available (or none matches the requested one)."""
+
+
+class UnusableDeviceError(NoOpenCLDeviceError):
+    """OpenCL devices exist, but the one asked for (or every one) cannot build or run kernels."""

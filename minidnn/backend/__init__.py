@@ -21,4 +21,25 @@ def get_backend(name: str = "numpy", device: str | None = None, **kwargs) -> Bac
     raise ConfigError(f"unknown backend {name!r}: choose 'numpy' or 'opencl'")
 
 
-__all__ = ["Backend", "NumpyBackend", "get_backend"]
+def resolve_backend(name: str = "auto", device: str | None = None) -> Backend:
+    """'auto': the default OpenCL device (first usable GPU, else the best usable CPU device),
+    else NumPy with a one-line note naming the reason and the fix.
+
+    A device named explicitly (``device`` or ``$MINIDNN_DEVICE``) never falls back: if it does
+    not exist or cannot build kernels, the error says so.
+    """
+    import os
+    import sys
+    from ..errors import NoOpenCLDeviceError
+    if name != "auto":
+        return get_backend(name, device)
+    if device is not None or os.environ.get("MINIDNN_DEVICE"):
+        return get_backend("opencl", device)
+    try:
+        return get_backend("opencl")
+    except NoOpenCLDeviceError as exc:
+        print(f"note: using the NumPy backend: {exc}", file=sys.stderr)
+        return get_backend("numpy")
+
+
+__all__ = ["Backend", "NumpyBackend", "get_backend", "resolve_backend"]

@@ -2,9 +2,14 @@
 
 PyOpenCL keeps compiled binaries in its on-disk cache, so a new process pays only a cache lookup.
 ``Kernel`` objects are fetched once and reused (fetching them per call costs a lock and a lookup).
+Builds are quiet: the compiler's log is kept in ``build_logs`` (some runtimes, e.g. Intel's, log
+on every successful build), shown when a build fails or when ``MINIDNN_VERBOSE_BUILD=1``.
 """
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 import zlib
 from importlib import resources
 from pathlib import Path
@@ -25,6 +30,7 @@ class ProgramCache:
         self.options = ["-I", str(kernel_dir()), *options]
         self._programs: dict[str, cl.Program] = {}
         self._kernels: dict[tuple[str, str], cl.Kernel] = {}
+        self.build_logs: dict[str, str] = {}
 
     def program(self, stem: str) -> cl.Program:
         prog = self._programs.get(stem)
@@ -38,9 +44,14 @@ class ProgramCache:
             headers = "".join(h.read_text() for h in sorted(kernel_dir().glob("*.h")))
             source = f"/* headers crc32 {zlib.crc32(headers.encode()):08x} */\n" + source
             try:
-                prog = cl.Program(self.context, source).build(options=self.options)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", cl.CompilerWarning)
+                    prog = cl.Program(self.context, source).build(options=self.options)
             except cl.RuntimeError as exc:
                 raise RuntimeError(f"building {path.name} failed:\n{exc}") from exc
+            self.build_logs[stem] = _build_log(prog)
+            if self.build_logs[stem] and os.environ.get("MINIDNN_VERBOSE_BUILD") == "1":
+                print(f"build log of {path.name}:\n{self.build_logs[stem]}", file=sys.stderr)
             self._programs[stem] = prog
         return prog
 
@@ -52,3 +63,13 @@ class ProgramCache:
             k = cl.Kernel(self.program(stem), name)
             self._kernels[key] = k
         return k
+
+
+def _build_log(program: cl.Program) -> str:
+    """The compiler's messages for ``program`` on each of its devices ('' when none)."""
+    logs = []
+    for device in program.get_info(cl.program_info.DEVICES):
+        log = (program.get_build_info(device, cl.program_build_info.LOG) or "").strip()
+        if log:
+            logs.append(f"[{device.name.strip()}] {log}")
+    return "\n".join(logs)

@@ -1,6 +1,6 @@
 """The OpenCL backend: every primitive of ``Backend`` as a kernel from ``cl_kernels/``.
 
-This module owns device selection, the context/queue, memory and transfers; the primitives
+This module owns the context/queue (devices are found and checked in ``devices``), memory and transfers; the primitives
 themselves live in mixins grouped by job (``cl_gemm``: dense matrix products and transposes,
 ``cl_nn``: the neural-network and optimizer ops, ``cl_csr``: sparse CSR ops). Arrays are
 ``pyopencl.array.Array`` used only as containers (shape, dtype, buffer): all arithmetic goes
@@ -8,75 +8,20 @@ through our own kernels. Work is queued without ``finish()``; only ``to_host`` w
 """
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 
 from .base import Backend
-from ..errors import NoOpenCLDeviceError
+from ..errors import UnusableDeviceError
+from .devices import cl, describe_device, device_problem, list_devices, select_device  # noqa: F401
 
 try:  # pyopencl is an optional extra: the NumPy backend works without it
-    import pyopencl as cl
     import pyopencl.array as cl_array
     import pyopencl.tools as cl_tools
 except ImportError:  # pragma: no cover - exercised only where pyopencl is absent
-    cl = None
     cl_array = None
     cl_tools = None
-
-INSTALL_HINT = ("install an OpenCL platform, e.g. `pip install pyopencl[pocl]` for the portable "
-                "CPU device (or `pip install -e .[pocl]` in a minidnn checkout), or use the "
-                "NumPy backend (--backend numpy)")
-
-
-def list_devices() -> list[tuple[str, "cl.Device"]]:
-    """Every OpenCL device visible, as ('platform:device' index string, device)."""
-    if cl is None:
-        raise NoOpenCLDeviceError(f"pyopencl is not installed: {INSTALL_HINT}")
-    try:
-        platforms = cl.get_platforms()
-    except cl.Error as exc:  # e.g. PLATFORM_NOT_FOUND_KHR when no ICD is registered
-        raise NoOpenCLDeviceError(f"no OpenCL platform found ({exc}): {INSTALL_HINT}") from exc
-    found = []
-    for pi, platform in enumerate(platforms):
-        try:
-            devices = platform.get_devices()
-        except cl.Error:
-            continue
-        found.extend((f"{pi}:{di}", d) for di, d in enumerate(devices))
-    if not found:
-        raise NoOpenCLDeviceError(f"OpenCL platforms exist but expose no device: {INSTALL_HINT}")
-    return found
-
-
-def describe_device(device: "cl.Device") -> str:
-    kind = cl.device_type.to_string(device.type)
-    return (f"{device.name.strip()} [{kind}] on {device.platform.name.strip()} "
-            f"({device.global_mem_size // 2**20} MiB, {device.max_compute_units} CUs)")
-
-
-def select_device(spec: str | None = None) -> "cl.Device":
-    """Pick a device: ``spec`` (or ``$MINIDNN_DEVICE``) is 'gpu', 'cpu', 'P:D' indices or a name
-    substring; without one, the first GPU, else the first device (PoCL's CPU device)."""
-    spec = spec if spec is not None else os.environ.get("MINIDNN_DEVICE") or None
-    devices = list_devices()
-    if spec is None:
-        for _, d in devices:
-            if d.type & cl.device_type.GPU:
-                return d
-        return devices[0][1]
-    s = spec.strip().lower()
-    for index, d in devices:
-        if s == index:
-            return d
-        if s in ("gpu", "cpu", "accelerator"):
-            if d.type & getattr(cl.device_type, s.upper()):
-                return d
-        elif s in d.name.lower() or s in d.platform.name.lower():
-            return d
-    names = ", ".join(f"{i} {d.name.strip()}" for i, d in devices)
-    raise NoOpenCLDeviceError(f"no OpenCL device matches {spec!r}; available: {names}")
 
 
 from .cl_csr import CLCSROps  # noqa: E402  (mixins need cl imported above)
@@ -86,7 +31,8 @@ from .cl_programs import ProgramCache  # noqa: E402
 
 
 class OpenCLBackend(CLGemmOps, CLNNOps, CLCSROps, Backend):
-    """Float32 backend on one OpenCL device (default: first GPU, else PoCL's CPU device)."""
+    """Float32 backend on one OpenCL device (default: first usable GPU, else the best usable CPU
+    device; see ``devices.select_device``)."""
 
     name = "opencl"
 
@@ -94,6 +40,10 @@ class OpenCLBackend(CLGemmOps, CLNNOps, CLCSROps, Backend):
         super().__init__()
         self.device = device if (cl is not None and isinstance(device, cl.Device)) \
             else select_device(device)
+        problem = device_problem(self.device)
+        if problem:
+            raise UnusableDeviceError(f"OpenCL device {self.device.name.strip()} is unusable: "
+                                      f"{problem}")
         self.device_name = describe_device(self.device)
         self.context = cl.Context([self.device])
         # profiling=True (opt-in, for benchmarks): a profiling queue; launch() then appends
