@@ -30,8 +30,8 @@ FIX_HINT = ("install a working OpenCL CPU runtime: `pip install -e \".[cpu]\"` i
 
 # CPU runtimes in order of preference when several are usable, from benchmarks/bench_train.py
 # on the zoo (docs/results.md, "OpenCL CPU runtimes"); matched against ``runtime_label``.
-CPU_RUNTIME_PREFERENCE = (r"Portable Computing Language (?:[4-9]|3\.[1-9])", r"Intel",
-                          r"Portable Computing Language")
+CPU_RUNTIME_PREFERENCE = (r"Portable Computing Language (?:[4-9]|3\.[1-9])",
+                          r"Portable Computing Language", r"Intel")
 
 
 @dataclass(frozen=True)
