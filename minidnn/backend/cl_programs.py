@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pyopencl as cl
 
+from ..errors import KernelError
+
 
 def kernel_dir() -> Path:
     """Folder holding the ``.cl`` sources and the shared ``common.h`` header."""
@@ -31,7 +33,7 @@ class ProgramCache:
         if prog is None:
             path = kernel_dir() / f"{stem}.cl"
             if not path.is_file():
-                raise FileNotFoundError(f"OpenCL source {path} is missing from the installation")
+                raise KernelError(f"OpenCL source {path} is missing from the installation")
             source = path.read_text()
             # Headers are inlined by the compiler via -I, so PyOpenCL's cache key (the source)
             # would not see them change: put a checksum of their text into the source.
@@ -40,7 +42,7 @@ class ProgramCache:
             try:
                 prog = cl.Program(self.context, source).build(options=self.options)
             except cl.RuntimeError as exc:
-                raise RuntimeError(f"building {path.name} failed:\n{exc}") from exc
+                raise KernelError(f"building {path.name} failed:\n{exc}") from exc
             self._programs[stem] = prog
         return prog
 
