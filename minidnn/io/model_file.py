@@ -84,10 +84,7 @@ def install(model: Module, contents: FileContents, backend: Backend) -> None:
     """Copy checked contents into ``model``: parameters in their saved form, then buffers."""
     for name, p in model.named_parameters():
         install_param(p, contents.params[name], backend)
-    for mname, m in model.named_modules():
-        for bname in list(m._buffers):
-            value = contents.buffers[f"{mname}.{bname}" if mname else bname]
-            setattr(m, bname, value.copy() if m.backend is None else m.backend.from_host(value))
+    model.load_buffers(contents.buffers)
     if model.backend is None:
         model.to(backend)
 
