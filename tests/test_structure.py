@@ -147,3 +147,17 @@ def test_functions_are_short(name, path):
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
             and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
     assert long == [], f"{name}: " + ", ".join(long)
+
+
+@pytest.mark.parametrize("folder,package", [("models", "minidnn.models"),
+                                            ("cl_kernels", "minidnn.cl_kernels")])
+def test_zoo_and_kernels_have_one_import_path(folder, package):
+    """From the repository root, models/ and cl_kernels/ import only as minidnn's packages."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", f"import {folder}"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and f"import {package}, not {folder}" in done.stderr
+    ok = subprocess.run([sys.executable, "-c", f"import {package}"], cwd=ROOT,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
