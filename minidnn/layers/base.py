@@ -172,15 +172,25 @@ class Sequential(Module):
         return len(self._modules)
 
     def forward(self, x):
-        for layer in self._modules.values():
-            x = layer.forward(x)
-        return x
+        return forward_chain(self._modules.values(), x)
 
     def backward(self, dy, need_dx=True):
-        layers = list(self._modules.values())
-        for i in range(len(layers) - 1, -1, -1):
-            dy = layers[i].backward(dy, need_dx=need_dx or i > 0)
-        return dy
+        return backward_chain(self._modules.values(), dy, need_dx)
+
+
+def forward_chain(layers, x: Array) -> Array:
+    """Apply ``layers`` in order (a Sequential, or any model made of children run in order)."""
+    for layer in layers:
+        x = layer.forward(x)
+    return x
+
+
+def backward_chain(layers, dy: Array, need_dx: bool = True) -> Array | None:
+    """Backward through ``layers`` in reverse; only the first one may skip its dx."""
+    layers = list(layers)
+    for i in range(len(layers) - 1, -1, -1):
+        dy = layers[i].backward(dy, need_dx=need_dx or i > 0)
+    return dy
 
 
 def check_input(x: Array, backend: Backend, ndim: int, what: str) -> None:
