@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 from minidnn.backend import get_backend
 from minidnn.errors import MinidnnError
@@ -78,7 +81,7 @@ def torch_predictor(source, threads: int):
         import torch
     except ImportError:
         return None
-    from minidnn.models.torch_twin import torch_twin
+    from torch_twin import torch_twin  # test tooling in tests/ (on sys.path above)
     torch.set_num_threads(threads)
     net, _ = torch_twin(source)
     net.eval()

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from contextlib import nullcontext
 from typing import Callable
 
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+
 from minidnn.backend import get_backend
-from minidnn.cli import DEFAULT_LAM
-from minidnn.models import MODELS, build_model
+from minidnn.models import MODELS, build_model, training_recipe
 from minidnn.optim import ProxAdam
 from minidnn.train import Trainer
 
@@ -54,7 +56,7 @@ def minidnn_runner(name: str, backend, lam: float, batches) -> tuple[Callable, C
 def torch_runner(name: str, lam: float, batches) -> tuple[Callable, Callable]:
     """(step, sync) closures training the PyTorch twin of ``name`` with Adam + the same prox."""
     import torch
-    from minidnn.models.torch_twin import torch_twin
+    from torch_twin import torch_twin  # test tooling in tests/ (on sys.path above)
     model = build_model(name)
     net, params = torch_twin(model, torch.float32)
     net.train()
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="also print per-kernel times of an OpenCL step (profiling events)")
     args = p.parse_args(argv)
     batch = args.batch_size or DEFAULT_BATCH.get(args.model, 128)
-    lam = args.lam if args.lam is not None else DEFAULT_LAM.get(args.model, 0.5)
+    lam = args.lam if args.lam is not None else training_recipe(args.model)["lam"]
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = set(wanted) - {"numpy", "opencl", "torch"}
     if unknown:

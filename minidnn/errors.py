@@ -1,4 +1,9 @@
-"""The exceptions minidnn raises for bad input: each names the problem in user terms."""
+"""The exceptions minidnn raises on purpose: each names the problem in user terms.
+
+Every one derives from ``MinidnnError`` and also from the built-in exception of the same kind
+(``ShapeError`` is a ``ValueError``, ``DTypeError`` a ``TypeError``, ...), so callers may catch
+either.
+"""
 
 
 class MinidnnError(Exception):
@@ -6,11 +11,23 @@ class MinidnnError(Exception):
 
 
 class ShapeError(MinidnnError, ValueError):
-    """An input's shape or dtype does not fit the layer or model it was given to."""
+    """An input's shape or size does not fit the layer, model or primitive it was given to."""
+
+
+class DTypeError(MinidnnError, TypeError):
+    """An argument has the wrong type or dtype (e.g. float64 to a float32 kernel)."""
 
 
 class ConfigError(MinidnnError, ValueError):
     """An unknown or invalid option (layer argument, optimizer setting, CLI flag)."""
+
+
+class StateError(MinidnnError, RuntimeError):
+    """An operation called in a state that does not allow it (e.g. backward after eval)."""
+
+
+class StateDictError(MinidnnError, KeyError):
+    """A state dict's names do not match the model's parameters and buffers."""
 
 
 class DataError(MinidnnError):
@@ -19,6 +36,10 @@ class DataError(MinidnnError):
 
 class ModelFileError(MinidnnError):
     """A model file is not a valid minidnn HDF5 file (corrupt, foreign, newer or inconsistent)."""
+
+
+class KernelError(MinidnnError, RuntimeError):
+    """An OpenCL program is missing from the installation or fails to build."""
 
 
 class NoOpenCLDeviceError(MinidnnError, RuntimeError):

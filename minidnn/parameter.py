@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from .backend.base import Array, Backend
+from .errors import ShapeError
 from .sparse import CSRMatrix
 
 
@@ -82,7 +83,7 @@ class Parameter:
             self.mask = None
             return
         if tuple(mask.shape) != self.shape:
-            raise ValueError(f"mask shape {tuple(mask.shape)} != parameter shape {self.shape}")
+            raise ShapeError(f"mask shape {tuple(mask.shape)} != parameter shape {self.shape}")
         self.mask = self.backend.from_host(np.asarray(mask)) if isinstance(mask, np.ndarray) \
             else mask
         if self.csr is None:

@@ -6,6 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from .backend.base import Array, Backend
+from .errors import ShapeError
 
 
 # Limits of the packed taps (channel << 16 | ky << 8 | kx) that conv2d reads.
@@ -40,7 +41,7 @@ class CSRMatrix:
     def from_dense(cls, backend: Backend, dense: Array, groups: int = 1) -> "CSRMatrix":
         """Compact a dense 2-D device array (exact zeros dropped) without a host round trip."""
         if len(dense.shape) != 2:
-            raise ValueError(f"CSR needs a 2-D matrix, got shape {tuple(dense.shape)}")
+            raise ShapeError(f"CSR needs a 2-D matrix, got shape {tuple(dense.shape)}")
         row_ptr, col_idx, values = backend.csr_from_dense(dense)
         return cls(backend, row_ptr, col_idx, values, dense.shape, groups)
 

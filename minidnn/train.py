@@ -11,7 +11,7 @@ from .data import ArrayDataset, iterate_minibatches
 from .layers import BatchNorm1d, BatchNorm2d, SoftmaxCrossEntropy
 from .layers.model import Model
 from .optim.base import Optimizer
-from .report import layer_stats, model_device_bytes, total_stats
+from .report import layer_stats, model_device_bytes, total_stats, zeros_line
 
 
 @dataclass
@@ -29,11 +29,17 @@ class History:
         return self.images / self.seconds if self.seconds else 0.0
 
 
-def layer_labels(param_names) -> list[str]:
-    """Short labels for weights: the layer's own name ('fc1') where unique, else its full path."""
-    paths = [n.removesuffix(".weight") for n in param_names]
-    short = [p.rsplit(".", 1)[-1] for p in paths]
-    return short if len(set(short)) == len(short) else paths
+@dataclass
+class _Run:
+    """The state of one ``Trainer.fit`` call."""
+
+    hist: History
+    start: int                  # the optimizer's step count when the run began
+    steps: int                  # steps to run (shortened when a time budget runs out)
+    log: Callable[[str], None]
+    bar: object                 # the tqdm progress bar
+    step: int = 0
+    t0: float = field(default_factory=time.perf_counter)
 
 
 class Trainer:
@@ -129,68 +135,81 @@ class Trainer:
         until ``max_seconds`` of training time (evaluations not counted) have passed."""
         from tqdm.auto import tqdm
 
-        hist = History()
+        run = _Run(History(), self.optimizer.step_count, steps, log,
+                   tqdm(total=steps, disable=not progress, unit="step", dynamic_ncols=True,
+                        leave=False))
         per_epoch = max(1, len(train) // batch_size)
-        start_step = self.optimizer.step_count
-        bar = tqdm(total=steps, disable=not progress, unit="step", dynamic_ncols=True,
-                   leave=False)
-        t0 = time.perf_counter()
-        step = 0
-        epoch = start_step // per_epoch
-        while step < steps:
-            skip = (start_step + step) % per_epoch
+        epoch = run.start // per_epoch
+        while run.step < run.steps:
+            skip = (run.start + run.step) % per_epoch
             batches = iterate_minibatches(train, batch_size, shuffle=True, seed=seed, epoch=epoch,
                                           drop_last=True, augment=augment)
             for i, (images, labels) in enumerate(batches):
                 if i < skip:
                     continue
-                if step >= steps:
+                if run.step >= run.steps or self._out_of_time(run, max_seconds):
                     break
-                if max_seconds is not None and step and step % 10 == 0 and \
-                        hist.seconds + time.perf_counter() - t0 >= max_seconds:
-                    self.backend.synchronize()
-                    if hist.seconds + time.perf_counter() - t0 >= max_seconds:
-                        log(f"time budget of {max_seconds / 60:.1f} min reached at step "
-                            f"{start_step + step}")
-                        steps = step
-                        break
                 self.train_step(images, labels)
-                step += 1
-                hist.images += len(labels)
-                bar.update(1)
+                run.step += 1
+                run.hist.images += len(labels)
+                run.bar.update(1)
                 if on_step is not None:
-                    on_step(start_step + step)
-                if step % log_every == 0 or step == steps:
-                    loss = self.running_loss()
-                    hist.steps.append(start_step + step)
-                    hist.losses.append(loss)
-                    bar.set_postfix(loss=f"{loss:.4f}")
-                    if not progress:  # no bar (e.g. a log file): one line per log interval
-                        seconds = hist.seconds + time.perf_counter() - t0
-                        log(f"step {start_step + step}/{start_step + steps}  loss {loss:.4f}  "
-                            f"zeros {100 * self.zero_fraction():.2f}%  "
-                            f"{hist.images / seconds if seconds else 0.0:.0f} img/s")
-                if test is not None and eval_every and (step % eval_every == 0 or step == steps):
-                    hist.seconds += time.perf_counter() - t0
-                    result = self.evaluate(test)
-                    result.update(step=start_step + step, zeros=self.zero_fraction(),
-                                  layers={r.name: r.zeros for r in layer_stats(self.model)})
-                    hist.evals.append(result)
-                    log(self._eval_line(start_step + step, hist, result))
-                    t0 = time.perf_counter()
+                    on_step(run.start + run.step)
+                if run.step % log_every == 0 or run.step == run.steps:
+                    self._log_loss(run, progress)
+                if test is not None and eval_every and (run.step % eval_every == 0
+                                                        or run.step == run.steps):
+                    self._evaluate_during(run, test)
             epoch += 1
         self.backend.synchronize()
-        hist.seconds += time.perf_counter() - t0
-        bar.close()
-        return hist
+        run.hist.seconds += time.perf_counter() - run.t0
+        run.bar.close()
+        return run.hist
+
+    def _out_of_time(self, run: "_Run", max_seconds: float | None) -> bool:
+        """True (and the run shortened to here, with a log line) once the budget is spent;
+        checked every 10 steps, confirmed after the device has caught up."""
+        if max_seconds is None or not run.step or run.step % 10:
+            return False
+        for sync in (False, True):
+            if sync:
+                self.backend.synchronize()
+            if run.hist.seconds + time.perf_counter() - run.t0 < max_seconds:
+                return False
+        run.log(f"time budget of {max_seconds / 60:.1f} min reached at step "
+                f"{run.start + run.step}")
+        run.steps = run.step
+        return True
+
+    def _log_loss(self, run: "_Run", progress: bool) -> None:
+        """Record the running loss; without a progress bar, also a log line."""
+        loss = self.running_loss()
+        hist = run.hist
+        hist.steps.append(run.start + run.step)
+        hist.losses.append(loss)
+        run.bar.set_postfix(loss=f"{loss:.4f}")
+        if not progress:  # no bar (e.g. a log file): one line per log interval
+            seconds = hist.seconds + time.perf_counter() - run.t0
+            run.log(f"step {run.start + run.step}/{run.start + run.steps}  loss {loss:.4f}  "
+                    f"zeros {100 * self.zero_fraction():.2f}%  "
+                    f"{hist.images / seconds if seconds else 0.0:.0f} img/s")
+
+    def _evaluate_during(self, run: "_Run", test: ArrayDataset) -> None:
+        """A test evaluation inside a run (its time not counted as training time)."""
+        run.hist.seconds += time.perf_counter() - run.t0
+        result = self.evaluate(test)
+        result.update(step=run.start + run.step, zeros=self.zero_fraction(),
+                      layers={r.name: r.zeros for r in layer_stats(self.model)})
+        run.hist.evals.append(result)
+        run.log(self._eval_line(run.start + run.step, run.hist, result))
+        run.t0 = time.perf_counter()
 
     def _eval_line(self, step: int, hist, result: dict) -> str:
         """One log line: loss, accuracy, zeros (per layer when there are few), device memory."""
         loss = f"loss {hist.losses[-1]:.4f}  " if hist.losses else ""
         held, dense = model_device_bytes(self.model)
         layers = result["layers"]
-        per_layer = "" if len(layers) > 8 else "  " + "  ".join(
-            f"{label} {100 * v:.1f}%" for label, v in zip(layer_labels(layers), layers.values()))
+        per_layer = "" if len(layers) > 8 else "  " + zeros_line(layers)
         return (f"step {step:>6}  {loss}test acc {100 * result['accuracy']:.2f}%  "
                 f"zeros {100 * result['zeros']:.2f}%{per_layer}  "
                 f"weights on device {held / 1024:.0f} KiB (dense {dense / 1024:.0f} KiB)")

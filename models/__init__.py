@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+if __name__ != "minidnn.models":  # one import path, so one MODELS registry
+    raise ImportError("the model zoo is the package minidnn.models (setup.cfg maps models/ to "
+                      "it): import minidnn.models, not models")
+
 from minidnn.errors import ConfigError
 
 from .alexnet import AlexNet

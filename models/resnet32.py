@@ -8,6 +8,7 @@ import numpy as np
 from minidnn.backend.base import Array
 from minidnn.layers import (BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, ReLU,
                             Residual, Sequential)
+from minidnn.layers.base import backward_chain, forward_chain
 from minidnn.layers.model import Model
 
 
@@ -65,12 +66,7 @@ class ResNet32(Model):
         self.fc = Linear(64, num_classes, rng=rng)
 
     def forward(self, x: Array) -> Array:
-        for layer in self._modules.values():
-            x = layer.forward(x)
-        return x
+        return forward_chain(self._modules.values(), x)
 
     def backward(self, dy: Array, need_dx: bool = False) -> Array | None:
-        layers = list(self._modules.values())
-        for i in range(len(layers) - 1, -1, -1):
-            dy = layers[i].backward(dy, need_dx=need_dx or i > 0)
-        return dy
+        return backward_chain(self._modules.values(), dy, need_dx)

@@ -13,7 +13,7 @@ from minidnn.compress import (LCState, MMConfig, TrainConfig, layer_lams, magnit
                               top_kappa_masks, train_spc)
 from minidnn.compress.results import best_records, format_summary, plot_results, write_csv
 from minidnn.compress.sweep import SweepSpec, make_jobs, run_sweep
-from minidnn.compress.training import parse_layer_spec, per_layer, resolve_layers
+from minidnn.names import parse_layer_spec, per_layer, resolve_layers
 from minidnn.data import ArrayDataset
 from minidnn.errors import ConfigError
 from minidnn.layers import Conv2d, Flatten, Linear, ReLU, Sequential
@@ -229,14 +229,15 @@ def test_mm_compress_leaves_theta_in_the_model(data, penalty):
 
 
 def test_mm_l_step_copies_only_the_batch(clb, data):
-    from minidnn.compress.mm import PenalizedOptimizer
+    from minidnn.compress.mm import LCPenalty
     from minidnn.optim import SGD
     from minidnn.train import Trainer
     model = Tiny(0).to(clb)
     state = LCState(model)
     state.c_step(1e-4, "l0", kappa=300)
-    trainer = Trainer(model, PenalizedOptimizer(SGD(model.named_parameters(), lr=0.01,
-                                                    momentum=0.9), state, 1e-4))
+    opt = SGD(model.named_parameters(), lr=0.01, momentum=0.9)
+    opt.add_hook(LCPenalty(state, 1e-4))
+    trainer = Trainer(model, opt)
     x, y = data[0].images[:32], data[0].labels[:32]
     trainer.train_step(x, y)
     clb.synchronize()

@@ -6,8 +6,8 @@ import pytest
 
 from minidnn.errors import ConfigError
 from minidnn.layers import Linear, Sequential
-from minidnn.optim import (SGD, Adam, Cosine, ProxAdam, ProxRMSProp, ProxSGD, RMSProp,
-                           StepDecay, Warmup, make_optimizer)
+from minidnn.optim import (SGD, Adam, Cosine, FixedMask, L1Prox, ProxAdam, ProxRMSProp, ProxSGD,
+                           RMSProp, StepDecay, UpdateHook, Warmup, make_optimizer)
 from minidnn.parameter import Parameter
 
 
@@ -138,3 +138,70 @@ def test_optimizer_uses_schedule(np64):
 def test_bad_optimizer_options(np64, bad):
     with pytest.raises(ConfigError):
         bad(_param(np64, [1.0]))
+
+
+# ---------------------------------------------------------------------- hooks
+class _Prox(L1Prox):
+    """The standard prox, but not the standard type: the optimizer runs it as a hook."""
+
+
+class _Mask(FixedMask):
+    """The standard mask, run as a hook."""
+
+
+def _fused_and_hooked(backend, cls) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weights after 3 steps with the standard hooks, the same with them run one by one, mask)."""
+    rng = np.random.default_rng(3)
+    w0, mask = rng.standard_normal((8, 5)), (rng.random((8, 5)) > 0.3).astype(np.float32)
+    grads = [rng.standard_normal((8, 5)) for _ in range(3)]
+    results = []
+    for hooks in (None, [_Prox(), _Mask()]):
+        p = _param(backend, w0)
+        p.set_mask(mask)
+        opt = cls([("w", p)], lr=0.01, lam={"w": 20.0})
+        if hooks:
+            opt.hooks = hooks
+            assert opt._fused_hooks(hooks) is None
+        for g in grads:
+            p.grad = backend.from_host(g.astype(backend.dtype))
+            opt.step()
+        results.append(p.host_dense())
+    return results[0], results[1], mask
+
+
+@pytest.mark.parametrize("cls", [SGD, RMSProp, Adam])
+def test_hooks_one_by_one_equal_the_fused_update(np64, cls):
+    """update, then the prox hook, then the mask hook give bit for bit what the fused
+    update + prox + mask op gives (the optimization behind the standard hooks)."""
+    fused, hooked, mask = _fused_and_hooked(np64, cls)
+    np.testing.assert_array_equal(fused, hooked)
+    assert (fused[mask == 0] == 0).all() and (fused == 0).sum() > (mask == 0).sum()
+
+
+@pytest.mark.parametrize("cls", [SGD, RMSProp, Adam])
+def test_hooks_one_by_one_match_the_fused_kernel(clb, cls):
+    """On OpenCL the separate prox and mask kernels agree with the fused kernel (to float32
+    rounding) and leave the same zeros."""
+    fused, hooked, _ = _fused_and_hooked(clb, cls)
+    np.testing.assert_allclose(fused, hooked, atol=1e-6)
+    np.testing.assert_array_equal(fused == 0, hooked == 0)
+
+
+def test_pre_hook_runs_before_the_update(np64):
+    """A pre hook (a penalty) sees the gradient before the update and can change it."""
+    seen = []
+
+    class Penalty(UpdateHook):
+        timing = "pre"
+
+        def pre(self, optimizer):
+            for p in optimizer.params:
+                seen.append(p.data.copy())
+                p.grad += 1.0   # d/dw of sum(w)
+
+    p = _param(np64, [1.0, 2.0])
+    opt = SGD([p], lr=0.1)
+    opt.add_hook(Penalty())
+    opt.step()
+    np.testing.assert_allclose(seen[0], [1.0, 2.0])
+    np.testing.assert_allclose(p.data, [0.9, 1.9])

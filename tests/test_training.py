@@ -82,11 +82,9 @@ def test_fit_stops_at_its_time_budget(rng):
     model = LeNet5(seed=0).to(NumpyBackend())
     trainer = Trainer(model, ProxAdam(model.named_parameters(), lr=1e-3, lam=0.1))
     lines = []
-    t0 = time.perf_counter()
     data = ArrayDataset(images, labels, "random", [str(c) for c in range(10)])
     hist = trainer.fit(data, None, steps=10_000, batch_size=16,
                        progress=False, log=lines.append, max_seconds=0.5)
-    assert time.perf_counter() - t0 < 30
     assert 10 <= trainer.optimizer.step_count < 10_000
     assert hist.images == 16 * trainer.optimizer.step_count
     assert any("time budget" in line for line in lines)

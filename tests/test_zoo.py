@@ -130,15 +130,13 @@ def test_weight_counts_match_paper(name):
 
 
 def test_registry_and_recipes():
-    from minidnn.cli import DEFAULT_DATA, DEFAULT_LAM
+    """Every zoo model's recipe names its dataset and lam: the only source of those defaults."""
     assert set(ZOO) <= set(MODELS)
     for name in ZOO:
         assert MODELS[name].arch == name
-        assert name in DEFAULT_DATA and DEFAULT_LAM[name] > 0
-    for name in ("alexnet", "vgg16", "resnet32"):
         recipe = training_recipe(name)
-        assert DEFAULT_DATA[name] == recipe["data"] == "cifar10"
-        assert DEFAULT_LAM[name] == pytest.approx(recipe["lam"], rel=0.01)
+        assert recipe["data"] == ("mnist" if name == "lenet5" else "cifar10")
+        assert recipe["lam"] > 0
         assert recipe["optimizer"] == "adam" and recipe["lr"] == 0.001
     assert training_augment("resnet32") is random_crop_flip
     assert training_augment("alexnet") is None and training_augment("lenet5") is None
@@ -182,7 +180,7 @@ def test_resnet32_other_depth_and_classes(np32):
 def test_forward_backward_matches_torch(np64, name):
     """float64 logits, loss, dx and every gradient against a PyTorch twin (dropout masks shared)."""
     torch = pytest.importorskip("torch", reason="PyTorch not installed (optional test oracle)")
-    from minidnn.models.torch_twin import torch_twin
+    from torch_twin import torch_twin
     m = _fresh(name, np64)
     net, params = torch_twin(m, torch.float64, exact_dropout=True)
     assert set(params) == {n for n, _ in m.named_parameters()}
@@ -302,3 +300,27 @@ def test_cli_train_uses_recipe_augmentation(monkeypatch, tmp_path, name, augment
                "--no-progress", "--out", str(tmp_path / f"{name}.h5")])
     assert rc == 0 and loaded == ["cifar10"]
     assert seen["augment"] is augment
+
+
+def test_unknown_model_fails_in_one_line(capsys):
+    from minidnn.cli import main
+    assert main(["train", "nope", "--backend", "numpy"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown model 'nope'" in err
+
+
+def test_training_defaults_come_from_the_recipe():
+    from minidnn.train_config import TrainConfig, recipe_value
+    config = TrainConfig.for_model("resnet32", lr=0.01)
+    assert (config.optimizer, config.lr, config.batch_size) == ("adam", 0.01, 128)
+    assert config.augment is random_crop_flip
+    assert recipe_value("lenet5", "data") == "mnist" and recipe_value("vgg16", "lam") > 0
+    assert recipe_value("lenet5", "data", "cifar10") == "cifar10"
+
+
+def test_calling_a_model_needs_a_backend():
+    from minidnn.errors import StateError
+    m = build_model("lenet5")
+    with pytest.raises(StateError, match="to\\(backend\\)"):
+        m(np.zeros((1, 1, 28, 28), np.float32))
+    assert m.backend is None

@@ -1,6 +1,11 @@
-"""Backends: where arrays live and how primitives run. ``get_backend`` picks one by name."""
+"""Backends: where arrays live and how primitives run. ``get_backend`` picks one by name;
+``resolve_backend`` also understands 'auto' (the command line's default)."""
 from __future__ import annotations
 
+import os
+import sys
+
+from ..errors import ConfigError, NoOpenCLDeviceError
 from .base import Backend
 from .numpy_backend import NumpyBackend
 
@@ -12,12 +17,11 @@ def get_backend(name: str = "numpy", device: str | None = None, **kwargs) -> Bac
     key = name.lower()
     if key == "numpy":
         if device is not None:
-            raise ValueError("the numpy backend takes no device")
+            raise ConfigError("the numpy backend takes no device")
         return NumpyBackend(**kwargs)
     if key in ("opencl", "cl"):
         from .opencl_backend import OpenCLBackend  # imported lazily: pyopencl is optional
         return OpenCLBackend(device=device, **kwargs)
-    from ..errors import ConfigError
     raise ConfigError(f"unknown backend {name!r}: choose 'numpy' or 'opencl'")
 
 
@@ -28,9 +32,6 @@ def resolve_backend(name: str = "auto", device: str | None = None) -> Backend:
     A device named explicitly (``device`` or ``$MINIDNN_DEVICE``) never falls back: if it does
     not exist or cannot build kernels, the error says so.
     """
-    import os
-    import sys
-    from ..errors import NoOpenCLDeviceError
     if name != "auto":
         return get_backend(name, device)
     if device is not None or os.environ.get("MINIDNN_DEVICE"):

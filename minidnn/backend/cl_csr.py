@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from .base import Array, conv_output_size
+from ..errors import DTypeError, ShapeError
 
 try:
     import pyopencl as cl
@@ -41,7 +42,7 @@ def _as3d_shape(a: Array) -> tuple[int, int, int]:
     if len(a.shape) == 2:
         return 1, int(a.shape[0]), int(a.shape[1])
     if len(a.shape) != 3:
-        raise ValueError(f"expected a (G, M, K) or (M, K) operand, got shape {tuple(a.shape)}")
+        raise ShapeError(f"expected a (G, M, K) or (M, K) operand, got shape {tuple(a.shape)}")
     return int(a.shape[0]), int(a.shape[1]), int(a.shape[2])
 
 
@@ -150,7 +151,7 @@ class CLCSROps:
     def csr_from_dense(self, w: Array) -> tuple[Array, Array, Array]:
         """Device-side compaction (count, scan, fill); reads back only the nonzero count."""
         if len(w.shape) != 2 or w.dtype != np.float32:
-            raise ValueError(f"csr_from_dense needs a 2-D float32 matrix, got {w.dtype} "
+            raise ShapeError(f"csr_from_dense needs a 2-D float32 matrix, got {w.dtype} "
                              f"{tuple(w.shape)}")
         r, c = int(w.shape[0]), int(w.shape[1])
         row_ptr = self.zeros((r + 1,), np.int32)
@@ -177,7 +178,7 @@ class CLCSROps:
     def gather(self, src: Array, index: Array, out: Array | None = None) -> Array:
         """out[i] = src[index[i]] for 4-byte elements (float32 or int32)."""
         if np.dtype(src.dtype).itemsize != 4 or index.dtype != np.int32:
-            raise TypeError(f"gather needs 4-byte elements and int32 indices, got {src.dtype} "
+            raise DTypeError(f"gather needs 4-byte elements and int32 indices, got {src.dtype} "
                             f"and {index.dtype}")
         if out is None:
             out = self.empty(index.shape, src.dtype)
@@ -191,7 +192,7 @@ class CLCSROps:
         counts, a scan, then a stable fill, so the result equals the NumPy reference exactly."""
         o, k = int(shape[0]), int(shape[1])
         if groups < 1 or o % groups:
-            raise ValueError(f"{o} rows do not split into {groups} groups")
+            raise ShapeError(f"{o} rows do not split into {groups} groups")
         og, nnz = o // groups, int(col_idx.size)
         t_row_ptr = self.zeros((groups * k + 1,), np.int32)
         t_col_idx, t_values = self.empty((nnz,), np.int32), self.empty((nnz,))
@@ -214,7 +215,7 @@ class CLCSROps:
         g, _, k = _as3d_shape(x)
         o = int(shape[0])
         if int(shape[1]) != k or o % g:
-            raise ValueError(f"csr_matmul_t: x {tuple(x.shape)} does not fit W {tuple(shape)}")
+            raise ShapeError(f"csr_matmul_t: x {tuple(x.shape)} does not fit W {tuple(shape)}")
         return self._csr_spmm(x, row_ptr, col_idx, values, o // g)
 
     def csr_matmul(self, dy: Array, t_row_ptr: Array, t_col_idx: Array, t_values: Array,
@@ -223,7 +224,7 @@ class CLCSROps:
         g, _, og = _as3d_shape(dy)
         o, k = int(shape[0]), int(shape[1])
         if og * g != o:
-            raise ValueError(f"csr_matmul: dy {tuple(dy.shape)} does not fit W {tuple(shape)}")
+            raise ShapeError(f"csr_matmul: dy {tuple(dy.shape)} does not fit W {tuple(shape)}")
         return self._csr_spmm(dy, t_row_ptr, t_col_idx, t_values, k)
 
     def csr_sddmm(self, dy: Array, x: Array, row_ptr: Array, col_idx: Array,
@@ -233,7 +234,7 @@ class CLCSROps:
         gx, mx, k = _as3d_shape(x)
         o = int(shape[0])
         if (gx, mx) != (g, m) or og * g != o or k != int(shape[1]):
-            raise ValueError(f"csr_sddmm: dy {tuple(dy.shape)}, x {tuple(x.shape)} do not fit "
+            raise ShapeError(f"csr_sddmm: dy {tuple(dy.shape)}, x {tuple(x.shape)} do not fit "
                              f"W {tuple(shape)}")
         nnz = int(col_idx.size)
         if nnz == 0:

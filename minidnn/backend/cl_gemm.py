@@ -11,7 +11,25 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import DTypeError, ShapeError
+
 MR, NR = 6, 16  # register block of one work-item in gemm_6x16 (rows x columns of C)
+
+
+def _gemm_dims(a, b, trans_a: bool, trans_b: bool) -> tuple[int, int, int, int]:
+    """(batch, m, n, k) of ``op(a) @ op(b)`` for 2-D or 3-D float32 operands."""
+    if a.ndim not in (2, 3) or b.ndim not in (2, 3):
+        raise ShapeError(f"gemm takes 2-D or 3-D operands, got {a.shape} and {b.shape}")
+    sa = tuple(int(d) for d in (a.shape if a.ndim == 3 else (1,) + tuple(a.shape)))
+    sb = tuple(int(d) for d in (b.shape if b.ndim == 3 else (1,) + tuple(b.shape)))
+    m, ka = (sa[2], sa[1]) if trans_a else (sa[1], sa[2])
+    kb, n = (sb[2], sb[1]) if trans_b else (sb[1], sb[2])
+    if ka != kb or sb[0] != sa[0]:
+        raise ShapeError(f"gemm: shapes {a.shape} (trans={trans_a}) and {b.shape} "
+                         f"(trans={trans_b}) do not multiply")
+    if a.dtype != np.float32 or b.dtype != np.float32:
+        raise DTypeError(f"gemm computes in float32, got {a.dtype} and {b.dtype}")
+    return sa[0], m, n, ka
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -87,25 +105,12 @@ class CLGemmOps:
     def gemm(self, a, b, trans_a: bool = False, trans_b: bool = False, out=None,
              alpha: float = 1.0, beta: float = 0.0):
         """Batched ``out = alpha * op(a) @ op(b) + beta * out`` (see ``Backend.gemm``)."""
-        if a.ndim not in (2, 3) or b.ndim not in (2, 3):
-            raise ValueError(f"gemm takes 2-D or 3-D operands, got {a.shape} and {b.shape}")
-        two_d = a.ndim == 2 and b.ndim == 2
-        sa = tuple(int(d) for d in (a.shape if a.ndim == 3 else (1,) + tuple(a.shape)))
-        sb = tuple(int(d) for d in (b.shape if b.ndim == 3 else (1,) + tuple(b.shape)))
-        nb = sa[0]
-        m, ka = (sa[2], sa[1]) if trans_a else (sa[1], sa[2])
-        kb, n = (sb[2], sb[1]) if trans_b else (sb[1], sb[2])
-        if ka != kb or sb[0] != nb:
-            raise ValueError(f"gemm: shapes {a.shape} (trans={trans_a}) and {b.shape} "
-                             f"(trans={trans_b}) do not multiply")
-        if a.dtype != np.float32 or b.dtype != np.float32:
-            raise TypeError(f"gemm computes in float32, got {a.dtype} and {b.dtype}")
-        k = ka
-        shape = (m, n) if two_d else (nb, m, n)
+        nb, m, n, k = _gemm_dims(a, b, trans_a, trans_b)
+        shape = (m, n) if a.ndim == 2 and b.ndim == 2 else (nb, m, n)
         if out is None:
             out, beta = self.empty(shape, np.float32), 0.0
         elif out.size != nb * m * n or out.dtype != np.float32:
-            raise ValueError(f"gemm: out is {out.dtype} {out.shape}, the product is {shape}")
+            raise ShapeError(f"gemm: out is {out.dtype} {out.shape}, the product is {shape}")
         if out.size == 0:
             return out
         if k == 0:  # empty reduction: out = beta * out
@@ -114,6 +119,13 @@ class CLGemmOps:
             elif beta != 1.0:
                 self._gemm_reduce(out, 0, out.size, out, 0.0, beta)
             return out
+        name, head = self._gemm_operands(a, b, trans_a, trans_b, nb, m, n, k)
+        return self._gemm_product(name, head, out, nb, m, n, k, alpha, beta)
+
+    def _gemm_operands(self, a, b, trans_a: bool, trans_b: bool, nb: int, m: int, n: int,
+                       k: int) -> tuple[str, tuple]:
+        """(kernel name, its leading arguments): op(A) and op(B) packed into panels or read
+        in place, whichever pays."""
         a3, b3 = a.data, b.data  # buffers: reshaping a pyopencl Array costs ~50 us
         i32 = np.int32
         mp, npn = _cdiv(m, MR), _cdiv(n, NR)
@@ -125,8 +137,8 @@ class CLGemmOps:
             rs_b, cs_b = (1, k) if trans_b else (n, 1)
             bp = self._gemm_scratch("b", nb * npn * k * NR)
             self.launch("gemm", "gemm_pack_b", (npn, _cdiv(k, 8), nb),
-                               self._gemm_local("pack_b"), i32(k), i32(n), b3, i32(k * n),
-                               i32(rs_b), i32(cs_b), bp, i32(nb))
+                        self._gemm_local("pack_b"), i32(k), i32(n), b3, i32(k * n),
+                        i32(rs_b), i32(cs_b), bp, i32(nb))
             b_args = (bp, i32(npn * k * NR), i32(0))
         # op(A): packed into 6-row panels when that pays, else read in place through strides
         rs_a, cs_a = (1, m) if trans_a else (k, 1)
@@ -134,14 +146,21 @@ class CLGemmOps:
             ap = self._gemm_scratch("a", nb * mp * k * MR)
             grid_a = (mp, _cdiv(k, 8), nb) if trans_a else (_cdiv(k, 8), mp, nb)
             self.launch("gemm", "gemm_pack_a", grid_a, self._gemm_local("pack_a"),
-                               i32(m), i32(k), a3, i32(m * k), i32(rs_a), i32(cs_a), ap, i32(nb))
+                        i32(m), i32(k), a3, i32(m * k), i32(rs_a), i32(cs_a), ap, i32(nb))
             name, a_args = "gemm_6x16_packed", (ap,)
         else:
             name, a_args = "gemm_6x16", (a3, i32(m * k), i32(rs_a), i32(cs_a))
-        head = (i32(m), i32(n), i32(k), i32(nb), *a_args, *b_args)
-        # Few output blocks and a long K: K slices run side by side into a scratch buffer,
-        # then one reduction in slice order. Otherwise K is cut into blocks run one after the
-        # other (each adds into C), which keeps the B panels of one block in cache.
+        return name, (i32(m), i32(n), i32(k), i32(nb), *a_args, *b_args)
+
+    def _gemm_product(self, name: str, head: tuple, out, nb: int, m: int, n: int, k: int,
+                      alpha: float, beta: float):
+        """Run the product kernel into ``out``.
+
+        Few output blocks and a long K: K slices run side by side into a scratch buffer, then
+        one reduction in slice order. Otherwise K is cut into blocks run one after the other
+        (each adds into C), which keeps the B panels of one block in cache."""
+        i32 = np.int32
+        mp, npn = _cdiv(m, MR), _cdiv(n, NR)
         blocks = nb * mp * npn
         if blocks < self._gemm_target_blocks() and k >= 2 * self.gemm_min_split_k:
             want = _cdiv(self._gemm_target_blocks(), blocks)
@@ -150,15 +169,15 @@ class CLGemmOps:
             nsplit = _cdiv(k, kc)
             c = self._gemm_scratch("p", nsplit * out.size)
             self.launch("gemm", name, (mp, npn, nb * nsplit), self._gemm_local("main"),
-                               *head, c, i32(n), i32(m * n), i32(out.size), i32(0), i32(k),
-                               i32(kc), np.float32(1.0), np.float32(0.0))
+                        *head, c, i32(n), i32(m * n), i32(out.size), i32(0), i32(k),
+                        i32(kc), np.float32(1.0), np.float32(0.0))
             self._gemm_reduce(c, nsplit, out.size, out, alpha, beta)
             return out
         kc = _cdiv(k, _cdiv(k, self.gemm_k_block))
         for k0 in range(0, k, kc):
             self.launch("gemm", name, (mp, npn, nb), self._gemm_local("main"), *head,
-                               out, i32(n), i32(m * n), i32(0), i32(k0), i32(min(k, k0 + kc)),
-                               i32(kc), np.float32(alpha), np.float32(beta if k0 == 0 else 1.0))
+                        out, i32(n), i32(m * n), i32(0), i32(k0), i32(min(k, k0 + kc)),
+                        i32(kc), np.float32(alpha), np.float32(beta if k0 == 0 else 1.0))
         return out
 
     def _gemm_reduce(self, partial, nsplit: int, size: int, out, alpha: float,
@@ -173,9 +192,9 @@ class CLGemmOps:
         """Contiguous ``np.transpose(a, axes)`` for up to 4-D (any permutation)."""
         axes = [int(x) % max(a.ndim, 1) for x in axes]
         if sorted(axes) != list(range(a.ndim)):
-            raise ValueError(f"transpose: axes {axes} do not permute {a.ndim} dimensions")
+            raise ShapeError(f"transpose: axes {axes} do not permute {a.ndim} dimensions")
         if a.ndim > 4:
-            raise ValueError(f"transpose supports up to 4-D, got {a.ndim}-D")
+            raise ShapeError(f"transpose supports up to 4-D, got {a.ndim}-D")
         out = self.empty(tuple(a.shape[ax] for ax in axes), a.dtype)
         if a.size == 0:
             return out
@@ -184,7 +203,7 @@ class CLGemmOps:
             self.copy_into(out, a)
             return out
         if np.dtype(a.dtype).itemsize != 4:
-            raise TypeError(f"transpose supports 4-byte element types, got {a.dtype}")
+            raise DTypeError(f"transpose supports 4-byte element types, got {a.dtype}")
         pad = 4 - len(dims)
         dims, strides = [1] * pad + dims, [0] * pad + strides
         i32 = np.int32

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from .base import Array, conv_output_size
+from ..errors import DTypeError
 
 try:
     import pyopencl as cl
@@ -42,7 +43,7 @@ def _ncp(x: Array, channels: int) -> tuple[int, int, int]:
 def _check_labels(labels: Array) -> None:
     """The kernels read labels as int32 (``from_host`` keeps an int64 host array's dtype)."""
     if np.dtype(labels.dtype) != np.int32:
-        raise TypeError(f"labels must be an int32 device array, got {labels.dtype}")
+        raise DTypeError(f"labels must be an int32 device array, got {labels.dtype}")
 
 
 class CLNNOps:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pyopencl as cl
 
+from ..errors import KernelError
+
 
 def kernel_dir() -> Path:
     """Folder holding the ``.cl`` sources and the shared ``common.h`` header."""
@@ -37,7 +39,7 @@ class ProgramCache:
         if prog is None:
             path = kernel_dir() / f"{stem}.cl"
             if not path.is_file():
-                raise FileNotFoundError(f"OpenCL source {path} is missing from the installation")
+                raise KernelError(f"OpenCL source {path} is missing from the installation")
             source = path.read_text()
             # Headers are inlined by the compiler via -I, so PyOpenCL's cache key (the source)
             # would not see them change: put a checksum of their text into the source.
@@ -48,7 +50,7 @@ class ProgramCache:
                     warnings.simplefilter("ignore", cl.CompilerWarning)
                     prog = cl.Program(self.context, source).build(options=self.options)
             except cl.RuntimeError as exc:
-                raise RuntimeError(f"building {path.name} failed:\n{exc}") from exc
+                raise KernelError(f"building {path.name} failed:\n{exc}") from exc
             self.build_logs[stem] = _build_log(prog)
             if self.build_logs[stem] and os.environ.get("MINIDNN_VERBOSE_BUILD") == "1":
                 print(f"build log of {path.name}:\n{self.build_logs[stem]}", file=sys.stderr)

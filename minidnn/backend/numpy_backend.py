@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from .base import Array, Backend, conv_output_size, hash_uniform
+from ..errors import ShapeError
 
 
 def _as3d(a: np.ndarray) -> np.ndarray:
@@ -76,7 +77,7 @@ class NumpyBackend(Backend):
         if trans_b:
             b3 = b3.transpose(0, 2, 1)
         if a3.shape[2] != b3.shape[1] or a3.shape[0] != b3.shape[0]:
-            raise ValueError(f"gemm: shapes {a.shape} (trans={trans_a}) and {b.shape} "
+            raise ShapeError(f"gemm: shapes {a.shape} (trans={trans_a}) and {b.shape} "
                              f"(trans={trans_b}) do not multiply")
         c = np.matmul(a3, b3)
         if alpha != 1.0:

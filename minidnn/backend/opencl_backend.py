@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from .base import Backend
-from ..errors import UnusableDeviceError
+from ..errors import DTypeError, ShapeError, StateError, UnusableDeviceError
 from .devices import cl, describe_device, device_problem, list_devices, select_device  # noqa: F401
 
 try:  # pyopencl is an optional extra: the NumPy backend works without it
@@ -100,7 +100,7 @@ class OpenCLBackend(CLGemmOps, CLNNOps, CLCSROps, Backend):
         """Per kernel name: (launches, seconds of device time) of the profiling events recorded
         since the last call, which clears them (needs ``profiling=True``)."""
         if self.kernel_events is None:
-            raise RuntimeError("kernel_times needs an OpenCLBackend(profiling=True)")
+            raise StateError("kernel_times needs an OpenCLBackend(profiling=True)")
         times: dict[str, tuple[int, float]] = {}
         for name, event in self.kernel_events:
             calls, seconds = times.get(name, (0, 0.0))
@@ -118,7 +118,7 @@ class OpenCLBackend(CLGemmOps, CLNNOps, CLCSROps, Backend):
     def _dt(self, dtype) -> np.dtype:
         dt = np.dtype(np.float32 if dtype is None else dtype)
         if dt.kind == "f" and dt != np.float32:
-            raise TypeError(f"the OpenCL backend computes in float32, got {dt}")
+            raise DTypeError(f"the OpenCL backend computes in float32, got {dt}")
         return dt
 
     def empty(self, shape, dtype=None):
@@ -164,7 +164,7 @@ class OpenCLBackend(CLGemmOps, CLNNOps, CLCSROps, Backend):
 
     def copy_into(self, dst, src):
         if dst.nbytes != src.nbytes:
-            raise ValueError(f"copy_into: {dst.shape} and {src.shape} differ in size")
+            raise ShapeError(f"copy_into: {dst.shape} and {src.shape} differ in size")
         if src.size:
             cl.enqueue_copy(self.queue, dst.data, src.data, byte_count=src.nbytes)
 

@@ -5,7 +5,8 @@ from ..data import ArrayDataset
 from ..layers.base import Module
 from ..train import History, Trainer
 from .sparsify import freeze_zeros
-from .training import Log, TrainConfig, layer_line
+from ..report import layer_line
+from ..train_config import Log, TrainConfig
 
 
 def retrain(model: Module, train_ds: ArrayDataset, test_ds: ArrayDataset | None, steps: int,

@@ -21,10 +21,12 @@ from ..data import ArrayDataset
 from ..errors import ConfigError
 from ..layers.base import Module
 from ..optim import StepDecay
-from ..optim.base import Optimizer
+from ..optim.hooks import UpdateHook
 from ..train import Trainer
 from .sparsify import freeze_zeros
-from .training import Log, TrainConfig, evaluate, resolve_layers
+from ..names import resolve_layers
+from ..train_config import Log, TrainConfig
+from .measure import evaluate
 
 
 @dataclass
@@ -168,18 +170,17 @@ class LCState:
             p.values_changed()
 
 
-class PenalizedOptimizer:
-    """Wraps an optimizer: each ``step`` first adds the LC penalty gradient at the current mu."""
+class LCPenalty(UpdateHook):
+    """Optimizer hook of the L step: before every update, add the LC penalty's gradient at the
+    current ``mu`` (set it as the schedule advances)."""
 
-    def __init__(self, inner: Optimizer, state: LCState, mu: float) -> None:
-        self.inner, self.state, self.mu = inner, state, mu
+    timing = "pre"
 
-    def step(self) -> None:
+    def __init__(self, state: LCState, mu: float) -> None:
+        self.state, self.mu = state, mu
+
+    def pre(self, optimizer) -> None:
         self.state.add_penalty_gradient(self.mu)
-        self.inner.step()
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 def _resolve_kappa(model: Module, kappa: int | dict | None):
@@ -201,12 +202,12 @@ def mm_compress(model: Module, train_ds: ArrayDataset, test_ds: ArrayDataset | N
     l_config = replace(config, optimizer=mm.optimizer, lr=mm.lr, momentum=mm.momentum)
     inner = l_config.make_optimizer(model, mm.l_steps * mm.lc_iters,
                                     schedule=StepDecay(mm.lr, mm.l_steps, mm.lr_decay))
-    opt = PenalizedOptimizer(inner, state, mm.mu0)
-    trainer = Trainer(model, opt)
+    penalty = inner.add_hook(LCPenalty(state, mm.mu0))
+    trainer = Trainer(model, inner)
     history = []
     for k in range(mm.lc_iters):
         mu = mm.mu0 * mm.mu_growth ** k
-        opt.mu = mu
+        penalty.mu = mu
         hist = l_config.fit(trainer, train_ds, None, mm.l_steps, log=log)
         state.c_step(mu, mm.penalty, mm.alpha, kappa)
         state.multiplier_step(mu)

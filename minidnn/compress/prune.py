@@ -11,8 +11,10 @@ from ..data import ArrayDataset
 from ..errors import ConfigError
 from ..layers.base import Module
 from .debias import retrain
-from .training import (Log, TrainConfig, compression_figures, evaluate, layer_line,
-                       per_layer, short_name)
+from ..names import per_layer, short_name
+from ..report import compression_figures, layer_line
+from ..train_config import Log, TrainConfig
+from .measure import evaluate
 
 
 def magnitude_mask(w: np.ndarray, sparsity: float | None = None,

@@ -12,12 +12,10 @@ import math
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import MinidnnError
+from ..errors import DTypeError, MinidnnError
+from ..report import Column, counts_cell, format_columns
+from .methods import color_of, label_of, rank_of
 
-METHOD_ORDER = ["spc", "spc+retrain", "pru", "pru+retrain", "mm", "mm+retrain"]
-LABELS = {"spc": "SpC", "spc+retrain": "SpC (Retrain)", "pru": "Pru",
-          "pru+retrain": "Pru (Retrain)", "mm": "MM", "mm+retrain": "MM (Retrain)"}
-COLORS = {"spc": "tab:blue", "pru": "tab:red", "mm": "tab:green"}
 CSV_FIELDS = ["run", "method", "param", "value", "paper_p", "accuracy", "zeros", "compression",
               "nnz", "weights", "loss", "steps", "retrain_steps", "seconds", "seed", "backend"]
 
@@ -26,13 +24,9 @@ def record_key(r: dict) -> tuple:
     return r["method"], r.get("param"), r.get("value")
 
 
-def _method_rank(method: str) -> tuple:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
-
-
 def sort_records(records: Iterable[dict]) -> list[dict]:
     """By method (paper order), then by value."""
-    return sorted(records, key=lambda r: (_method_rank(r["method"]), r.get("value") or 0.0))
+    return sorted(records, key=lambda r: (rank_of(r["method"]), r.get("value") or 0.0))
 
 
 # ---------------------------------------------------------------------- files
@@ -90,7 +84,7 @@ def write_csv(path: str | Path, records: list[dict], reference: dict | None = No
 def _json_default(o):
     if hasattr(o, "item"):
         return o.item()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+    raise DTypeError(f"not JSON serializable: {type(o).__name__}")
 
 
 # ---------------------------------------------------------------------- tables
@@ -99,20 +93,22 @@ def _rate(zeros: float, compression: float) -> str:
     return f"{100 * zeros:.2f}% ({x}x)"
 
 
+RECORD_COLUMNS = (
+    Column("layer", 12, lambda x: x["name"], "<"),
+    Column("NNZ/Total Weights", 22, lambda x: counts_cell(x["nnz"], x["total"])),
+    Column("Compression Rate", 18, lambda x: _rate(x["zeros"], x["compression"])))
+
+
 def format_layers(record: dict) -> str:
     """One result as the paper's Table A1 column: layer, NNZ/total, compression rate (x)."""
-    lines = [f"{'layer':<12} {'NNZ/Total Weights':>22} {'Compression Rate':>18}"]
-    rows = [(x["name"], x["nnz"], x["total"], x["zeros"], x["compression"])
-            for x in record.get("layers", [])]
-    rows.append(("Total", record["nnz"], record["weights"], record["zeros"], record["compression"]))
-    for name, nnz, total, zeros, comp in rows:
-        lines.append(f"{name:<12} {f'{nnz:,}/{total:,}':>22} {_rate(zeros, comp):>18}")
+    total = {"name": "Total", "nnz": record["nnz"], "total": record["weights"],
+             "zeros": record["zeros"], "compression": record["compression"]}
+    table = format_columns(RECORD_COLUMNS, record.get("layers", []), total, rule=False)
     v = record.get("value")
     v = f"{v:g}" if isinstance(v, (int, float)) else v
     value = f" @ {record['param']} = {v}" if record.get("param") and v is not None else ""
-    label = LABELS.get(record["method"], record["method"])
-    lines.append(f"test accuracy {record['accuracy']:.4f}{value}  ({label})")
-    return "\n".join(lines)
+    label = label_of(record["method"])
+    return table + f"\ntest accuracy {record['accuracy']:.4f}{value}  ({label})"
 
 
 def best_records(records: list[dict], reference_accuracy: float | None,
@@ -140,15 +136,15 @@ def format_summary(records: list[dict], reference: dict | None, fraction: float 
         (f"; chosen per method: most compressed run with accuracy >= {fraction:g} x reference"
          if reference else "; chosen per method: most accurate run")
     lines = [head, "", f"{'method':<16} {'accuracy':>9} {'compression rate':>18} {'run':>24}"]
-    for method in sorted(best, key=_method_rank):
+    for method in sorted(best, key=rank_of):
         r = best[method]
-        lines.append(f"{LABELS.get(method, method):<16} {100 * r['accuracy']:>8.2f}% "
+        lines.append(f"{label_of(method):<16} {100 * r['accuracy']:>8.2f}% "
                      f"{r['zeros']:>11.4f} ({r['compression']:.0f}x) {r.get('run', ''):>24}")
-    missing = sorted({r["method"] for r in records} - set(best), key=_method_rank)
+    missing = sorted({r["method"] for r in records} - set(best), key=rank_of)
     for method in missing:
-        lines.append(f"{LABELS.get(method, method):<16} no run reached the accuracy bar")
-    for method in sorted(best, key=_method_rank):
-        lines += ["", f"== {LABELS.get(method, method)} ==", format_layers(best[method])]
+        lines.append(f"{label_of(method):<16} no run reached the accuracy bar")
+    for method in sorted(best, key=rank_of):
+        lines += ["", f"== {label_of(method)} ==", format_layers(best[method])]
     return "\n".join(lines)
 
 
@@ -175,7 +171,7 @@ def plot_results(records: list[dict], reference: dict | None, path: str | Path,
                and (ymin is None or r["accuracy"] >= ymin)]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    methods = sorted({r["method"] for r in records}, key=_method_rank)
+    methods = sorted({r["method"] for r in records}, key=rank_of)
     ref_acc = reference["accuracy"] if reference else None
     best = best_records(records, ref_acc, fraction) if ref_acc is not None else {}
     for method in methods:
@@ -183,8 +179,8 @@ def plot_results(records: list[dict], reference: dict | None, path: str | Path,
         retrained = method.endswith("+retrain")
         line, = ax.plot([r["zeros"] for r in pts], [r["accuracy"] for r in pts],
                         marker="s" if retrained else "o", markersize=4,
-                        linestyle=":" if retrained else "-", label=LABELS.get(method, method),
-                        color=COLORS.get(method.split("+")[0]))
+                        linestyle=":" if retrained else "-", label=label_of(method),
+                        color=color_of(method))
         if annotate:
             for r in pts:
                 label = r.get("paper_p", r.get("value"))

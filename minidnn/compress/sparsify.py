@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..layers.base import Module
 
 
@@ -13,7 +14,7 @@ def freeze_zeros(model: Module, form: str = "mask") -> None:
     ``form='csr'``: convert to CSR; only the surviving values train (dense x CSR kernels).
     """
     if form not in ("mask", "csr"):
-        raise ValueError(f"form must be 'mask' or 'csr', got {form!r}")
+        raise ConfigError(f"form must be 'mask' or 'csr', got {form!r}")
     for _, p in model.prox_parameters():
         if form == "csr":
             p.to_csr()

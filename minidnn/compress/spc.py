@@ -4,7 +4,9 @@ from __future__ import annotations
 from ..data import ArrayDataset
 from ..layers.base import Module
 from ..train import History, Trainer
-from .training import Log, TrainConfig, layer_line, per_layer
+from ..names import per_layer
+from ..report import layer_line
+from ..train_config import Log, TrainConfig
 
 
 def layer_lams(model: Module, lam: float, lam_per_layer: dict | None = None) -> float | dict:

@@ -1,4 +1,5 @@
-"""Reading and writing model weights for the methods: minidnn.io HDF5 files, or plain .npz."""
+"""Reading and writing model weights for the methods: minidnn.io HDF5 files, or plain .npz
+(the sweep's dense reference)."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFileError
+from ..io import load, save
 from ..layers.base import Module
 
 META_KEY = "__metadata__"
@@ -38,18 +40,13 @@ def load_state(model: Module, path: str | Path) -> dict:
 
 def save_model(model: Module, path: str | Path, metadata: dict | None = None,
                values_dtype: str = "float32") -> Path:
-    """Save with ``minidnn.io.save`` (.h5), or as .npz (path ending in .npz, or io absent)."""
+    """Save with ``minidnn.io.save`` (.h5), or as .npz when the path ends in .npz."""
     path = Path(path)
-    if path.suffix != ".npz":
-        try:
-            from ..io import save
-        except ImportError:
-            path = path.with_suffix(".npz")
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save(model, path, metadata=metadata or {}, values_dtype=values_dtype)
-            return path
-    return save_state(model, path, metadata)
+    if path.suffix == ".npz":
+        return save_state(model, path, metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(model, path, metadata=metadata or {}, values_dtype=values_dtype)
+    return path
 
 
 def load_weights(model: Module, path: str | Path) -> dict:
@@ -60,13 +57,7 @@ def load_weights(model: Module, path: str | Path) -> dict:
         raise ModelFileError(f"{path}: no such file")
     if path.suffix == ".npz":
         return load_state(model, path)
-    try:
-        from ..io import load
-    except ImportError:
-        raise ModelFileError(f"{path}: reading .h5 files needs minidnn.io (not available); "
-                             "use an .npz reference") from None
     loaded = load(path, model.backend)
-    loaded = loaded[0] if isinstance(loaded, tuple) else loaded
     try:
         model.load_state_dict(loaded.state_dict())
     except (KeyError, ValueError) as exc:

@@ -18,19 +18,18 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
+from ..backend import resolve_backend
 from ..errors import ConfigError, MinidnnError
 from ..layers.model import Model
-from .debias import retrain
-from .mm import MMConfig, kappa_for_sparsity, mm_compress
-from .prune import prune_retrain
+from ..train_config import Log, TrainConfig, training_steps
+from .methods import MethodRun, get_method
+from .mm import MMConfig
 from .results import (format_layers, format_summary, load_results, merge_records,
                       plot_results, write_results)
-from .spc import train_spc
-from .storage import load_weights, save_model, save_state
-from .training import Log, TrainConfig, measure, per_layer
+from .sparsify import to_inference_form
+from .storage import save_model, save_state
 
-METHODS = ("spc", "spc+retrain", "pru", "pru+retrain", "mm", "mm+retrain")
-PARAMS = {"spc": ("lam",), "pru": ("sparsity", "quality"), "mm": ("sparsity", "alpha")}
+REFERENCE = "reference"   # the run id of the dense reference job
 
 
 @dataclass
@@ -70,15 +69,26 @@ class SweepSpec:
 
 @dataclass(frozen=True)
 class Job:
-    """One run: a method at one parameter value ('reference' trains or loads the dense model)."""
+    """One run: a method variant at one parameter value; ``Job.reference()`` trains or loads
+    the dense model every other run is compared with."""
 
     method: str
     param: str | None = None
     value: float | None = None
     paper_p: float | None = None
 
+    @classmethod
+    def reference(cls) -> "Job":
+        return cls("dense", REFERENCE)
+
+    @property
+    def is_reference(self) -> bool:
+        return self.param == REFERENCE
+
     @property
     def run_id(self) -> str:
+        if self.is_reference:
+            return REFERENCE
         return self.method if self.param is None else f"{self.method}-{self.param}{self.value:g}"
 
 
@@ -89,7 +99,6 @@ _CACHE: dict = {}
 def _backend(spec: SweepSpec):
     key = ("backend", spec.backend, spec.device)
     if key not in _CACHE:
-        from ..cli import resolve_backend
         _CACHE[key] = resolve_backend(spec.backend, spec.device)
     return _CACHE[key]
 
@@ -110,14 +119,6 @@ def _build(spec: SweepSpec, backend) -> Model:
         return spec.model_factory(spec.train.seed).to(backend)
     from ..models import build_model
     return build_model(spec.model, seed=spec.train.seed).to(backend)
-
-
-def resolve_steps(steps: int | None, epochs: float | None, train_size: int,
-                  batch_size: int) -> int:
-    """Training length: ``steps``, else ``epochs`` (default 2) worth of minibatches."""
-    if steps is not None:
-        return int(steps)
-    return max(1, int(round((2.0 if epochs is None else epochs) * (train_size // batch_size))))
 
 
 def _logger(path: Path, echo: bool) -> Log:
@@ -142,23 +143,21 @@ def run_job(spec: SweepSpec, job: Job, reference: str | None = None) -> list[dic
         backend = _backend(spec)
         train_ds, test_ds = _datasets(spec)
         model = _build(spec, backend)
-        steps = resolve_steps(spec.steps, spec.epochs, len(train_ds), spec.train.batch_size)
+        steps = training_steps(spec.model, len(train_ds), spec.train.batch_size, spec.steps,
+                               spec.epochs)
         log(f"== {job.run_id}: {spec.model} on {spec.data}, {backend.device_name}")
         t0 = time.perf_counter()
-        records, history = _METHOD_RUNNERS[job.method.split("+")[0]](
-            spec, job, model, train_ds, test_ds, steps, reference, log)
+        run = MethodRun(spec, model, train_ds, test_ds, steps,
+                        reference, log,
+                        None if job.is_reference else job.param, job.value,
+                        job.method.endswith("+retrain"))
+        records, history = get_method(job.method).run(run)
         seconds = round(time.perf_counter() - t0, 2)
-        base = {"run": job.run_id, "param": job.param, "value": job.value, "seed": spec.train.seed,
-                "backend": backend.device_name, "seconds": seconds}
-        if job.paper_p is not None:
-            base["paper_p"] = job.paper_p
-        records = [{**base, **r} for r in records]
-        (runs / f"{job.run_id}.json").write_text(json.dumps(
-            {"records": records, "history": history}, indent=1, default=_plain))
-        (runs / f"{job.run_id}.txt").write_text("\n\n".join(format_layers(r) for r in records)
-                                                + "\n")
-        if spec.save_models and job.method != "reference":
-            from .sparsify import to_inference_form
+        records = [{**_run_fields(job, spec, backend, seconds), **r} for r in records]
+        _write_run(runs, job, records, history)
+        if job.is_reference and reference is None:
+            save_state(model, out / "reference.npz", metadata=records[0])
+        if spec.save_models and not job.is_reference:
             to_inference_form(model)
             path = save_model(model, runs / f"{job.run_id}.h5", metadata=records[-1])
             log(f"saved {path}")
@@ -178,82 +177,34 @@ def _plain(o):
     return str(o)
 
 
-def _record(method: str, model, test_ds, steps: int, retrain_steps: int = 0) -> dict:
-    return {"method": method, **measure(model, test_ds), "steps": steps,
-            "retrain_steps": retrain_steps}
+def _run_fields(job: Job, spec: SweepSpec, backend, seconds: float) -> dict:
+    """What every record of a run starts with."""
+    base = {"run": job.run_id, "param": None if job.is_reference else job.param,
+            "value": job.value, "seed": spec.train.seed, "backend": backend.device_name,
+            "seconds": seconds}
+    if job.paper_p is not None:
+        base["paper_p"] = job.paper_p
+    return base
 
 
-def _run_reference(spec, job, model, train_ds, test_ds, steps, reference, log):
-    if reference is not None:
-        load_weights(model, reference)
-        log(f"reference weights from {reference}")
-        return [_record("dense", model, test_ds, 0)], []
-    opt = spec.train.make_optimizer(model, steps, lam=0.0)
-    from ..train import Trainer
-    hist = spec.train.fit(Trainer(model, opt), train_ds, test_ds, steps, log=log)
-    rec = _record("dense", model, test_ds, steps)
-    save_state(model, Path(spec.out) / "reference.npz", metadata=rec)
-    return [rec], hist.evals
-
-
-def _run_spc(spec, job, model, train_ds, test_ds, steps, reference, log):
-    hist = train_spc(model, train_ds, test_ds, steps, job.value, spec.train,
-                     lam_per_layer=spec.lam_per_layer or None, log=log)
-    records = [_record("spc", model, test_ds, steps)]
-    history = {"spc": hist.evals}
-    if job.method.endswith("+retrain"):
-        h = retrain(model, train_ds, test_ds, spec.retrain_steps, spec.train,
-                    form=spec.retrain_form, lr=spec.retrain_lr, log=log)
-        records.append(_record("spc+retrain", model, test_ds, steps, spec.retrain_steps))
-        history["retrain"] = h.evals
-    return records, history
-
-
-def _run_pru(spec, job, model, train_ds, test_ds, steps, reference, log):
-    load_weights(model, reference)
-    target = per_layer(model, job.value, spec.prune_per_layer) if spec.prune_per_layer \
-        else job.value
-    rounds = prune_retrain(model, train_ds, test_ds, spec.retrain_steps,
-                           **{job.param: target}, rounds=spec.prune_rounds, config=spec.train,
-                           form=spec.retrain_form, lr=spec.retrain_lr, log=log)
-    last = rounds[-1]
-    records = [{"method": "pru", "accuracy": last["accuracy_pruned"], **last["figures_pruned"],
-                "steps": 0, "retrain_steps": spec.retrain_steps * (spec.prune_rounds - 1)}]
-    if spec.retrain_steps:
-        records.append(_record("pru+retrain", model, test_ds, 0,
-                               spec.retrain_steps * spec.prune_rounds))
-    return records, rounds
-
-
-def _run_mm(spec, job, model, train_ds, test_ds, steps, reference, log):
-    load_weights(model, reference)
-    if job.param == "sparsity":
-        mm = replace(spec.mm, penalty="l0", kappa=kappa_for_sparsity(model, job.value))
-    else:
-        mm = replace(spec.mm, penalty="l1", alpha=job.value)
-    history = mm_compress(model, train_ds, test_ds, mm, spec.train, form=spec.retrain_form,
-                          log=log)
-    mm_steps = mm.l_steps * mm.lc_iters
-    records = [_record("mm", model, test_ds, mm_steps)]
-    if job.method.endswith("+retrain"):
-        retrain(model, train_ds, test_ds, spec.retrain_steps, spec.train,
-                form=spec.retrain_form, lr=spec.retrain_lr, log=log)
-        records.append(_record("mm+retrain", model, test_ds, mm_steps, spec.retrain_steps))
-    return records, history
-
-
-_METHOD_RUNNERS = {"reference": _run_reference, "spc": _run_spc, "pru": _run_pru, "mm": _run_mm}
+def _write_run(runs: Path, job: Job, records: list[dict], history) -> None:
+    """runs/<run id>.json (records + history) and .txt (Table A1 layout)."""
+    (runs / f"{job.run_id}.json").write_text(json.dumps(
+        {"records": records, "history": history}, indent=1, default=_plain))
+    (runs / f"{job.run_id}.txt").write_text("\n\n".join(format_layers(r) for r in records)
+                                            + "\n")
 
 
 # ---------------------------------------------------------------------- driver side
 def make_jobs(method: str, values: list[float], param: str,
               paper_p: list[float] | None = None) -> list[Job]:
-    """The runs of one sweep; ``method`` 'pru'/'mm' record their '+retrain' form when retraining."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
-    base = method.split("+")[0]
-    if param not in PARAMS[base]:
-        raise ConfigError(f"{base} sweeps over {' or '.join(PARAMS[base])}, not {param}")
+    """The runs of one sweep of a registered method variant ('spc', 'pru+retrain', ...) over
+    ``values`` of its parameter ``param``."""
+    spec = get_method(method)
+    if not spec.params:
+        raise ConfigError(f"{method} has no parameter to sweep")
+    if param not in spec.params:
+        raise ConfigError(f"{spec.name} sweeps over {' or '.join(spec.params)}, not {param}")
     if not values:
         raise ConfigError("the sweep has no values")
     ps = paper_p or [None] * len(values)
@@ -302,63 +253,98 @@ def run_sweep(spec: SweepSpec, jobs: list[Job], workers: int = 1, reference: str
     out.mkdir(parents=True, exist_ok=True)
     if workers > 1:  # worker logs go to their files only
         spec = replace(spec, echo=False, train=replace(spec.train, progress=False))
-    previous = load_results(out) if (out / "results.json").exists() else \
-        {"records": [], "reference": None}
-    records = list(previous["records"])
-    ref_record = previous["reference"]
-    saved_ref = out / "reference.npz"
-    if reference is not None:
-        ref_record = None  # a new reference file: measure it
-    else:
-        known = [saved_ref, Path((ref_record or {}).get("file") or saved_ref)]
-        reference = next((str(f) for f in known if f.exists()), None)
-        if reference is not None:
-            log(f"reusing the dense reference {reference}")
-    needs_weights = any(j.method.split("+")[0] in ("pru", "mm") for j in jobs)
-    config = {"spec": spec.describe(), "workers": workers}
-    failed: list[str] = []
-    state = {"reference": ref_record, "records": records}
-
-    def done(job: Job, new: list[dict], error: str | None) -> None:
-        if error:
-            failed.append(job.run_id)
-            log(f"run {job.run_id} FAILED: {error}")
-            return
-        if job.method == "reference":
-            state["reference"] = {**new[0], "run": "reference",
-                                  "file": reference or str(saved_ref)}
-        else:
-            state["records"] = merge_records(state["records"], new)
-        write_results(out, state["records"], state["reference"], config)
-        log(f"done {job.run_id}: " + "; ".join(
-            f"{r['method']} acc {100 * r['accuracy']:.2f}% zeros {100 * r['zeros']:.2f}%"
-            for r in new))
-
+    state = _SweepState(out, {"spec": spec.describe(), "workers": workers}, log)
+    reference = state.reference_file = state.find_reference(reference)
+    needs_weights = any(get_method(j.method).from_reference for j in jobs)
     log(f"{len(jobs)} run(s), {workers} at a time; each run logs to {out / 'runs'}/<run>.log")
     runner = _Runner(workers)
     try:
-        ref_job = [Job("reference")] if ref_record is None else []
+        ref_job = [Job.reference()] if state.reference is None else []
         if ref_job and (needs_weights or workers <= 1):
-            runner.run(spec, ref_job, reference, done)
+            runner.run(spec, ref_job, reference, state.done)
             ref_job = []
             if reference is None:
-                reference = str(saved_ref) if saved_ref.exists() else None
+                reference = str(state.saved_ref) if state.saved_ref.exists() else None
         if needs_weights and reference is None:
             raise MinidnnError("Pru and MM start from a dense reference: training it failed "
                                "(see runs/reference.log), or pass --reference FILE")
-        runner.run(spec, ref_job + list(jobs), reference, done)
+        runner.run(spec, ref_job + list(jobs), reference, state.done)
     finally:
         runner.close()
-    write_results(out, state["records"], state["reference"], config)
-    (out / "summary.txt").write_text(format_summary(state["records"], state["reference"]) + "\n")
-    if plot and state["records"]:
-        try:
-            path = plot_results(state["records"], state["reference"], out / "accuracy.png",
-                                title=title or f"{spec.model}: accuracy vs compression")
-            log(f"plot: {path}")
-        except MinidnnError as exc:
-            log(f"note: {exc}")
-    return {"reference": state["reference"], "records": state["records"], "failed": failed}
+    state.finish(plot, title or f"{spec.model}: accuracy vs compression")
+    return {"reference": state.reference, "records": state.records, "failed": state.failed}
+
+
+class _SweepState:
+    """The results of a sweep as they come in (merged with the folder's earlier ones)."""
+
+    def __init__(self, out: Path, config: dict, log: Log) -> None:
+        previous = load_results(out) if (out / "results.json").exists() else \
+            {"records": [], "reference": None}
+        self.out, self.config, self.log = out, config, log
+        self.records: list[dict] = list(previous["records"])
+        self.reference: dict | None = previous["reference"]
+        self.saved_ref = out / "reference.npz"
+        self.reference_file: str | None = None
+        self.failed: list[str] = []
+
+    def find_reference(self, reference: str | None) -> str | None:
+        """The reference file to use: the one given (then measured anew), else the folder's."""
+        if reference is not None:
+            self.reference = None  # a new reference file: measure it
+            return reference
+        known = [self.saved_ref, Path((self.reference or {}).get("file") or self.saved_ref)]
+        found = next((str(f) for f in known if f.exists()), None)
+        if found is not None:
+            self.log(f"reusing the dense reference {found}")
+        return found
+
+    def done(self, job: Job, new: list[dict], error: str | None) -> None:
+        """Merge one finished run and rewrite the results files."""
+        if error:
+            self.failed.append(job.run_id)
+            self.log(f"run {job.run_id} FAILED: {error}")
+            return
+        if job.is_reference:
+            self.reference = {**new[0], "run": REFERENCE,
+                              "file": self.reference_file or str(self.saved_ref)}
+        else:
+            self.records = merge_records(self.records, new)
+        write_results(self.out, self.records, self.reference, self.config)
+        self.log(f"done {job.run_id}: " + "; ".join(
+            f"{r['method']} acc {100 * r['accuracy']:.2f}% zeros {100 * r['zeros']:.2f}%"
+            for r in new))
+
+    def finish(self, plot: bool, title: str) -> None:
+        """The final results files, summary and (when asked) the plot."""
+        write_results(self.out, self.records, self.reference, self.config)
+        (self.out / "summary.txt").write_text(format_summary(self.records, self.reference)
+                                              + "\n")
+        if plot and self.records:
+            try:
+                path = plot_results(self.records, self.reference, self.out / "accuracy.png",
+                                    title=title)
+                self.log(f"plot: {path}")
+            except MinidnnError as exc:
+                self.log(f"note: {exc}")
+
+
+def sweep_jobs(method: str, values: dict[str, list[float]], paper_p: list[float] | None = None,
+               lr: float = 1e-3, retrain_steps: int = 0) -> tuple[str, list[Job]]:
+    """(swept parameter, jobs) from the value lists given per sweep option ({'lam': [...],
+    'sparsity': [], ...}: exactly one non-empty), or the paper's p values (lam = 0.001 ln p / lr);
+    the option names the method's parameter (or an alias of it: MM's 'lam' is its 'alpha')."""
+    values = {k: list(v) for k, v in values.items() if v}
+    if paper_p:
+        values["lam"] = paper_lams(paper_p, lr)
+    if len(values) != 1:
+        raise ConfigError("sweep: give exactly one list of values (--lams, --paper-lams, "
+                          "--sparsities, --qualities, --values)")
+    (option, vals), = values.items()
+    if method.endswith("+retrain") and not retrain_steps:
+        raise ConfigError(f"sweep --method {method} needs --retrain-steps R > 0")
+    param = get_method(method).param_for(option)
+    return param, make_jobs(method, vals, param, paper_p or None)
 
 
 def paper_lams(ps: list[float], lr: float) -> list[float]:

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
-from ..errors import ModelFileError
+from ..errors import DTypeError, ModelFileError
 
 FORMAT = "minidnn"
 FORMAT_VERSION = 1
@@ -111,7 +111,7 @@ def to_json(value: Any, what: str) -> str:
             return o.tolist()
         if isinstance(o, os.PathLike):
             return os.fspath(o)
-        raise TypeError(f"{type(o).__name__} is not JSON-serializable")
+        raise DTypeError(f"{type(o).__name__} is not JSON-serializable")
     try:
         return json.dumps(value, default=convert, sort_keys=True)
     except (TypeError, ValueError) as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import ModelFileError
+from ..errors import ConfigError, DTypeError, ModelFileError
 from ..layers.base import Module
 from .h5 import (FORMAT, FORMAT_VERSION, Node, array, attr_int, attr_json, attr_str,
                  check_finite, check_members, child, read_h5, set_attrs, to_json, where,
@@ -25,10 +25,6 @@ BUFFER_KINDS = {"f": (4,), "i": (8,)}
 
 def minidnn_version() -> str:
     """The installed minidnn version ('unknown' when running from a bare source tree)."""
-    import minidnn
-    version = getattr(minidnn, "__version__", None)
-    if version:
-        return str(version)
     try:
         from importlib.metadata import version as dist_version
         return dist_version("minidnn")
@@ -73,10 +69,10 @@ def write_model(f: h5py.File, model: Module, kind: str, metadata: dict | None,
     """Header attributes, /params and /buffers of ``model``."""
     arch, config = getattr(model, "arch", ""), getattr(model, "config", None)
     if not isinstance(arch, str) or not arch or not isinstance(config, dict):
-        raise TypeError(f"saving needs a minidnn Model with `arch` and `config` (a zoo model), "
+        raise DTypeError(f"saving needs a minidnn Model with `arch` and `config` (a zoo model), "
                         f"got {type(model).__name__}")
     if metadata is not None and not isinstance(metadata, dict):
-        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+        raise DTypeError(f"metadata must be a dict, got {type(metadata).__name__}")
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     set_attrs(f, format=FORMAT, format_version=FORMAT_VERSION, kind=kind,
               minidnn_version=minidnn_version(), created=created, arch=arch,
@@ -160,7 +156,7 @@ def write_state(f: h5py.File, model: Module, optimizer, extra: dict | None,
                 compression: str) -> None:
     """/state: optimizer name and step_count, per-parameter optimizer state, module counters."""
     if extra is not None and not isinstance(extra, dict):
-        raise TypeError(f"extra must be a dict, got {type(extra).__name__}")
+        raise DTypeError(f"extra must be a dict, got {type(extra).__name__}")
     names = {id(p): n for n, p in model.named_parameters()}
     st = f.create_group("state")
     counters = {n: {"counter": int(m.counter)} for n, m in model.named_modules()
@@ -171,7 +167,7 @@ def write_state(f: h5py.File, model: Module, optimizer, extra: dict | None,
     saved = []
     for _, p in optimizer.named_params:
         if id(p) not in names:
-            raise ValueError("the optimizer holds a parameter that is not in the model")
+            raise ConfigError("the optimizer holds a parameter that is not in the model")
         state = optimizer.state.get(id(p))
         # state made for another representation is stale: the optimizer would re-create it
         if state is None or state.get("_shape") != tuple(p.values.shape) \

@@ -11,6 +11,7 @@ from ..backend.base import Backend
 from ..errors import ConfigError, ModelFileError
 from ..layers.base import Module
 from ..layers.model import Model
+from ..report import Column, counts_cell, format_columns, percent_cell, times_cell
 from .h5 import COMPRESSIONS, atomic_h5, seal
 from .layout import FileContents, read_file, write_model
 from .tensors import check_fits, install_param
@@ -84,10 +85,7 @@ def install(model: Module, contents: FileContents, backend: Backend) -> None:
     """Copy checked contents into ``model``: parameters in their saved form, then buffers."""
     for name, p in model.named_parameters():
         install_param(p, contents.params[name], backend)
-    for mname, m in model.named_modules():
-        for bname in list(m._buffers):
-            value = contents.buffers[f"{mname}.{bname}" if mname else bname]
-            setattr(m, bname, value.copy() if m.backend is None else m.backend.from_host(value))
+    model.load_buffers(contents.buffers)
     if model.backend is None:
         model.to(backend)
 
@@ -136,6 +134,17 @@ def file_report(path: str | os.PathLike) -> dict:
                 optimizer_state=sorted(c.optimizer_state))
 
 
+FILE_COLUMNS = (
+    Column("layer", 28, lambda row: row["name"], "<"),
+    Column("shape", 14, lambda row: "x".join(map(str, row["shape"]))),
+    Column("nnz/total", 22, lambda row: counts_cell(row["nnz"], row["total"])),
+    Column("zeros", 8, lambda row: percent_cell(row["zeros"])),
+    Column("x", 8, lambda row: times_cell(row["compression"])),
+    Column("in memory", 10, lambda row: row["form"]),
+    Column("stored", 10, lambda row: f"{row['storage']} f{row['dtype'][-2:]}"),
+    Column("file KiB", 9, lambda row: f"{row['file_bytes'] / 1024:,.1f}"))
+
+
 def describe(path: str | os.PathLike) -> str:
     """A human-readable summary: architecture, per-layer sparsity table, sizes, metadata."""
     r = file_report(path)
@@ -144,23 +153,9 @@ def describe(path: str | os.PathLike) -> str:
              f"  format {r['format_version']}, written by minidnn {r['minidnn_version']} on "
              f"{r['created']}",
              f"architecture: {r['arch']} {json.dumps(r['config'], sort_keys=True)}", ""]
-    head = (f"{'layer':<28} {'shape':>14} {'nnz/total':>22} {'zeros':>8} {'x':>8} "
-            f"{'in memory':>10} {'stored':>10} {'file KiB':>9}")
-    lines += [head]
-    for row in r["layers"]:
-        if not row["prox"]:
-            continue
-        shape = "x".join(map(str, row["shape"]))
-        stored = f"{row['storage']} f{row['dtype'][-2:]}"
-        counts = f"{row['nnz']:,}/{row['total']:,}"
-        lines.append(f"{row['name']:<28} {shape:>14} {counts:>22} "
-                     f"{100 * row['zeros']:>7.2f}% {row['compression']:>7.1f}x {row['form']:>10} "
-                     f"{stored:>10} {kib(row['file_bytes']):>9}")
-    w = r["weights"]
-    counts = f"{w['nnz']:,}/{w['total']:,}"
-    lines += ["-" * len(head),
-              f"{'weights (conv/linear)':<28} {'':>14} {counts:>22} "
-              f"{100 * w['zeros']:>7.2f}% {w['compression']:>7.1f}x",
+    total = {**r["weights"], "name": "weights (conv/linear)", "shape": ()}
+    lines += [format_columns(FILE_COLUMNS, [row for row in r["layers"] if row["prox"]], total,
+                             total_columns=5),
               f"other parameters and buffers (biases, BN): {r['other_values']:,} values, "
               f"{kib(r['other_file_bytes'])} KiB in the file", "",
               f"file size {r['file_bytes']:,} bytes ({kib(r['file_bytes'])} KiB); dense float32 "

@@ -192,47 +192,52 @@ def read_param(g: Node, path: Path) -> ParamRecord:
         rec.dense = data.astype(np.float32)
         rec.nnz = int(np.count_nonzero(rec.dense))
     else:
-        check_members(g, {"values", "col_idx", "row_ptr"} | extra, path)
-        rows, cols = attr_shape(g, "matrix_shape", path, ndim=2)
-        if not shape or rows != shape[0] or rows * cols != rec.numel or cols > INT32_MAX:
-            raise ModelFileError(f"{what}: matrix_shape {(rows, cols)} does not fit shape {shape}")
-        values = array(g, "values", path, None, FLOAT_KINDS)
-        if values.ndim != 1 or len(values) > rec.numel or len(values) > INT32_MAX:
-            raise ModelFileError(f"{what}/values: shape {values.shape} invalid for "
-                                 f"{rec.numel} weights")
-        nnz = len(values)
-        col_idx = array(g, "col_idx", path, None, UINT_KINDS)
-        if col_idx.shape != (nnz,):
-            raise ModelFileError(f"{what}: col_idx has shape {col_idx.shape} but values has "
-                                 f"{nnz} entries")
-        row_ptr = array(g, "row_ptr", path, (rows + 1,), UINT_KINDS)
-        if row_ptr.size and int(row_ptr.max()) > INT32_MAX:
-            raise ModelFileError(f"{what}: row_ptr value out of range")
-        row_ptr = row_ptr.astype(np.int64)
-        check_csr(row_ptr, col_idx, nnz, rows, cols, what)
-        check_finite(values, f"{what}/values")
-        rec.stored_dtype = values.dtype.name
-        rec.matrix_shape = (rows, cols)
-        values = values.astype(np.float32)
-        col_idx = col_idx.astype(np.int32)
-        rec.nnz = int(np.count_nonzero(values))
-        if form == "csr":
-            rec.csr = (row_ptr.astype(np.int32), col_idx, values)
-        else:
-            r = np.repeat(np.arange(rows), np.diff(row_ptr))
-            dense = np.zeros((rows, cols), np.float32)
-            dense[r, col_idx] = values
-            rec.dense = dense.reshape(shape)
-            if mask_kind == "pattern":
-                mask = np.zeros((rows, cols), np.float32)
-                mask[r, col_idx] = 1.0
-                rec.mask = mask.reshape(shape)
+        _read_csr_storage(g, path, rec, extra, mask_kind)
     if mask_kind == "dataset":
         mask = array(g, "mask", path, shape, {"u": (1,)})
         if not np.isin(mask, (0, 1)).all():
             raise ModelFileError(f"{what}/mask: values must be 0 or 1")
         rec.mask = mask.astype(np.float32)
     return rec
+
+def _read_csr_storage(g: Node, path: Path, rec: ParamRecord, extra: set, mask_kind: str) -> None:
+    """Fill ``rec`` from a parameter stored as CSR (kept as CSR, or expanded to dense+mask)."""
+    what, shape, form = where(g, path), rec.shape, rec.form
+    check_members(g, {"values", "col_idx", "row_ptr"} | extra, path)
+    rows, cols = attr_shape(g, "matrix_shape", path, ndim=2)
+    if not shape or rows != shape[0] or rows * cols != rec.numel or cols > INT32_MAX:
+        raise ModelFileError(f"{what}: matrix_shape {(rows, cols)} does not fit shape {shape}")
+    values = array(g, "values", path, None, FLOAT_KINDS)
+    if values.ndim != 1 or len(values) > rec.numel or len(values) > INT32_MAX:
+        raise ModelFileError(f"{what}/values: shape {values.shape} invalid for "
+                             f"{rec.numel} weights")
+    nnz = len(values)
+    col_idx = array(g, "col_idx", path, None, UINT_KINDS)
+    if col_idx.shape != (nnz,):
+        raise ModelFileError(f"{what}: col_idx has shape {col_idx.shape} but values has "
+                             f"{nnz} entries")
+    row_ptr = array(g, "row_ptr", path, (rows + 1,), UINT_KINDS)
+    if row_ptr.size and int(row_ptr.max()) > INT32_MAX:
+        raise ModelFileError(f"{what}: row_ptr value out of range")
+    row_ptr = row_ptr.astype(np.int64)
+    check_csr(row_ptr, col_idx, nnz, rows, cols, what)
+    check_finite(values, f"{what}/values")
+    rec.stored_dtype = values.dtype.name
+    rec.matrix_shape = (rows, cols)
+    values = values.astype(np.float32)
+    col_idx = col_idx.astype(np.int32)
+    rec.nnz = int(np.count_nonzero(values))
+    if form == "csr":
+        rec.csr = (row_ptr.astype(np.int32), col_idx, values)
+    else:
+        r = np.repeat(np.arange(rows), np.diff(row_ptr))
+        dense = np.zeros((rows, cols), np.float32)
+        dense[r, col_idx] = values
+        rec.dense = dense.reshape(shape)
+        if mask_kind == "pattern":
+            mask = np.zeros((rows, cols), np.float32)
+            mask[r, col_idx] = 1.0
+            rec.mask = mask.reshape(shape)
 
 
 # ---------------------------------------------------------------------- install

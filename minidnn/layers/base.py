@@ -12,9 +12,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ..backend import NumpyBackend
 from ..backend.base import Array, Backend
-from ..errors import ShapeError
+from ..errors import ShapeError, StateDictError, StateError
 from ..parameter import Parameter
 
 
@@ -82,7 +81,7 @@ class Module:
         expected = set(params) | set(buffers)
         missing, unexpected = expected - set(state), set(state) - expected
         if missing or unexpected:
-            raise KeyError(f"state mismatch: missing {sorted(missing)}, unexpected "
+            raise StateDictError(f"state mismatch: missing {sorted(missing)}, unexpected "
                            f"{sorted(unexpected)}")
         for name, p in params.items():
             value = np.asarray(state[name], dtype=np.float32)
@@ -94,11 +93,16 @@ class Module:
             b, p.backend = p.backend, None
             if b is not None:
                 p.to(b)
+        self.load_buffers(state)
+
+    def load_buffers(self, values: dict) -> None:
+        """Copy host arrays into every buffer by dotted name (on the module's backend, if any);
+        ShapeError when one does not fit. The one place buffers are loaded (state dicts, files)."""
         for mname, m in self.named_modules():
             for bname in list(m._buffers):
                 full = f"{mname}.{bname}" if mname else bname
-                value = np.asarray(state[full], dtype=np.float32)
                 old = m._buffers[bname]
+                value = np.array(values[full], dtype=np.dtype(old.dtype))
                 if value.shape != tuple(old.shape):
                     raise ShapeError(f"{full}: shape {value.shape} != expected {tuple(old.shape)}")
                 setattr(m, bname, value if m.backend is None else m.backend.from_host(value))
@@ -135,8 +139,10 @@ class Module:
         raise NotImplementedError
 
     def __call__(self, x: Array) -> Array:
+        """``forward(x)``; the module must have been placed with ``to(backend)`` first."""
         if self.backend is None:
-            self.to(NumpyBackend())
+            raise StateError(f"{type(self).__name__} is on no backend: call "
+                             ".to(backend) before running it")
         return self.forward(x)
 
     def extra_repr(self) -> str:
@@ -166,15 +172,25 @@ class Sequential(Module):
         return len(self._modules)
 
     def forward(self, x):
-        for layer in self._modules.values():
-            x = layer.forward(x)
-        return x
+        return forward_chain(self._modules.values(), x)
 
     def backward(self, dy, need_dx=True):
-        layers = list(self._modules.values())
-        for i in range(len(layers) - 1, -1, -1):
-            dy = layers[i].backward(dy, need_dx=need_dx or i > 0)
-        return dy
+        return backward_chain(self._modules.values(), dy, need_dx)
+
+
+def forward_chain(layers, x: Array) -> Array:
+    """Apply ``layers`` in order (a Sequential, or any model made of children run in order)."""
+    for layer in layers:
+        x = layer.forward(x)
+    return x
+
+
+def backward_chain(layers, dy: Array, need_dx: bool = True) -> Array | None:
+    """Backward through ``layers`` in reverse; only the first one may skip its dx."""
+    layers = list(layers)
+    for i in range(len(layers) - 1, -1, -1):
+        dy = layers[i].backward(dy, need_dx=need_dx or i > 0)
+    return dy
 
 
 def check_input(x: Array, backend: Backend, ndim: int, what: str) -> None:

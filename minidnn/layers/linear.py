@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend.base import conv_output_size
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError, StateError
 from ..parameter import Parameter, he_normal
 from ..sparse import fits_conv_taps
 from .base import Module, check_input
@@ -130,7 +130,7 @@ class Conv2d(Module):
 
     def backward(self, dy, need_dx=True):
         if self._rows is None:
-            raise RuntimeError("Conv2d.backward after an eval-mode forward (inference keeps no "
+            raise StateError("Conv2d.backward after an eval-mode forward (inference keeps no "
                                "im2row rows): call model.train() before the forward pass")
         b = self.backend
         n, o, oh, ow = dy.shape

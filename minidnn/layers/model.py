@@ -16,6 +16,9 @@ class Model(Module):
     arch: str = ""
     input_shape: tuple[int, ...] = ()
     num_classes: int = 10
+    # Training defaults, the only source of them: data, optimizer, lr, schedule, batch_size,
+    # steps, lam, augment (see minidnn.train_config); zoo models set their paper's values.
+    recipe: dict = {}
 
     def __init__(self, **config) -> None:
         super().__init__()

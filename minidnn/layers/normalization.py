@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError, StateError
 from ..parameter import Parameter
 from .base import Module, check_input
 
@@ -45,7 +45,7 @@ class _BatchNorm(Module):
 
     def backward(self, dy, need_dx=True):
         if not self.training:
-            raise RuntimeError("backward through BatchNorm in eval mode is not supported")
+            raise StateError("backward through BatchNorm in eval mode is not supported")
         return self.backend.batchnorm_backward(dy, self._xhat, self._inv_std, self.weight.data,
                                                self.weight.grad_buffer(), self.bias.grad_buffer())
 

@@ -1,8 +1,10 @@
-"""Optimizer: per-parameter state and the fixed step sequence update -> prox -> mask.
+"""Optimizer: per-parameter state and the fixed step sequence pre hooks -> update -> post hooks.
 
-Subclasses implement ``_update`` with one fused backend call. The l1 proximal step is the
-soft-threshold ``sign(w) * max(|w| - lr * lam, 0)`` applied to parameters whose ``prox`` flag is
-set (conv/linear weights), after every update; then the fixed mask, if any, is re-applied.
+Subclasses implement ``_update`` with one backend call. The post hooks are by default the l1
+proximal step (``hooks.L1Prox``: the soft-threshold ``sign(w) * max(|w| - lr * lam, 0)`` of
+parameters whose ``prox`` flag is set, i.e. conv/linear weights) and then re-applying the fixed
+mask (``hooks.FixedMask``). With exactly those standard hooks the update, prox and mask run as
+one fused backend op (an optimization: the same arithmetic); other hooks run one by one.
 
 lam is a true l1 strength: the step minimizes loss + lam * ||w||_1. To reproduce a value p of the
 paper (its solver's ``proximal_decay``), use lam = ln(p) with lr = 0.001 (threshold 0.001 * ln p).
@@ -13,6 +15,7 @@ from typing import Iterable
 
 from ..errors import ConfigError
 from ..parameter import Parameter
+from .hooks import FixedMask, L1Prox, UpdateHook
 from .schedule import as_schedule
 
 
@@ -44,6 +47,16 @@ class Optimizer:
         self.weight_decay = float(weight_decay)
         self.step_count = 0
         self.state: dict[int, dict] = {}
+        self.hooks: list[UpdateHook] = [L1Prox(), FixedMask()]
+
+    def add_hook(self, hook: UpdateHook) -> UpdateHook:
+        """Append a hook (after the existing ones of its timing); returns it."""
+        self.hooks.append(hook)
+        return hook
+
+    def remove_hook(self, hook: UpdateHook) -> None:
+        """Take a hook away (e.g. a penalty once its phase is over)."""
+        self.hooks.remove(hook)
 
     @property
     def params(self) -> list[Parameter]:
@@ -72,17 +85,38 @@ class Optimizer:
         return st
 
     def step(self) -> None:
-        """One update of every parameter that has a gradient."""
+        """One update of every parameter that has a gradient, wrapped by the hooks."""
         lr = self.lr
         self.step_count += 1
+        for hook in self.hooks:
+            if hook.timing == "pre":
+                hook.pre(self)
+        post = [h for h in self.hooks if h.timing == "post"]
+        fused = self._fused_hooks(post)
         for name, p in self.named_params:
             if p.grad is None:
                 continue
             wd = self.weight_decay if p.prox else 0.0
-            threshold = lr * self.lam_for(name, p)
-            mask = p.mask if not p.is_sparse else None
-            self._update(p, self._state_for(p), lr, wd, threshold, mask)
+            if fused is not None:
+                prox, mask = fused
+                threshold = prox.threshold(self, name, p, lr) if prox else 0.0
+                self._update(p, self._state_for(p), lr, wd, threshold,
+                             mask.mask_of(p) if mask else None)
+            else:
+                self._update(p, self._state_for(p), lr, wd, 0.0, None)
+                for hook in post:
+                    hook.post(self, name, p, lr)
             p.values_changed()
+
+    @staticmethod
+    def _fused_hooks(post: list[UpdateHook]) -> tuple | None:
+        """(L1Prox or None, FixedMask or None) when the post hooks are only the standard ones in
+        the standard order, so the fused update + prox + mask op computes them; else None."""
+        kinds = [type(h) for h in post]
+        if kinds not in ([L1Prox, FixedMask], [L1Prox], [FixedMask], []):
+            return None
+        prox = next((h for h in post if type(h) is L1Prox), None)
+        return prox, next((h for h in post if type(h) is FixedMask), None)
 
     def zero_grad(self) -> None:
         for p in self.params:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from ..errors import ConfigError
+
 
 class Constant:
     """The same lr at every step."""
@@ -61,3 +63,18 @@ class Warmup:
 def as_schedule(lr) -> "Constant | StepDecay | Cosine | Warmup":
     """A float becomes Constant(lr); a callable is used as is."""
     return lr if callable(lr) else Constant(lr)
+
+
+SCHEDULES = ("constant", "cosine", "step")
+
+
+def make_schedule(kind: str, lr: float, steps: int) -> "Constant | StepDecay | Cosine":
+    """The named schedule over a run of ``steps``: 'constant', 'cosine' (to 0 at the end) or
+    'step' (x0.1 after each third of the run)."""
+    if kind == "cosine":
+        return Cosine(lr, steps)
+    if kind == "step":
+        return StepDecay(lr, max(1, steps // 3), 0.1)
+    if kind != "constant":
+        raise ConfigError(f"unknown schedule {kind!r}: choose from {', '.join(SCHEDULES)}")
+    return Constant(lr)

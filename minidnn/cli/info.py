@@ -1,0 +1,15 @@
+"""``minidnn info``: describe a saved model file."""
+from __future__ import annotations
+
+from ..io import describe
+
+
+def register(sub) -> None:
+    i = sub.add_parser("info", help="describe a saved model: architecture, per-layer sparsity, size")
+    i.add_argument("path")
+    i.set_defaults(func=run)
+
+
+def run(args) -> int:
+    print(describe(args.path))
+    return 0

@@ -1,0 +1,48 @@
+"""``minidnn train``: parse, then ``minidnn.workflows.train_model``."""
+from __future__ import annotations
+
+import argparse
+
+from ..workflows import TRAIN_METHODS, TrainSpec, train_model
+from .options import add_retrain_args, add_training_args, train_config
+
+
+def register(sub) -> None:
+    t = sub.add_parser("train", help="train a zoo model (dense, or sparse with the l1 prox)")
+    t.add_argument("model", help="zoo model name, e.g. lenet5")
+    add_training_args(t, time_budget=True)
+    t.add_argument("--method", default="spc", choices=TRAIN_METHODS,
+                   help="spc: proximal l1 training (sparse coding); dense: no l1")
+    t.add_argument("--lam", type=float, default=None,
+                   help="l1 strength (threshold lr*lam per step; default: the model recipe's); "
+                        "paper value p -> ln(p) at lr 1e-3")
+    t.add_argument("--lam-per-layer", default=None, metavar="SPEC",
+                   help="per-layer lam overriding --lam, e.g. conv1=0.1,fc1=0.4")
+    t.add_argument("--bn-batches", type=int, default=50,
+                   help="before the final evaluation, re-estimate batch-norm statistics over "
+                        "this many training batches (0: keep the running averages)")
+    add_retrain_args(t, "debiasing")
+    t.add_argument("--csr-density", type=float, default=0.5,
+                   help="save/run layers with at most this density as CSR")
+    t.add_argument("--out", default=None, help="model file to write (.h5); default runs/<model>.h5")
+    t.add_argument("--values", default="float32", choices=["float32", "float16"],
+                   help="precision of saved weight values")
+    t.add_argument("--json", default=None, help="also write the final figures to this JSON file")
+    t.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="save model + optimizer state + step + RNG here every "
+                        "--checkpoint-every steps of the main training phase; if FILE exists, "
+                        "resume from it (the same command continues an interrupted run exactly)")
+    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    train_model(TrainSpec(
+        model=args.model, data=args.data, data_root=args.data_root, backend=args.backend,
+        device=args.device, method=args.method, lam=args.lam, lam_per_layer=args.lam_per_layer,
+        config=train_config(args), steps=args.steps, epochs=args.epochs, minutes=args.minutes,
+        bn_batches=args.bn_batches, retrain_steps=args.retrain_steps, retrain_lr=args.retrain_lr,
+        retrain_form=args.retrain_form, csr_density=args.csr_density, out=args.out,
+        values=args.values, json=args.json, checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every))
+    return 0

@@ -1,0 +1,159 @@
+"""The train workflow: SpC (or dense) training -> debiasing -> batch-norm recalibration ->
+inference form -> save; what ``minidnn train`` runs, callable from Python with the same result."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..compress.debias import retrain
+from ..compress.sparsify import to_inference_form
+from ..compress.spc import layer_lams
+from ..io import load_checkpoint, save_checkpoint
+from ..names import parse_layer_spec
+from ..optim.base import Optimizer
+from ..report import format_table, layer_stats, model_device_bytes, total_stats
+from ..train import Trainer
+from ..train_config import Log, TrainConfig, recipe_value, training_steps
+from .common import Setup, save_model_file, set_up
+
+TRAIN_METHODS = ("spc", "dense")
+
+
+@dataclass
+class TrainSpec:
+    """Everything ``train_model`` does; None means the model recipe's value."""
+
+    model: str
+    data: str | None = None
+    data_root: str | None = None
+    backend: str = "auto"
+    device: str | None = None
+    method: str = "spc"                    # 'spc': l1 prox training; 'dense': no l1
+    lam: float | None = None
+    lam_per_layer: str | dict | None = None   # 'fc1=0.5,conv1=0.1' or {layer: lam}: overrides
+    config: TrainConfig | None = None      # default: TrainConfig.for_model(model)
+    steps: int | None = None
+    epochs: float | None = None
+    minutes: float | None = None           # time budget of the main training phase
+    bn_batches: int = 50
+    retrain_steps: int = 0
+    retrain_lr: float | None = None
+    retrain_form: str = "mask"
+    csr_density: float = 0.5
+    out: str | None = None                 # default runs/<model>.h5
+    values: str = "float32"
+    json: str | None = None
+    checkpoint: str | None = None
+    checkpoint_every: int = 500
+
+
+def train_model(spec: TrainSpec, log: Log = print) -> dict:
+    """Run the whole pipeline of ``spec``; returns the figures written to the model file."""
+    config = spec.config or TrainConfig.for_model(spec.model)
+    s = set_up(spec.model, spec.data, spec.data_root, spec.backend, spec.device, config.seed)
+    lam = 0.0 if spec.method == "dense" else recipe_value(spec.model, "lam", spec.lam)
+    steps = training_steps(spec.model, len(s.train_ds), config.batch_size, spec.steps,
+                           spec.epochs, spec.minutes)
+    log(_header(spec, s, config, lam, steps))
+    trainer, hist = _main_phase(spec, s, config, lam, steps, log)
+    result = {"model": spec.model, "data": s.data, "method": spec.method, "lam": lam,
+              "lam_per_layer": _spec_text(spec.lam_per_layer), "optimizer": config.optimizer,
+              "lr": config.lr, "steps": trainer.optimizer.step_count, "seed": config.seed,
+              "backend": s.backend.device_name, "train_seconds": round(hist.seconds, 2)}
+    if spec.retrain_steps:
+        result.update(_debias(spec, s, config, trainer, log))
+    _finish(spec, s, config, result, log)
+    return result
+
+
+def _spec_text(per_layer: str | dict | None) -> str | None:
+    """The per-layer lam as text: as given, or {'fc1': 0.5} -> 'fc1=0.5'; None when empty."""
+    if isinstance(per_layer, dict):
+        return ",".join(f"{k}={v:g}" for k, v in per_layer.items()) or None
+    return per_layer or None
+
+
+def _header(spec: TrainSpec, s: Setup, config: TrainConfig, lam: float, steps: int) -> str:
+    per_layer = _spec_text(spec.lam_per_layer)
+    return (f"minidnn: {spec.model} on {s.data} from {s.train_ds.source} "
+            f"({len(s.train_ds)} train / {len(s.test_ds)} test), "
+            f"{s.backend.device_name}, {config.optimizer}{' prox' if lam else ''} lr {config.lr} "
+            f"lam {lam}{' (per layer ' + per_layer + ')' if per_layer else ''}, "
+            f"{steps} steps of {config.batch_size}"
+            + (f" or {spec.minutes:g} minutes" if spec.minutes is not None else ""))
+
+
+def _main_phase(spec: TrainSpec, s: Setup, config: TrainConfig, lam: float, steps: int,
+                log: Log):
+    """Train (resuming from the checkpoint when there is one); (trainer, history)."""
+    per_layer = spec.lam_per_layer
+    if not isinstance(per_layer, dict):
+        per_layer = parse_layer_spec(per_layer)
+    opt_lam = layer_lams(s.model, lam, per_layer) if lam else 0.0
+    opt = config.make_optimizer(s.model, steps, lam=opt_lam)
+    trainer = Trainer(s.model, opt)
+    on_step = checkpointing(spec.checkpoint, spec.checkpoint_every, s.model, opt, log)
+    hist = config.fit(trainer, s.train_ds, s.test_ds, steps - opt.step_count, log=log,
+                      on_step=on_step,
+                      max_seconds=None if spec.minutes is None else 60 * spec.minutes)
+    log(f"trained {opt.step_count} steps in {hist.seconds:.1f} s "
+        f"({hist.images_per_second:.0f} images/s)")
+    return trainer, hist
+
+
+def checkpointing(path: str | None, every: int, model, optimizer: Optimizer, log: Log = print):
+    """With a checkpoint ``path``: resume from it if it exists; returns ``fit``'s on_step
+    callback saving model + optimizer there every ``every`` steps (None without a path)."""
+    if not path:
+        return None
+    path = Path(path)
+    if path.exists():
+        load_checkpoint(path, model, optimizer)
+        log(f"resumed from {path} at step {optimizer.step_count}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_step(step: int) -> None:
+        if step % every == 0:
+            save_checkpoint(path, model, optimizer)
+    return on_step
+
+
+def _debias(spec: TrainSpec, s: Setup, config: TrainConfig, trainer: Trainer, log: Log) -> dict:
+    """Retrain with the zeros fixed; the figures it adds to the result."""
+    before = trainer.evaluate(s.test_ds)
+    log(f"before debiasing: test accuracy {100 * before['accuracy']:.2f}%")
+    t0 = time.perf_counter()
+    retrain(s.model, s.train_ds, s.test_ds, spec.retrain_steps, config, form=spec.retrain_form,
+            lr=spec.retrain_lr, log=log)
+    log(f"debiased {spec.retrain_steps} steps ({spec.retrain_form}) in "
+        f"{time.perf_counter() - t0:.1f} s")
+    return {"accuracy_before_retrain": before["accuracy"], "retrain_steps": spec.retrain_steps,
+            "retrain_form": spec.retrain_form}
+
+
+def _finish(spec: TrainSpec, s: Setup, config: TrainConfig, result: dict, log: Log) -> None:
+    """Recalibrate batch norm, evaluate, convert to the inference form, report and save."""
+    trainer = Trainer(s.model)
+    if trainer.recalibrate_batchnorm(s.train_ds, spec.bn_batches, config.batch_size, config.seed):
+        log(f"batch-norm statistics re-estimated over {spec.bn_batches} training batches")
+        result.update(bn_batches=spec.bn_batches)
+    final = trainer.evaluate(s.test_ds)
+    to_inference_form(s.model, spec.csr_density)
+    rows = layer_stats(s.model)
+    total = total_stats(rows)
+    held, dense = model_device_bytes(s.model)
+    log(format_table(rows))
+    result.update(accuracy=final["accuracy"], test_loss=final["loss"], zeros=total.zeros,
+                  nnz=total.nnz, weights=total.total, device_bytes=held, dense_device_bytes=dense)
+    out = Path(spec.out or Path("runs") / f"{spec.model}.h5")
+    size = save_model_file(s.model, out, result, spec.values)
+    log(f"test accuracy {100 * final['accuracy']:.2f}%  zeros {100 * total.zeros:.2f}% "
+        f"({total.nnz:,} of {total.total:,} weights nonzero, {total.compression:.1f}x)  "
+        f"device {held / 1024:.1f} KiB (dense {dense / 1024:.1f} KiB)")
+    result.update(file=str(out), file_bytes=size)
+    log(f"saved {out}: {size / 1024:.1f} KiB on disk")
+    if spec.json:
+        Path(spec.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(spec.json).write_text(json.dumps(result, indent=2))
