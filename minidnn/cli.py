@@ -9,6 +9,13 @@ import time
 from pathlib import Path
 
 from .errors import MinidnnError
+from .interrupt import StopOnInterrupt
+from .options import (check_device_option, fraction, nonneg_float, nonneg_int, positive_float,
+                      positive_int, unit_interval)
+from .outputs import write_or_rescue
+from .text import printable
+
+ERROR_CHARS = 2000  # an error message longer than this (file contents) is cut
 
 
 def resolve_backend(name: str, device: str | None):
@@ -32,25 +39,35 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "opencl", "numpy"])
     p.add_argument("--device", default=None, help="OpenCL device: gpu, cpu, P:D index or name")
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd", "rmsprop"])
-    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--lr", type=positive_float, default=0.001)
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "step"],
                    help="learning-rate schedule over the run")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--epochs", type=float, default=None, help="training length in epochs")
-    p.add_argument("--steps", type=int, default=None, help="training length in steps (updates)")
-    p.add_argument("--minutes", type=float, default=None,
+    p.add_argument("--momentum", type=fraction, default=0.9, help="SGD momentum")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--epochs", type=positive_float, default=None,
+                   help="training length in epochs")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="training length in steps (updates)")
+    p.add_argument("--minutes", type=positive_float, default=None,
                    help="time budget: stop after this many minutes of training (evaluation not "
                         "counted); --steps/--epochs, else the recipe's 60k steps, cap the run and "
                         "set the schedule's length")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: at end)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--log-every", type=positive_int, default=100)
+    p.add_argument("--eval-every", type=nonneg_int, default=0,
+                   help="evaluate every N steps (0: at end)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (the usage itself is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="minidnn", description="Learn compressed networks from scratch on OpenCL devices.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -59,19 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_args(t)
     t.add_argument("--method", default="spc", choices=["spc", "dense"],
                    help="spc: proximal l1 training (sparse coding); dense: no l1")
-    t.add_argument("--lam", type=float, default=None,
+    t.add_argument("--lam", type=nonneg_float, default=None,
                    help="l1 strength (threshold lr*lam per step); paper value p -> ln(p) at lr 1e-3")
     t.add_argument("--lam-per-layer", default=None, metavar="SPEC",
                    help="per-layer lam overriding --lam, e.g. conv1=0.1,fc1=0.4")
-    t.add_argument("--bn-batches", type=int, default=50,
+    t.add_argument("--bn-batches", type=nonneg_int, default=50,
                    help="before the final evaluation, re-estimate batch-norm statistics over "
                         "this many training batches (0: keep the running averages)")
-    t.add_argument("--retrain-steps", type=int, default=0,
+    t.add_argument("--retrain-steps", type=nonneg_int, default=0,
                    help="debiasing: steps of training without l1, zeros held fixed")
-    t.add_argument("--retrain-lr", type=float, default=None, help="lr for debiasing (default --lr)")
+    t.add_argument("--retrain-lr", type=positive_float, default=None,
+                   help="lr for debiasing (default --lr)")
     t.add_argument("--retrain-form", default="mask", choices=["mask", "csr"],
                    help="how zeros are held during debiasing: dense+mask or CSR values only")
-    t.add_argument("--csr-density", type=float, default=0.5,
+    t.add_argument("--csr-density", type=unit_interval, default=0.5,
                    help="save/run layers with at most this density as CSR")
     t.add_argument("--out", default=None, help="model file to write (.h5); default runs/<model>.h5")
     t.add_argument("--values", default="float32", choices=["float32", "float16"],
@@ -81,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save model + optimizer state + step + RNG here every "
                         "--checkpoint-every steps of the main training phase; if FILE exists, "
                         "resume from it (the same command continues an interrupted run exactly)")
-    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument("--checkpoint-every", type=positive_int, default=500)
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("devices", help="list the OpenCL devices minidnn can use")
@@ -99,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with the standard dataset files (default: $MINIDNN_DATA or ./data)")
     e.add_argument("--backend", default="auto", choices=["auto", "opencl", "numpy"])
     e.add_argument("--device", default=None, help="OpenCL device: gpu, cpu, P:D index or name")
-    e.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size")
-    e.add_argument("--bn-batches", type=int, default=0,
+    e.add_argument("--batch-size", type=positive_int, default=1000, help="evaluation batch size")
+    e.add_argument("--bn-batches", type=nonneg_int, default=0,
                    help="first re-estimate batch-norm statistics over this many training "
                         "batches of 128")
     e.add_argument("--out", default=None, help="save the (recalibrated) model here")
@@ -168,6 +186,8 @@ def cmd_train(args) -> int:
     from .train import Trainer
 
     model = build_model(args.model, seed=args.seed)  # an unknown name fails before any work
+    out = Path(args.out or Path("runs") / f"{args.model}.h5")
+    check_outputs({"--out": out, "--json": args.json, "--checkpoint": args.checkpoint})
     backend = resolve_backend(args.backend, args.device)
     data = args.data or DEFAULT_DATA.get(args.model.lower(), "cifar10")
     train_ds, test_ds = load_dataset(data, args.data_root)
@@ -188,12 +208,13 @@ def cmd_train(args) -> int:
                          make_schedule(args.schedule, args.lr, steps), lam=opt_lam,
                          **({"momentum": args.momentum} if args.optimizer == "sgd" else {}))
     trainer = Trainer(model, opt)
-    on_step = _checkpointing(args, model, opt)
     log_every = min(args.log_every, steps)
-    hist = trainer.fit(train_ds, test_ds, steps - opt.step_count, args.batch_size,
-                       seed=args.seed, eval_every=args.eval_every, log_every=log_every,
-                       augment=augment, progress=not args.no_progress, on_step=on_step,
-                       max_seconds=None if args.minutes is None else 60 * args.minutes)
+    with StopOnInterrupt() as interrupt:
+        on_step = _checkpointing(args, model, opt, interrupt)  # may resume: step_count moves
+        hist = trainer.fit(train_ds, test_ds, steps - opt.step_count, args.batch_size,
+                           seed=args.seed, eval_every=args.eval_every, log_every=log_every,
+                           augment=augment, progress=not args.no_progress, on_step=on_step,
+                           max_seconds=None if args.minutes is None else 60 * args.minutes)
     steps = opt.step_count
     print(f"trained {steps} steps in {hist.seconds:.1f} s ({hist.images_per_second:.0f} images/s)")
     result = {"model": args.model, "data": data, "method": args.method, "lam": lam,
@@ -228,7 +249,6 @@ def cmd_train(args) -> int:
     print(format_table(rows))
     result.update(accuracy=final["accuracy"], test_loss=final["loss"], zeros=total.zeros,
                   nnz=total.nnz, weights=total.total, device_bytes=held, dense_device_bytes=dense)
-    out = Path(args.out or Path("runs") / f"{args.model}.h5")
     size = _save(model, out, result, args.values)
     print(f"test accuracy {100 * final['accuracy']:.2f}%  zeros {100 * total.zeros:.2f}% "
           f"({total.nnz:,} of {total.total:,} weights nonzero, {total.compression:.1f}x)  "
@@ -242,29 +262,40 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _checkpointing(args, model, optimizer):
-    """With --checkpoint: resume from the file if it exists; return fit's on_step callback."""
-    if not args.checkpoint:
-        return None
+def _checkpointing(args, model, optimizer, interrupt: StopOnInterrupt):
+    """fit's on_step callback: with --checkpoint, resume from the file if it exists and save it
+    every --checkpoint-every steps; on Ctrl-C, save it (if set) and stop with one line."""
     from .io import load_checkpoint, save_checkpoint
-    path = Path(args.checkpoint)
-    if path.exists():
+    path = Path(args.checkpoint) if args.checkpoint else None
+    if path is not None and path.exists():
         load_checkpoint(path, model, optimizer)
         print(f"resumed from {path} at step {optimizer.step_count}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        write_or_rescue(lambda p: save_checkpoint(p, model, optimizer), path, "checkpoint")
+
+    def keep() -> str:
+        if path is None:
+            return "nothing saved (with --checkpoint FILE a rerun resumes)"
+        if optimizer.step_count % args.checkpoint_every:
+            save()
+        return f"checkpoint saved to {path}; the same command resumes"
 
     def on_step(step: int) -> None:
-        if step % args.checkpoint_every == 0:
-            save_checkpoint(path, model, optimizer)
+        if path is not None and step % args.checkpoint_every == 0:
+            save()
+        interrupt.stop_point(step, keep)
     return on_step
 
 
-def _save(model, path: Path, metadata: dict, values: str) -> int | None:
-    """Save with minidnn.io; returns the file size in bytes."""
+def _save(model, path: Path, metadata: dict, values: str) -> int:
+    """Save with minidnn.io (in the temp folder if ``path`` fails); returns the file size."""
     from .io import save
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save(model, path, metadata=metadata, values_dtype=values)
-    return os.path.getsize(path)
+
+    def write(target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save(model, target, metadata=metadata, values_dtype=values)
+    return os.path.getsize(write_or_rescue(write, path, "model"))
 
 
 def cmd_devices(args) -> int:
@@ -285,6 +316,7 @@ def cmd_evaluate(args) -> int:
     from .io import load
     from .train import Trainer
 
+    check_outputs({"--out": args.out})
     backend = resolve_backend(args.backend, args.device)
     model = load(args.path, backend=backend)
     data = args.data or DEFAULT_DATA.get(model.arch, "cifar10")
@@ -305,16 +337,48 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def check_outputs(paths: dict) -> None:
+    """Before any work: each output file given (flag -> path or None) can be written."""
+    from .outputs import check_output_path
+    for flag, path in paths.items():
+        if path is not None:
+            check_output_path(path, flag)
+
+
+def _fail(message: str, code: int) -> int:
+    """Print one error (control characters escaped, cut to ERROR_CHARS); return ``code``."""
+    print(f"minidnn: {printable(message, ERROR_CHARS, keep_newlines=True)}", file=sys.stderr)
+    return code
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """Parsed arguments, cross-checked; argparse's SystemExit (usage error, --help) otherwise."""
+    args = parser.parse_args(argv)
+    try:
+        check_device_option(getattr(args, "backend", "auto"), getattr(args, "device", None))
+    except MinidnnError as exc:
+        parser.error(str(exc))
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure ends with one line on stderr and a non-zero status:
+    2 for errors minidnn names (and usage errors), 1 for other I/O errors, 130 for Ctrl-C."""
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # log lines reach a redirected file at once
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _parse(parser, argv)
+    except SystemExit as exc:  # argparse has printed the usage error (or the help)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except MinidnnError as exc:
-        print(f"minidnn: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"error: {exc}", exc.exit_code)
+    except OSError as exc:
+        return _fail(f"error: {exc}", 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
 
 
 if __name__ == "__main__":
