@@ -9,15 +9,18 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..options import (finite_float, fraction, nonneg_float, nonneg_int, positive_float,
+                       positive_int, unit_interval)
 from .training import TrainConfig, measure, parse_layer_spec, parse_values, per_layer
 
 
 # ---------------------------------------------------------------------- shared options
 def add_retrain_args(p: argparse.ArgumentParser, what: str) -> None:
     """--retrain-steps/-lr/-form: debiasing with the zeros held fixed."""
-    p.add_argument("--retrain-steps", type=int, default=0,
+    p.add_argument("--retrain-steps", type=nonneg_int, default=0,
                    help=f"steps of retraining without l1, zeros fixed ({what})")
-    p.add_argument("--retrain-lr", type=float, default=None, help="retraining lr (default --lr)")
+    p.add_argument("--retrain-lr", type=positive_float, default=None,
+                   help="retraining lr (default --lr)")
     p.add_argument("--retrain-form", default="mask", choices=["mask", "csr"],
                    help="zeros held by a dense mask, or by training only the CSR values")
 
@@ -28,21 +31,26 @@ def add_mm_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     if not sweep:
         g.add_argument("--penalty", default="l0", choices=["l0", "l1"],
                        help="l0: keep the top-kappa weights; l1: alpha * ||theta||_1")
-        g.add_argument("--kappa", type=int, default=None, help="l0: nonzeros kept in total")
-        g.add_argument("--sparsity", type=float, default=None,
+        g.add_argument("--kappa", type=positive_int, default=None,
+                       help="l0: nonzeros kept in total")
+        g.add_argument("--sparsity", type=fraction, default=None,
                        help="l0: fraction of all weights zeroed (kappa = (1 - s) * weights)")
         g.add_argument("--kappa-per-layer", default=None,
                        help="l0 per-layer budgets, e.g. fc1=10000,conv2=2000 (others unbounded)")
-        g.add_argument("--alpha", type=float, default=None, help="l1: penalty strength")
-    g.add_argument("--lc-iters", type=int, default=30, help="number of C steps (mu values)")
-    g.add_argument("--l-steps", type=int, default=4000, help="L steps (SGD updates) per C step")
-    g.add_argument("--mu0", type=float, default=9.76e-5, help="first mu")
-    g.add_argument("--mu-growth", type=float, default=1.1, help="mu_k = mu0 * growth^k")
+        g.add_argument("--alpha", type=positive_float, default=None,
+                       help="l1: penalty strength")
+    g.add_argument("--lc-iters", type=positive_int, default=30,
+                   help="number of C steps (mu values)")
+    g.add_argument("--l-steps", type=positive_int, default=4000,
+                   help="L steps (SGD updates) per C step")
+    g.add_argument("--mu0", type=positive_float, default=9.76e-5, help="first mu")
+    g.add_argument("--mu-growth", type=positive_float, default=1.1,
+                   help="mu_k = mu0 * growth^k")
     g.add_argument("--mm-optimizer", default="sgd", choices=["sgd", "adam", "rmsprop"],
                    help="L-step optimizer (the paper's MM: SGD with momentum)")
-    g.add_argument("--mm-lr", type=float, default=0.01, help="L-step learning rate")
-    g.add_argument("--mm-momentum", type=float, default=0.9, help="L-step SGD momentum")
-    g.add_argument("--mm-lr-decay", type=float, default=1.0,
+    g.add_argument("--mm-lr", type=positive_float, default=0.01, help="L-step learning rate")
+    g.add_argument("--mm-momentum", type=fraction, default=0.9, help="L-step SGD momentum")
+    g.add_argument("--mm-lr-decay", type=positive_float, default=1.0,
                    help="L-step lr multiplied by this after each C step")
     g.add_argument("--no-eval-theta", action="store_true",
                    help="skip the test accuracy of theta after each C step")
@@ -73,11 +81,18 @@ def add_output_args(p: argparse.ArgumentParser, method: str) -> None:
 
 
 # ---------------------------------------------------------------------- prune / mm
-def _setup(args):
-    """(backend, data name, train, test, TrainConfig, fresh model) from the training options."""
-    from ..cli import DEFAULT_DATA, resolve_backend
+def _out_path(args, method: str) -> Path:
+    return Path(args.out or Path("runs") / f"{args.model}-{method}.h5")
+
+
+def _setup(args, method: str):
+    """(backend, data name, train, test, TrainConfig, fresh model) from the training options;
+    the output files are checked first."""
+    from ..cli import DEFAULT_DATA, check_outputs, resolve_backend
     from ..data import load_dataset
     from ..models import build_model
+    check_outputs({"--out": _out_path(args, method), "--json": args.json,
+                   "--save-reference": args.save_reference})
     backend = resolve_backend(args.backend, args.device)
     data = args.data or DEFAULT_DATA.get(args.model.lower(), "cifar10")
     train_ds, test_ds = load_dataset(data, args.data_root)
@@ -116,9 +131,12 @@ def _finish(args, model, record: dict, method: str) -> int:
     from .storage import save_model
     text = format_layers(record)
     print(text)
-    out = Path(args.out or Path("runs") / f"{args.model}-{method}.h5")
+    from ..outputs import write_or_rescue
     to_inference_form(model)
-    path = save_model(model, out, metadata=record)
+    saved = []
+    write_or_rescue(lambda p: saved.append(save_model(model, p, metadata=record)),
+                    _out_path(args, method), "model")
+    path = saved[-1]
     print(f"saved {path}")
     js = Path(args.json) if args.json else path.with_suffix(".json")
     js.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +156,7 @@ def _one_of(args, names: list[str], what: str):
 
 def cmd_prune(args) -> int:
     from .prune import prune_retrain
-    _, data, train_ds, test_ds, config, model = _setup(args)
+    _, data, train_ds, test_ds, config, model = _setup(args, "pru")
     ref = _reference(args, model, config, train_ds, test_ds)
     kind = "quality" if args.quality is not None or args.quality_per_layer else "sparsity"
     if args.quality is not None and (args.sparsity is not None or args.sparsity_per_layer):
@@ -161,7 +179,7 @@ def cmd_prune(args) -> int:
 def cmd_mm(args) -> int:
     from .debias import retrain
     from .mm import kappa_for_sparsity, mm_compress
-    _, data, train_ds, test_ds, config, model = _setup(args)
+    _, data, train_ds, test_ds, config, model = _setup(args, "mm")
     ref = _reference(args, model, config, train_ds, test_ds)
     if args.penalty == "l1":
         if args.alpha is None:
@@ -192,6 +210,7 @@ def cmd_mm(args) -> int:
 # ---------------------------------------------------------------------- sweep / plot
 def cmd_sweep(args) -> int:
     from ..cli import DEFAULT_DATA
+    from ..outputs import check_output_folder
     from .sweep import SweepSpec, make_jobs, paper_lams, run_sweep
     base = args.method.split("+")[0]
     lists = {"lam": parse_values(args.lams), "sparsity": parse_values(args.sparsities),
@@ -210,6 +229,7 @@ def cmd_sweep(args) -> int:
     if args.method.endswith("+retrain") and not args.retrain_steps:
         raise ConfigError(f"sweep --method {args.method} needs --retrain-steps R > 0")
     jobs = make_jobs(args.method, values, param, paper or None)
+    check_output_folder(args.out, "--out")
     spec = SweepSpec(
         model=args.model, data=args.data or DEFAULT_DATA.get(args.model.lower(), "cifar10"),
         data_root=args.data_root, backend=args.backend, device=args.device,
@@ -275,13 +295,13 @@ def register_sweep(sub) -> None:
                    help="spc: per-layer lam overriding the swept value, e.g. fc1=0.5,conv1=0.1")
     p.add_argument("--prune-per-layer", default=None,
                    help="pru: per-layer sparsity/quality overriding the swept value")
-    p.add_argument("--rounds", type=int, default=1,
+    p.add_argument("--rounds", type=positive_int, default=1,
                    help="pru: prune->retrain rounds ramping up to the target")
     add_retrain_args(p, "spc+retrain, pru per round, mm+retrain")
     add_mm_args(p, sweep=True)
     p.add_argument("--reference", default=None, metavar="FILE",
                    help="dense reference (.npz/.h5); default OUT/reference.npz, else trained")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (processes)")
     p.add_argument("--out", default="runs/sweep", help="results folder (merged with earlier runs)")
     p.add_argument("--save-models", action="store_true", help="save every compressed model")
     p.add_argument("--title", default=None, help="plot title")
@@ -295,14 +315,14 @@ def register_prune(sub) -> None:
     p.add_argument("model", help="zoo model name, e.g. lenet5")
     add_training_args(p)
     add_reference_args(p)
-    p.add_argument("--sparsity", type=float, default=None,
+    p.add_argument("--sparsity", type=unit_interval, default=None,
                    help="zero exactly this fraction of each layer (smallest |w|)")
-    p.add_argument("--quality", type=float, default=None,
+    p.add_argument("--quality", type=nonneg_float, default=None,
                    help="zero |w| < quality x std of the layer's weights (Han et al.)")
     p.add_argument("--sparsity-per-layer", default=None,
                    help="per-layer sparsity, e.g. conv1=0.6,fc1=0.98 (others: --sparsity)")
     p.add_argument("--quality-per-layer", default=None, help="per-layer quality")
-    p.add_argument("--rounds", type=int, default=1,
+    p.add_argument("--rounds", type=positive_int, default=1,
                    help="iterative pruning: prune->retrain rounds ramping up to the target")
     add_retrain_args(p, "per round")
     add_output_args(p, "pru")
@@ -328,11 +348,11 @@ def register_plot(sub) -> None:
     p.add_argument("--out", default="accuracy.png", help="PNG to write")
     p.add_argument("--methods", default=None, help="only these methods, e.g. spc,pru+retrain")
     p.add_argument("--title", default=None)
-    p.add_argument("--fraction", type=float, default=0.99,
+    p.add_argument("--fraction", type=unit_interval, default=0.99,
                    help="mark the most compressed run within this fraction of the reference")
-    p.add_argument("--xmin", type=float, default=None,
+    p.add_argument("--xmin", type=finite_float, default=None,
                    help="zoom: only runs with at least this compression rate")
-    p.add_argument("--ymin", type=float, default=None,
+    p.add_argument("--ymin", type=finite_float, default=None,
                    help="zoom: only runs with at least this accuracy")
     p.add_argument("--no-annotate", action="store_true", help="no parameter labels on points")
     p.set_defaults(func=cmd_plot)
