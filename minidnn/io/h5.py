@@ -128,7 +128,8 @@ FILTERS = {h5py.h5z.FILTER_DEFLATE: "gzip", h5py.h5z.FILTER_SHUFFLE: "shuffle",
 class Node:
     """A group (``children``) or dataset (``data``) read from a file, with its attributes.
 
-    A dataset node read with ``data=False`` keeps its open h5py ``source`` instead of data.
+    A dataset node read with ``data=False`` keeps the open file it is in (``source``) instead
+    of its data.
     """
 
     name: str
@@ -136,7 +137,7 @@ class Node:
     children: dict[str, "Node"] | None = None
     data: np.ndarray | None = None
     storage_bytes: int = 0
-    source: h5py.Dataset | None = None
+    source: h5py.File | None = None
 
     @property
     def is_group(self) -> bool:
@@ -189,7 +190,7 @@ def _read_node(obj, depth: int, budget: list[int], data: bool) -> Node:
         _check_dtype(obj.dtype, f"dataset {obj.name}")
         stored = declared_bytes(obj, budget)
         if not data:
-            return Node(obj.name, attrs, storage_bytes=stored, source=obj)
+            return Node(obj.name, attrs, storage_bytes=stored, source=obj.file)
         value = obj[()]
         if isinstance(value, h5py.Empty):
             raise ModelFileError(f"dataset {obj.name} has no data (null dataspace)")
@@ -211,7 +212,7 @@ def read_tree(f: h5py.File, data: bool = True) -> Node:
     """Every group, dataset and attribute of an open file (hard links only).
 
     Each dataset's size is checked before it is read (``declared_bytes``). With ``data=False``
-    datasets are not read: their nodes keep the open dataset for ``tree_digest``.
+    datasets are not read: their nodes keep the open file for ``tree_digest``.
     """
     return _read_node(f, 0, [MAX_ARRAY_BYTES], data)
 
@@ -268,7 +269,7 @@ def tree_digest(root: Node) -> str:
             _hash_value(h, f"{len(node.children)} members")
             stack.extend(node.children[k] for k in sorted(node.children, reverse=True))
         elif node.data is None and node.source is not None:
-            _hash_source(h, node.source)
+            _hash_source(h, node.source[node.name])  # closed after: HDF5 frees its chunk cache
         else:
             _hash_value(h, node.data)
     return "sha256:" + h.hexdigest()
