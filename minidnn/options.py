@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Callable
 
 from .errors import ConfigError
 
@@ -31,57 +32,33 @@ def _real(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (steps, batch sizes, intervals)."""
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def _checked(parse: Callable[[str], float], ok: Callable[[float], bool], requirement: str,
+             name: str, doc: str) -> Callable[[str], float]:
+    """An argparse type: ``parse`` the text, then require ``ok(value)``."""
+    def convert(text: str):
+        value = parse(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+    convert.__name__ = convert.__qualname__ = name
+    convert.__doc__ = doc
+    return convert
 
 
-def nonneg_int(text: str) -> int:
-    """An integer >= 0 (seeds, optional step counts where 0 means 'none')."""
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """Any finite number (no NaN, no Inf)."""
-    return _real(text)
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (learning rates, epochs, minutes, growth factors)."""
-    value = _real(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def nonneg_float(text: str) -> float:
-    """A finite number >= 0 (penalty strengths, thresholds)."""
-    value = _real(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
-    return value
-
-
-def unit_interval(text: str) -> float:
-    """A number in [0, 1] (densities, sparsities, fractions of a reference)."""
-    value = _real(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number in [0, 1) (momentum-like factors, where 1 never forgets)."""
-    value = _real(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
-    return value
+positive_int = _checked(_integer, lambda v: v >= 1, "a positive integer", "positive_int",
+                        "An integer >= 1 (steps, batch sizes, intervals).")
+nonneg_int = _checked(_integer, lambda v: v >= 0, "a non-negative integer", "nonneg_int",
+                      "An integer >= 0 (seeds, optional counts where 0 means 'none').")
+finite_float = _checked(_real, lambda v: True, "a finite number", "finite_float",
+                        "Any finite number (no NaN, no Inf).")
+positive_float = _checked(_real, lambda v: v > 0, "a positive number", "positive_float",
+                          "A finite number > 0 (learning rates, epochs, minutes, factors).")
+nonneg_float = _checked(_real, lambda v: v >= 0, "a non-negative number", "nonneg_float",
+                        "A finite number >= 0 (penalty strengths, thresholds).")
+unit_interval = _checked(_real, lambda v: 0.0 <= v <= 1.0, "between 0 and 1", "unit_interval",
+                         "A number in [0, 1] (densities, sparsities, fractions).")
+fraction = _checked(_real, lambda v: 0.0 <= v < 1.0, "at least 0 and below 1", "fraction",
+                    "A number in [0, 1) (momentum-like factors, where 1 never forgets).")
 
 
 def check_device_option(backend: str, device: str | None) -> None:
