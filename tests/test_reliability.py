@@ -273,6 +273,7 @@ def test_os_errors_and_interrupts_are_one_line(monkeypatch, model_file, capsys):
 
 
 # ---------------------------------------------------------------------- 5. divergence
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid:RuntimeWarning")
 @pytest.mark.parametrize("optimizer,lr", [("adam", "1e3"), ("sgd", "1e30")])
 def test_diverging_training_stops_without_saving(tmp_path, mnist_root, capsys, optimizer, lr):
     out = tmp_path / "m.h5"
