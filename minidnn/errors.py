@@ -7,7 +7,12 @@ either.
 
 
 class MinidnnError(Exception):
-    """Base class of every error minidnn raises on purpose."""
+    """Base class of every error minidnn raises on purpose.
+
+    ``exit_code``: what the command line exits with when this error ends a command.
+    """
+
+    exit_code = 2
 
 
 class ShapeError(MinidnnError, ValueError):
@@ -48,3 +53,17 @@ class NoOpenCLDeviceError(MinidnnError, RuntimeError):
 
 class UnusableDeviceError(NoOpenCLDeviceError):
     """OpenCL devices exist, but the one asked for (or every one) cannot build or run kernels."""
+
+
+class TrainingDivergedError(MinidnnError, ArithmeticError):
+    """The training loss became NaN/Inf or exploded: the weights are garbage, nothing is saved."""
+
+
+class TrainingInterrupted(MinidnnError):
+    """Training stopped on Ctrl-C (SIGINT) at a step boundary; the message says what was kept."""
+
+    exit_code = 130
+
+
+class FileWriteError(MinidnnError, OSError):
+    """An output file cannot be written (a folder, read-only, no space left, ...)."""

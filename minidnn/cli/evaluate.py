@@ -1,6 +1,7 @@
 """``minidnn evaluate``: parse, then ``minidnn.workflows.evaluate_file``."""
 from __future__ import annotations
 
+from ..options import nonneg_int, positive_int
 from ..workflows import EvaluateSpec, evaluate_file
 from .options import add_backend_args, add_data_args
 
@@ -11,8 +12,8 @@ def register(sub) -> None:
     e.add_argument("path")
     add_data_args(e)
     add_backend_args(e)
-    e.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size")
-    e.add_argument("--bn-batches", type=int, default=0,
+    e.add_argument("--batch-size", type=positive_int, default=1000, help="evaluation batch size")
+    e.add_argument("--bn-batches", type=nonneg_int, default=0,
                    help="first re-estimate batch-norm statistics over this many training "
                         "batches of 128")
     e.add_argument("--out", default=None, help="save the (recalibrated) model here")

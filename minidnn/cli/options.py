@@ -6,6 +6,7 @@ import argparse
 from ..compress.mm import MMConfig
 from ..errors import ConfigError
 from ..optim import SCHEDULES
+from ..options import fraction, nonneg_float, nonneg_int, positive_float, positive_int
 from ..optim.optimizers import OPTIMIZERS
 from ..train_config import TrainConfig
 
@@ -30,21 +31,21 @@ def add_training_args(p: argparse.ArgumentParser, time_budget: bool = False) -> 
     add_backend_args(p)
     p.add_argument("--optimizer", default=None, choices=sorted(OPTIMIZERS),
                    help="default: the model recipe's (adam)")
-    p.add_argument("--lr", type=float, default=None, help="default: the model recipe's (0.001)")
+    p.add_argument("--lr", type=positive_float, default=None, help="default: the model recipe's (0.001)")
     p.add_argument("--schedule", default=None, choices=SCHEDULES,
                    help="learning-rate schedule over the run (default: the recipe's, constant)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the recipe's (128)")
-    p.add_argument("--epochs", type=float, default=None, help="training length in epochs")
-    p.add_argument("--steps", type=int, default=None, help="training length in steps (updates)")
+    p.add_argument("--momentum", type=fraction, default=0.9, help="SGD momentum")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: the recipe's (128)")
+    p.add_argument("--epochs", type=positive_float, default=None, help="training length in epochs")
+    p.add_argument("--steps", type=positive_int, default=None, help="training length in steps (updates)")
     if time_budget:
-        p.add_argument("--minutes", type=float, default=None,
+        p.add_argument("--minutes", type=positive_float, default=None,
                        help="time budget: stop after this many minutes of training (evaluation "
                             "not counted); --steps/--epochs, else the recipe's steps, cap the "
                             "run and set the schedule's length")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: at end)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--log-every", type=positive_int, default=100)
+    p.add_argument("--eval-every", type=nonneg_int, default=0, help="evaluate every N steps (0: at end)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -58,9 +59,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 def add_retrain_args(p: argparse.ArgumentParser, what: str) -> None:
     """--retrain-steps/-lr/-form: debiasing with the zeros held fixed."""
-    p.add_argument("--retrain-steps", type=int, default=0,
+    p.add_argument("--retrain-steps", type=nonneg_int, default=0,
                    help=f"steps of retraining without l1, zeros fixed ({what})")
-    p.add_argument("--retrain-lr", type=float, default=None, help="retraining lr (default --lr)")
+    p.add_argument("--retrain-lr", type=positive_float, default=None, help="retraining lr (default --lr)")
     p.add_argument("--retrain-form", default="mask", choices=["mask", "csr"],
                    help="zeros held by a dense mask, or by training only the CSR values")
 
@@ -71,21 +72,21 @@ def add_mm_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     if not sweep:
         g.add_argument("--penalty", default="l0", choices=["l0", "l1"],
                        help="l0: keep the top-kappa weights; l1: alpha * ||theta||_1")
-        g.add_argument("--kappa", type=int, default=None, help="l0: nonzeros kept in total")
-        g.add_argument("--sparsity", type=float, default=None,
+        g.add_argument("--kappa", type=positive_int, default=None, help="l0: nonzeros kept in total")
+        g.add_argument("--sparsity", type=fraction, default=None,
                        help="l0: fraction of all weights zeroed (kappa = (1 - s) * weights)")
         g.add_argument("--kappa-per-layer", default=None,
                        help="l0 per-layer budgets, e.g. fc1=10000,conv2=2000 (others unbounded)")
-        g.add_argument("--alpha", type=float, default=None, help="l1: penalty strength")
-    g.add_argument("--lc-iters", type=int, default=30, help="number of C steps (mu values)")
-    g.add_argument("--l-steps", type=int, default=4000, help="L steps (SGD updates) per C step")
-    g.add_argument("--mu0", type=float, default=9.76e-5, help="first mu")
-    g.add_argument("--mu-growth", type=float, default=1.1, help="mu_k = mu0 * growth^k")
+        g.add_argument("--alpha", type=positive_float, default=None, help="l1: penalty strength")
+    g.add_argument("--lc-iters", type=positive_int, default=30, help="number of C steps (mu values)")
+    g.add_argument("--l-steps", type=positive_int, default=4000, help="L steps (SGD updates) per C step")
+    g.add_argument("--mu0", type=positive_float, default=9.76e-5, help="first mu")
+    g.add_argument("--mu-growth", type=positive_float, default=1.1, help="mu_k = mu0 * growth^k")
     g.add_argument("--mm-optimizer", default="sgd", choices=sorted(OPTIMIZERS),
                    help="L-step optimizer (the paper's MM: SGD with momentum)")
-    g.add_argument("--mm-lr", type=float, default=0.01, help="L-step learning rate")
-    g.add_argument("--mm-momentum", type=float, default=0.9, help="L-step SGD momentum")
-    g.add_argument("--mm-lr-decay", type=float, default=1.0,
+    g.add_argument("--mm-lr", type=positive_float, default=0.01, help="L-step learning rate")
+    g.add_argument("--mm-momentum", type=fraction, default=0.9, help="L-step SGD momentum")
+    g.add_argument("--mm-lr-decay", type=positive_float, default=1.0,
                    help="L-step lr multiplied by this after each C step")
     g.add_argument("--no-eval-theta", action="store_true",
                    help="skip the test accuracy of theta after each C step")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..compress.results import format_summary, load_results, merge_records, plot_results
 from ..errors import ConfigError
+from ..options import finite_float, unit_interval
 
 
 def register(sub) -> None:
@@ -11,11 +12,11 @@ def register(sub) -> None:
     p.add_argument("--out", default="accuracy.png", help="PNG to write")
     p.add_argument("--methods", default=None, help="only these methods, e.g. spc,pru+retrain")
     p.add_argument("--title", default=None)
-    p.add_argument("--fraction", type=float, default=0.99,
+    p.add_argument("--fraction", type=unit_interval, default=0.99,
                    help="mark the most compressed run within this fraction of the reference")
-    p.add_argument("--xmin", type=float, default=None,
+    p.add_argument("--xmin", type=finite_float, default=None,
                    help="zoom: only runs with at least this compression rate")
-    p.add_argument("--ymin", type=float, default=None,
+    p.add_argument("--ymin", type=finite_float, default=None,
                    help="zoom: only runs with at least this accuracy")
     p.add_argument("--no-annotate", action="store_true", help="no parameter labels on points")
     p.set_defaults(func=run)

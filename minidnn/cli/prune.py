@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..names import parse_layer_spec
+from ..options import nonneg_float, positive_int, unit_interval
 from ..workflows import prune_model
 from .compress import compress_spec
 from .options import add_output_args, add_reference_args, add_retrain_args, add_training_args
@@ -13,14 +14,14 @@ def register(sub) -> None:
     p.add_argument("model", help="zoo model name, e.g. lenet5")
     add_training_args(p)
     add_reference_args(p)
-    p.add_argument("--sparsity", type=float, default=None,
+    p.add_argument("--sparsity", type=unit_interval, default=None,
                    help="zero exactly this fraction of each layer (smallest |w|)")
-    p.add_argument("--quality", type=float, default=None,
+    p.add_argument("--quality", type=nonneg_float, default=None,
                    help="zero |w| < quality x std of the layer's weights (Han et al.)")
     p.add_argument("--sparsity-per-layer", default=None,
                    help="per-layer sparsity, e.g. conv1=0.6,fc1=0.98 (others: --sparsity)")
     p.add_argument("--quality-per-layer", default=None, help="per-layer quality")
-    p.add_argument("--rounds", type=int, default=1,
+    p.add_argument("--rounds", type=positive_int, default=1,
                    help="iterative pruning: prune->retrain rounds ramping up to the target")
     add_retrain_args(p, "per round")
     add_output_args(p, "pru")

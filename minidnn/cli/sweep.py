@@ -6,6 +6,8 @@ from ..compress.methods import get_method, sweep_variants
 from ..compress.results import format_summary
 from ..compress.sweep import SweepSpec, run_sweep, sweep_jobs
 from ..names import parse_layer_spec
+from ..options import positive_int
+from ..outputs import check_output_folder
 from ..train_config import recipe_value
 from .options import (add_mm_args, add_retrain_args, add_training_args, mm_config,
                       parse_values, train_config)
@@ -35,13 +37,13 @@ def register(sub) -> None:
                    help="spc: per-layer lam overriding the swept value, e.g. fc1=0.5,conv1=0.1")
     p.add_argument("--prune-per-layer", default=None,
                    help="pru: per-layer sparsity/quality overriding the swept value")
-    p.add_argument("--rounds", type=int, default=1,
+    p.add_argument("--rounds", type=positive_int, default=1,
                    help="pru: prune->retrain rounds ramping up to the target")
     add_retrain_args(p, "spc+retrain, pru per round, mm+retrain")
     add_mm_args(p, sweep=True)
     p.add_argument("--reference", default=None, metavar="FILE",
                    help="dense reference (.npz/.h5); default OUT/reference.npz, else trained")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (processes)")
     p.add_argument("--out", default="runs/sweep", help="results folder (merged with earlier runs)")
     p.add_argument("--save-models", action="store_true", help="save every compressed model")
     p.add_argument("--title", default=None, help="plot title")
@@ -62,6 +64,7 @@ def run(args) -> int:
     config = train_config(args)
     param, jobs = sweep_jobs(args.method, _values(args), parse_values(args.paper_lams),
                              config.lr, args.retrain_steps)
+    check_output_folder(args.out, "--out")
     spec = SweepSpec(
         model=args.model, data=recipe_value(args.model, "data", args.data),
         data_root=args.data_root, backend=args.backend, device=args.device, train=config,

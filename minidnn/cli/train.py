@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..options import nonneg_float, nonneg_int, positive_int, unit_interval
 from ..workflows import TRAIN_METHODS, TrainSpec, train_model
 from .options import add_retrain_args, add_training_args, train_config
 
@@ -13,16 +14,16 @@ def register(sub) -> None:
     add_training_args(t, time_budget=True)
     t.add_argument("--method", default="spc", choices=TRAIN_METHODS,
                    help="spc: proximal l1 training (sparse coding); dense: no l1")
-    t.add_argument("--lam", type=float, default=None,
+    t.add_argument("--lam", type=nonneg_float, default=None,
                    help="l1 strength (threshold lr*lam per step; default: the model recipe's); "
                         "paper value p -> ln(p) at lr 1e-3")
     t.add_argument("--lam-per-layer", default=None, metavar="SPEC",
                    help="per-layer lam overriding --lam, e.g. conv1=0.1,fc1=0.4")
-    t.add_argument("--bn-batches", type=int, default=50,
+    t.add_argument("--bn-batches", type=nonneg_int, default=50,
                    help="before the final evaluation, re-estimate batch-norm statistics over "
                         "this many training batches (0: keep the running averages)")
     add_retrain_args(t, "debiasing")
-    t.add_argument("--csr-density", type=float, default=0.5,
+    t.add_argument("--csr-density", type=unit_interval, default=0.5,
                    help="save/run layers with at most this density as CSR")
     t.add_argument("--out", default=None, help="model file to write (.h5); default runs/<model>.h5")
     t.add_argument("--values", default="float32", choices=["float32", "float16"],
@@ -32,7 +33,7 @@ def register(sub) -> None:
                    help="save model + optimizer state + step + RNG here every "
                         "--checkpoint-every steps of the main training phase; if FILE exists, "
                         "resume from it (the same command continues an interrupted run exactly)")
-    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument("--checkpoint-every", type=positive_int, default=500)
     t.set_defaults(func=run)
 
 

@@ -24,6 +24,8 @@ def _check(images: np.ndarray, labels: np.ndarray, source: str) -> Split:
         raise DataError(f"{source}: data has shape {images.shape}, expected (N, {PIXELS})")
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(f"{source}: {len(images)} images but {labels.shape} labels; expected ({len(images)},)")
+    if not len(labels):
+        raise DataError(f"{source}: holds no images")
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
         raise DataError(f"{source}: labels range over {labels.min()}..{labels.max()}, expected 0..9")
     return images.reshape(-1, 3, 32, 32), labels

@@ -19,6 +19,18 @@ def data_root(root: str | Path | None = None) -> Path:
     return Path(os.environ.get(ENV_VAR) or DEFAULT_ROOT).expanduser()
 
 
+def existing_root(root: str | Path | None = None) -> Path:
+    """``data_root(root)``, which must be a folder when it was chosen (the argument or
+    $MINIDNN_DATA): a mistyped --data-root is an error, not a silent fallback to another copy."""
+    path = data_root(root)
+    chosen = root is not None or os.environ.get(ENV_VAR)
+    if chosen and not path.is_dir():
+        origin = "--data-root" if root is not None else f"${ENV_VAR}"
+        state = "is not a folder" if path.exists() else "does not exist"
+        raise DataError(f"data root {path.absolute()} ({origin}) {state}")
+    return path
+
+
 def search_folders(name: str, root: Path) -> list[Path]:
     """The folders searched for dataset `name`, in order (existing or not)."""
     if name == "mnist":
@@ -71,7 +83,7 @@ def _cifar10_splits(root: Path) -> tuple[tuple, str]:
 
 def load_mnist(root: str | Path | None = None) -> tuple[ArrayDataset, ArrayDataset]:
     """MNIST (train 60k, test 10k) as (N, 1, 28, 28) images normalized with mean 0.1307, std 0.3081."""
-    ((x_train, y_train), (x_test, y_test)), source = _mnist_splits(data_root(root))
+    ((x_train, y_train), (x_test, y_test)), source = _mnist_splits(existing_root(root))
     stats = (mnist.MEAN,), (mnist.STD,)
     make = lambda x, y: ArrayDataset.from_uint8(x[:, None], y, "mnist", mnist.CLASSES, *stats, source)
     return make(x_train, y_train), make(x_test, y_test)
@@ -79,7 +91,7 @@ def load_mnist(root: str | Path | None = None) -> tuple[ArrayDataset, ArrayDatas
 
 def load_cifar10(root: str | Path | None = None) -> tuple[ArrayDataset, ArrayDataset]:
     """CIFAR-10 (train 50k, test 10k) as (N, 3, 32, 32) images normalized by the training set's channel stats."""
-    ((x_train, y_train), (x_test, y_test)), source = _cifar10_splits(data_root(root))
+    ((x_train, y_train), (x_test, y_test)), source = _cifar10_splits(existing_root(root))
     mean, std = channel_stats(x_train)
     make = lambda x, y: ArrayDataset.from_uint8(x, y, "cifar10", cifar10.CLASSES, mean, std, source)
     return make(x_train, y_train), make(x_test, y_test)

@@ -42,6 +42,8 @@ def check_split(images: np.ndarray, labels: np.ndarray, source: str) -> Split:
         raise DataError(f"{source}: images have shape {images.shape}, expected (N, 28, 28)")
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(f"{source}: {len(images)} images but labels of shape {labels.shape}; expected ({len(images)},)")
+    if not len(labels):
+        raise DataError(f"{source}: holds no images")
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
         raise DataError(f"{source}: labels range over {labels.min()}..{labels.max()}, expected 0..9")
     return images, labels

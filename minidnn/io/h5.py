@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
-import secrets
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import h5py
 import numpy as np
 
 from ..errors import DTypeError, ModelFileError
+from .atomic import write_atomically
 
 FORMAT = "minidnn"
 FORMAT_VERSION = 1
@@ -36,24 +38,17 @@ COMPRESSIONS = ("auto", "gzip", "lzf", "none")
 # ---------------------------------------------------------------------- writing
 @contextlib.contextmanager
 def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
-    """Yield a new HDF5 file that replaces ``path`` only if the block completes without error."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode honours the umask
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w", libver=LIBVER, track_order=False) as f:
-            yield f
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Yield a new HDF5 file that replaces ``path`` only if the block completes without error.
+
+    The file is built in memory: HDF5 never writes to the disk (on a full disk it can crash the
+    process). The finished image then replaces ``path`` with plain I/O (``write_atomically``:
+    temp file, fsync, rename, the old file's mode kept; FileWriteError on failure).
+    """
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", libver=LIBVER, track_order=False) as f:
+        yield f
+    with buffer.getbuffer() as image:
+        write_atomically(path, image)
 
 
 def set_attrs(obj: h5py.HLObject, **values: Any) -> None:
@@ -120,17 +115,29 @@ def to_json(value: Any, what: str) -> str:
 
 # ---------------------------------------------------------------------- reading into a tree
 MAX_DEPTH = 4
+MAX_JSON_DEPTH = 32             # config, metadata, ...: plain records, never deep
+MAX_ARRAY_BYTES = 1 << 32         # all datasets of one file together, once read (4 GiB)
+MAX_EXPANSION = 1100              # deflate expands at most 1032:1 (lzf 88:1): declared/stored
+EXPANSION_SLACK = 1 << 16         # small datasets: chunk bookkeeping may exceed the ratio
+DIGEST_BLOCK = 1 << 24            # seal() reads datasets in blocks of about this many bytes
+FILTERS = {h5py.h5z.FILTER_DEFLATE: "gzip", h5py.h5z.FILTER_SHUFFLE: "shuffle",
+           h5py.h5z.FILTER_FLETCHER32: "fletcher32", 32000: "lzf"}
 
 
 @dataclass
 class Node:
-    """A group (``children``) or dataset (``data``) read from a file, with its attributes."""
+    """A group (``children``) or dataset (``data``) read from a file, with its attributes.
+
+    A dataset node read with ``data=False`` keeps the open file it is in (``source``) instead
+    of its data.
+    """
 
     name: str
     attrs: dict
     children: dict[str, "Node"] | None = None
     data: np.ndarray | None = None
     storage_bytes: int = 0
+    source: h5py.File | None = None
 
     @property
     def is_group(self) -> bool:
@@ -148,18 +155,46 @@ def _check_dtype(dt: np.dtype, what: str) -> None:
                              f"minidnn files")
 
 
-def _read_node(obj, depth: int) -> Node:
+def _check_filters(ds: h5py.Dataset) -> None:
+    """Only the filters minidnn writes (gzip, lzf, shuffle) and HDF5's checksum may occur."""
+    plist = ds.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code = plist.get_filter(i)[0]
+        if code not in FILTERS:
+            raise ModelFileError(f"dataset {ds.name}: filter {code} is not used in minidnn files")
+
+
+def declared_bytes(ds: h5py.Dataset, budget: list[int]) -> int:
+    """Bytes the dataset will take once read, checked before reading: no more than its stored
+    bytes can expand to (a never-written dataset stores nothing), nor than ``budget[0]`` (the
+    room left for the file), which is reduced by it."""
+    _check_filters(ds)
+    size = int(ds.id.get_space().get_simple_extent_npoints()) * ds.dtype.itemsize
+    stored = int(ds.id.get_storage_size())
+    if size > MAX_EXPANSION * stored + EXPANSION_SLACK:
+        raise ModelFileError(f"dataset {ds.name} declares {size:,} bytes but stores only "
+                             f"{stored:,} (never written, or not a minidnn file)")
+    if size > budget[0]:
+        raise ModelFileError(f"dataset {ds.name}: the file's arrays exceed "
+                             f"{MAX_ARRAY_BYTES:,} bytes, more than a minidnn file holds")
+    budget[0] -= size
+    return stored
+
+
+def _read_node(obj, depth: int, budget: list[int], data: bool) -> Node:
     attrs = {}
     for key in obj.attrs:
         _check_dtype(obj.attrs.get_id(key).dtype, f"{obj.name} attribute {key!r}")
         attrs[key] = obj.attrs[key]
     if isinstance(obj, h5py.Dataset):
         _check_dtype(obj.dtype, f"dataset {obj.name}")
-        data = obj[()]
-        if isinstance(data, h5py.Empty):
+        stored = declared_bytes(obj, budget)
+        if not data:
+            return Node(obj.name, attrs, storage_bytes=stored, source=obj.file)
+        value = obj[()]
+        if isinstance(value, h5py.Empty):
             raise ModelFileError(f"dataset {obj.name} has no data (null dataspace)")
-        return Node(obj.name, attrs, data=np.asarray(data),
-                    storage_bytes=int(obj.id.get_storage_size()))
+        return Node(obj.name, attrs, data=np.asarray(value), storage_bytes=stored)
     if depth > MAX_DEPTH:
         raise ModelFileError(f"group {obj.name} is nested deeper than a minidnn file")
     children = {}
@@ -169,16 +204,25 @@ def _read_node(obj, depth: int) -> Node:
         child = obj[key]
         if not isinstance(child, (h5py.Group, h5py.Dataset)):
             raise ModelFileError(f"{obj.name}/{key}: not a group or dataset")
-        children[key] = _read_node(child, depth + 1)
+        children[key] = _read_node(child, depth + 1, budget, data)
     return Node(obj.name, attrs, children=children)
 
 
-def read_tree(f: h5py.File) -> Node:
-    """Every group, dataset and attribute of an open file (hard links only)."""
-    return _read_node(f, 0)
+def read_tree(f: h5py.File, data: bool = True) -> Node:
+    """Every group, dataset and attribute of an open file (hard links only).
+
+    Each dataset's size is checked before it is read (``declared_bytes``). With ``data=False``
+    datasets are not read: their nodes keep the open file for ``tree_digest``.
+    """
+    return _read_node(f, 0, [MAX_ARRAY_BYTES], data)
 
 
 # ---------------------------------------------------------------------- checksum
+def _array_header(h, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    meta = f"{dtype.str}{shape}".encode()
+    h.update(b"a" + len(meta).to_bytes(2, "little") + meta)
+
+
 def _hash_value(h, value) -> None:
     if isinstance(value, h5py.Empty):
         h.update(b"e" + str(value.dtype).encode())
@@ -194,8 +238,19 @@ def _hash_value(h, value) -> None:
             for item in a.reshape(-1):
                 _hash_value(h, item)
             return
-        meta = f"{a.dtype.str}{a.shape}".encode()
-        h.update(b"a" + len(meta).to_bytes(2, "little") + meta + np.ascontiguousarray(a).tobytes())
+        _array_header(h, a.dtype, a.shape)
+        h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))  # no copy when contiguous
+
+
+def _hash_source(h, ds: h5py.Dataset) -> None:
+    """Hash a dataset as ``_hash_value`` hashes its data, reading it block by block."""
+    if ds.ndim == 0 or ds.shape[0] == 0:
+        _hash_value(h, np.asarray(ds[()]))
+        return
+    _array_header(h, ds.dtype, ds.shape)
+    rows = max(1, DIGEST_BLOCK // max(1, ds.size // ds.shape[0] * ds.dtype.itemsize))
+    for start in range(0, ds.shape[0], rows):
+        h.update(np.ascontiguousarray(ds[start:start + rows]).reshape(-1).view(np.uint8))
 
 
 def tree_digest(root: Node) -> str:
@@ -213,6 +268,8 @@ def tree_digest(root: Node) -> str:
         if node.is_group:
             _hash_value(h, f"{len(node.children)} members")
             stack.extend(node.children[k] for k in sorted(node.children, reverse=True))
+        elif node.data is None and node.source is not None:
+            _hash_source(h, node.source[node.name])  # closed after: HDF5 frees its chunk cache
         else:
             _hash_value(h, node.data)
     return "sha256:" + h.hexdigest()
@@ -221,19 +278,32 @@ def tree_digest(root: Node) -> str:
 def seal(f: h5py.File) -> None:
     """Write the checksum of everything written so far (the last thing a writer does)."""
     f.flush()
-    set_attrs(f, **{CHECKSUM_ATTR: tree_digest(read_tree(f))})
+    set_attrs(f, **{CHECKSUM_ATTR: tree_digest(read_tree(f, data=False))})
+
+
+def _open_regular(path: Path):
+    """The file opened for reading; ModelFileError if missing, unreadable or not a regular file
+    (a FIFO or device would block or never end)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ModelFileError(f"{path}: {kind}, not a minidnn model file")
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def read_h5(path: str | os.PathLike) -> Node:
     """Read a minidnn file into a tree: signature, format, version and checksum checked."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(HDF5_SIGNATURE))
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with _open_regular(path) as fh:
+        head = fh.read(len(HDF5_SIGNATURE))
     if head != HDF5_SIGNATURE:
         raise ModelFileError(f"{path}: not an HDF5 file (so not a minidnn model file)")
     try:
@@ -245,6 +315,8 @@ def read_h5(path: str | os.PathLike) -> Node:
             root = read_tree(f)
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
+    except MemoryError:
+        raise ModelFileError(f"{path}: declares arrays too large to load") from None
     except Exception as exc:  # noqa: BLE001 - HDF5 reports corruption with assorted types
         raise ModelFileError(f"{path}: corrupt or truncated HDF5 file "
                              f"({type(exc).__name__}: {_short(exc)})") from None
@@ -322,13 +394,33 @@ def attr_shape(node: Node, key: str, path: Path, ndim: int | None = None) -> tup
     return tuple(int(v) for v in value)
 
 
+def json_depth(value: Any) -> int:
+    """How deeply lists and dicts nest in a parsed JSON value (0 for a scalar), iteratively."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth + 1)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict)
+                                                  else item))
+    return deepest
+
+
 def attr_json(node: Node, key: str, path: Path, kind: type) -> Any:
     text = attr_str(node, key, path)
     try:
         value = json.loads(text)
     except ValueError as exc:
         raise ModelFileError(f"{where(node, path)}: attribute {key!r} is not valid JSON "
-                             f"({exc})") from None
+                             f"({_short(exc)})") from None
+    except RecursionError:  # deeper than Python's parser recurses
+        value = None
+        depth = MAX_JSON_DEPTH + 1
+    else:
+        depth = json_depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise ModelFileError(f"{where(node, path)}: attribute {key!r} nests JSON deeper than "
+                             f"{MAX_JSON_DEPTH} levels")
     if not isinstance(value, kind):
         raise ModelFileError(f"{where(node, path)}: attribute {key!r} must be a JSON "
                              f"{kind.__name__}")

@@ -14,13 +14,14 @@ import numpy as np
 
 from ..errors import ConfigError, DTypeError, ModelFileError
 from ..layers.base import Module
-from .h5 import (FORMAT, FORMAT_VERSION, Node, array, attr_int, attr_json, attr_str,
-                 check_finite, check_members, child, read_h5, set_attrs, to_json, where,
-                 write_array)
+from .h5 import (FORMAT, FORMAT_VERSION, Node, array, attr_int, attr_json, attr_shape,
+                 attr_str, check_finite, check_members, child, read_h5, set_attrs, to_json,
+                 where, write_array)
 from .tensors import (FLOAT32_KINDS, ParamRecord, read_param, write_buffer, write_param)
 
 KINDS = ("model", "checkpoint")
 BUFFER_KINDS = {"f": (4,), "i": (8,)}
+MAX_VALUES = 1 << 28   # parameter values of one model (1 GiB as float32; VGG16 has 15M)
 
 
 def minidnn_version() -> str:
@@ -107,6 +108,18 @@ def _ordered_members(g: Node, path: Path) -> list[str]:
     return order
 
 
+def check_param_count(pg: Node, path: Path) -> None:
+    """ModelFileError when the declared parameter shapes add up to more than MAX_VALUES values
+    (checked before any parameter is expanded to its dense shape)."""
+    total = 0
+    for g in pg.children.values():
+        if g.is_group and "shape" in g.attrs:
+            total += int(np.prod(attr_shape(g, "shape", path), dtype=object))
+    if total > MAX_VALUES:
+        raise ModelFileError(f"{where(pg, path)}: the parameters declare {total:,} values, more "
+                             f"than a minidnn model holds ({MAX_VALUES:,})")
+
+
 def read_file(path: str | os.PathLike) -> FileContents:
     """Read, check and decode a whole minidnn file (model or checkpoint) into host arrays."""
     path = Path(path)
@@ -132,6 +145,7 @@ def _decode(root: Node, path: Path) -> FileContents:
         params={}, buffers={}, file_bytes=os.path.getsize(path))
     attr_json(root, "sparsity", path, dict)  # informative: reports recompute it from the data
     pg = child(root, "params", path, group=True)
+    check_param_count(pg, path)
     for name in _ordered_members(pg, path):
         contents.params[name] = read_param(child(pg, name, path, group=True), path)
     bg = child(root, "buffers", path, group=True)

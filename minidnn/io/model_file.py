@@ -12,9 +12,15 @@ from ..errors import ConfigError, ModelFileError
 from ..layers.base import Module
 from ..layers.model import Model
 from ..report import Column, counts_cell, format_columns, percent_cell, times_cell
+from ..parameter import InitBudgetExceeded, init_budget
+from ..text import printable
 from .h5 import COMPRESSIONS, atomic_h5, seal
 from .layout import FileContents, read_file, write_model
 from .tensors import check_fits, install_param
+
+BUILD_SLACK = 1 << 20   # weights a rebuilt model may have beyond the file's before it is refused
+INFO_LINE = 300         # ``describe`` cuts each line (file strings) to this many characters
+INFO_METADATA = 40      # ... and lists at most this many metadata entries
 
 
 def values_dtype_of(values_dtype) -> np.dtype:
@@ -52,13 +58,20 @@ def build_from(contents: FileContents) -> Model:
     """A fresh zoo model of the file's architecture and config (ModelFileError if impossible)."""
     from ..models import MODELS, build_model
     if contents.arch.lower() not in MODELS:
-        raise ModelFileError(f"{contents.path}: unknown architecture {contents.arch!r} "
+        raise ModelFileError(f"{contents.path}: unknown architecture "
+                             f"{printable(repr(contents.arch), 100)} "
                              f"(this minidnn knows {sorted(MODELS)})")
+    budget = sum(r.numel for r in contents.params.values()) + BUILD_SLACK
+    config = printable(json.dumps(contents.config, sort_keys=True), 200)
     try:
-        return build_model(contents.arch, **contents.config)
+        with init_budget(budget):
+            return build_model(contents.arch, **contents.config)
+    except InitBudgetExceeded:
+        raise ModelFileError(f"{contents.path}: config {config} describes a larger "
+                             f"{contents.arch} than the file's weights") from None
     except Exception as exc:  # noqa: BLE001 - any constructor failure means a bad config
         raise ModelFileError(f"{contents.path}: cannot rebuild {contents.arch} from config "
-                             f"{contents.config}: {exc}") from None
+                             f"{config}: {printable(exc, 200)}") from None
 
 
 def check_model(model: Module, contents: FileContents) -> None:
@@ -107,6 +120,7 @@ def load(path: str | os.PathLike, backend: Backend | str | None = None) -> Model
 def file_report(path: str | os.PathLike) -> dict:
     """Per-parameter NNZ/total/zeros/compression and bytes in the file vs dense float32."""
     c = read_file(path)
+    check_model(build_from(c), c)  # what ``load`` refuses, ``info`` refuses too
     layers = []
     for name, r in c.params.items():
         form = "csr" if r.form == "csr" else ("dense+mask" if r.mask is not None else "dense")
@@ -146,7 +160,10 @@ FILE_COLUMNS = (
 
 
 def describe(path: str | os.PathLike) -> str:
-    """A human-readable summary: architecture, per-layer sparsity table, sizes, metadata."""
+    """A human-readable summary: architecture, per-layer sparsity table, sizes, metadata.
+
+    Strings from the file are printed with control characters escaped, each line cut to
+    ``INFO_LINE`` characters and the metadata to ``INFO_METADATA`` entries."""
     r = file_report(path)
     kib = lambda n: f"{n / 1024:,.1f}"  # noqa: E731
     lines = [f"minidnn {r['kind']} file {r['path']}",
@@ -154,8 +171,8 @@ def describe(path: str | os.PathLike) -> str:
              f"{r['created']}",
              f"architecture: {r['arch']} {json.dumps(r['config'], sort_keys=True)}", ""]
     total = {**r["weights"], "name": "weights (conv/linear)", "shape": ()}
-    lines += [format_columns(FILE_COLUMNS, [row for row in r["layers"] if row["prox"]], total,
-                             total_columns=5),
+    lines += [*format_columns(FILE_COLUMNS, [row for row in r["layers"] if row["prox"]], total,
+                              total_columns=5).splitlines(),
               f"other parameters and buffers (biases, BN): {r['other_values']:,} values, "
               f"{kib(r['other_file_bytes'])} KiB in the file", "",
               f"file size {r['file_bytes']:,} bytes ({kib(r['file_bytes'])} KiB); dense float32 "
@@ -166,6 +183,9 @@ def describe(path: str | os.PathLike) -> str:
                      f"for {len(r['optimizer_state'])} parameter(s)"
                      + (f", extra {json.dumps(r['extra'], sort_keys=True)}" if r["extra"] else ""))
     if r["metadata"]:
+        items = sorted(r["metadata"].items())
         lines.append("metadata:")
-        lines += [f"  {k}: {json.dumps(v)}" for k, v in sorted(r["metadata"].items())]
-    return "\n".join(lines)
+        lines += [f"  {k}: {json.dumps(v)}" for k, v in items[:INFO_METADATA]]
+        if len(items) > INFO_METADATA:
+            lines.append(f"  ... ({len(items) - INFO_METADATA} more entries)")
+    return "\n".join(printable(line, INFO_LINE) for line in lines)

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..io import save
 from ..layers.model import Model
 from ..models import build_model
+from ..outputs import write_or_rescue
 from ..train_config import recipe_value
 
 
@@ -49,8 +50,9 @@ def set_up(model: str, data: str | None = None, data_root: str | None = None,
 
 def save_model_file(model: Model, path: str | os.PathLike, metadata: dict,
                     values: str = "float32") -> int:
-    """Save with ``minidnn.io.save`` (creating the folder); returns the file size in bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save(model, path, metadata=metadata, values_dtype=values)
-    return os.path.getsize(path)
+    """Save with ``minidnn.io.save`` (creating the folder); returns the file size in bytes.
+    If that write fails, the model is saved in the temp folder and FileWriteError says where."""
+    def write(target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save(model, target, metadata=metadata, values_dtype=values)
+    return os.path.getsize(write_or_rescue(write, path, "model"))

@@ -15,6 +15,7 @@ from ..compress.sparsify import to_inference_form
 from ..compress.storage import load_weights, save_model
 from ..errors import ConfigError
 from ..names import per_layer
+from ..outputs import check_outputs, write_or_rescue
 from ..train import Trainer
 from ..train_config import Log, TrainConfig, training_steps
 from .common import Setup, set_up
@@ -41,9 +42,20 @@ class CompressSpec:
     json: str | None = None              # default: the out path with .json
 
 
+OUT_TAGS = {"prune": "pru", "mm": "mm"}  # command -> the default output's suffix
+
+
+def out_path(spec: CompressSpec, method: str) -> Path:
+    """The compressed model's file: ``spec.out``, else runs/<model>-<method>.h5."""
+    return Path(spec.out or Path("runs") / f"{spec.model}-{method}.h5")
+
+
 def start(spec: CompressSpec, command: str, log: Log = print) -> tuple[Setup, TrainConfig, dict]:
-    """(setup, training config, reference measurement): the model holds the dense reference."""
+    """(setup, training config, reference measurement): the model holds the dense reference.
+    The output files are checked first, so a bad path fails before any training."""
     config = spec.config or TrainConfig.for_model(spec.model)
+    check_outputs({"--out": out_path(spec, OUT_TAGS.get(command, command)), "--json": spec.json,
+                   "--save-reference": spec.save_reference})
     s = set_up(spec.model, spec.data, spec.data_root, spec.backend, spec.device, config.seed)
     log(f"minidnn {command}: {spec.model} on {s.data} ({len(s.train_ds)} train / "
         f"{len(s.test_ds)} test), {s.backend.device_name}")
@@ -135,8 +147,10 @@ def finish(spec: CompressSpec, s: Setup, record: dict, method: str, log: Log = p
     text = format_layers(record)
     log(text)
     to_inference_form(s.model)
-    path = save_model(s.model, spec.out or Path("runs") / f"{spec.model}-{method}.h5",
-                      metadata=record)
+    saved = []
+    write_or_rescue(lambda p: saved.append(save_model(s.model, p, metadata=record)),
+                    out_path(spec, method), "model")
+    path = saved[-1]
     log(f"saved {path}")
     js = Path(spec.json) if spec.json else path.with_suffix(".json")
     js.parent.mkdir(parents=True, exist_ok=True)

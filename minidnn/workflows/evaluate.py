@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .. import data as datasets  # looked up at call time (tests substitute load_dataset)
 from ..backend import resolve_backend
 from ..io import load
+from ..outputs import check_outputs
 from ..train import Trainer
 from ..train_config import Log, recipe_value
 from .common import check_input_shape, save_model_file
@@ -28,6 +29,7 @@ class EvaluateSpec:
 
 def evaluate_file(spec: EvaluateSpec, log: Log = print) -> dict:
     """Test loss and accuracy of the saved model (and of the data it was measured on)."""
+    check_outputs({"--out": spec.out})
     backend = resolve_backend(spec.backend, spec.device)
     model = load(spec.path, backend=backend)
     data = recipe_value(model.arch, "data", spec.data)

@@ -10,9 +10,11 @@ from pathlib import Path
 from ..compress.debias import retrain
 from ..compress.sparsify import to_inference_form
 from ..compress.spc import layer_lams
+from ..interrupt import StopOnInterrupt
 from ..io import load_checkpoint, save_checkpoint
 from ..names import parse_layer_spec
 from ..optim.base import Optimizer
+from ..outputs import check_outputs, write_or_rescue
 from ..report import format_table, layer_stats, model_device_bytes, total_stats
 from ..train import Trainer
 from ..train_config import Log, TrainConfig, recipe_value, training_steps
@@ -52,6 +54,8 @@ class TrainSpec:
 def train_model(spec: TrainSpec, log: Log = print) -> dict:
     """Run the whole pipeline of ``spec``; returns the figures written to the model file."""
     config = spec.config or TrainConfig.for_model(spec.model)
+    check_outputs({"--out": _out_path(spec), "--json": spec.json,
+                   "--checkpoint": spec.checkpoint})
     s = set_up(spec.model, spec.data, spec.data_root, spec.backend, spec.device, config.seed)
     lam = 0.0 if spec.method == "dense" else recipe_value(spec.model, "lam", spec.lam)
     steps = training_steps(spec.model, len(s.train_ds), config.batch_size, spec.steps,
@@ -66,6 +70,10 @@ def train_model(spec: TrainSpec, log: Log = print) -> dict:
         result.update(_debias(spec, s, config, trainer, log))
     _finish(spec, s, config, result, log)
     return result
+
+
+def _out_path(spec: TrainSpec) -> Path:
+    return Path(spec.out or Path("runs") / f"{spec.model}.h5")
 
 
 def _spec_text(per_layer: str | dict | None) -> str | None:
@@ -94,29 +102,45 @@ def _main_phase(spec: TrainSpec, s: Setup, config: TrainConfig, lam: float, step
     opt_lam = layer_lams(s.model, lam, per_layer) if lam else 0.0
     opt = config.make_optimizer(s.model, steps, lam=opt_lam)
     trainer = Trainer(s.model, opt)
-    on_step = checkpointing(spec.checkpoint, spec.checkpoint_every, s.model, opt, log)
-    hist = config.fit(trainer, s.train_ds, s.test_ds, steps - opt.step_count, log=log,
-                      on_step=on_step,
-                      max_seconds=None if spec.minutes is None else 60 * spec.minutes)
+    with StopOnInterrupt() as interrupt:
+        # resumes from the checkpoint first: step_count moves before the steps left are counted
+        on_step = checkpointing(spec.checkpoint, spec.checkpoint_every, s.model, opt, log,
+                                interrupt)
+        hist = config.fit(trainer, s.train_ds, s.test_ds, steps - opt.step_count, log=log,
+                          on_step=on_step,
+                          max_seconds=None if spec.minutes is None else 60 * spec.minutes)
     log(f"trained {opt.step_count} steps in {hist.seconds:.1f} s "
         f"({hist.images_per_second:.0f} images/s)")
     return trainer, hist
 
 
-def checkpointing(path: str | None, every: int, model, optimizer: Optimizer, log: Log = print):
-    """With a checkpoint ``path``: resume from it if it exists; returns ``fit``'s on_step
-    callback saving model + optimizer there every ``every`` steps (None without a path)."""
-    if not path:
+def checkpointing(path: str | None, every: int, model, optimizer: Optimizer, log: Log = print,
+                  interrupt: StopOnInterrupt | None = None):
+    """``fit``'s on_step callback. With a checkpoint ``path``: resume from it if it exists and
+    save model + optimizer there every ``every`` steps. With ``interrupt``: after Ctrl-C, save
+    the checkpoint (if any) at the step boundary and stop with one line (TrainingInterrupted)."""
+    path = Path(path) if path else None
+    if path is None and interrupt is None:
         return None
-    path = Path(path)
-    if path.exists():
+    if path is not None and path.exists():
         load_checkpoint(path, model, optimizer)
         log(f"resumed from {path} at step {optimizer.step_count}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        write_or_rescue(lambda p: save_checkpoint(p, model, optimizer), path, "checkpoint")
+
+    def keep() -> str:
+        if path is None:
+            return "nothing saved (with --checkpoint FILE a rerun resumes)"
+        if optimizer.step_count % every:
+            save()
+        return f"checkpoint saved to {path}; the same command resumes"
 
     def on_step(step: int) -> None:
-        if step % every == 0:
-            save_checkpoint(path, model, optimizer)
+        if path is not None and step % every == 0:
+            save()
+        if interrupt is not None:
+            interrupt.stop_point(step, keep)
     return on_step
 
 
@@ -147,7 +171,7 @@ def _finish(spec: TrainSpec, s: Setup, config: TrainConfig, result: dict, log: L
     log(format_table(rows))
     result.update(accuracy=final["accuracy"], test_loss=final["loss"], zeros=total.zeros,
                   nnz=total.nnz, weights=total.total, device_bytes=held, dense_device_bytes=dense)
-    out = Path(spec.out or Path("runs") / f"{spec.model}.h5")
+    out = _out_path(spec)
     size = save_model_file(s.model, out, result, spec.values)
     log(f"test accuracy {100 * final['accuracy']:.2f}%  zeros {100 * total.zeros:.2f}% "
         f"({total.nnz:,} of {total.total:,} weights nonzero, {total.compression:.1f}x)  "
