@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 
-from minidnn.backend.base import Array
 from minidnn.layers import (BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, ReLU,
                             Residual, Sequential)
 from minidnn.layers.model import Model
@@ -24,14 +23,7 @@ class BasicBlock(Residual):
         if stride != 1 or c_in != c_out:
             shortcut = Sequential(conv=Conv2d(c_in, c_out, 1, stride=stride, bias=False, rng=rng),
                                   bn=BatchNorm2d(c_out))
-        super().__init__(main, shortcut)
-        self.relu = ReLU()
-
-    def forward(self, x: Array) -> Array:
-        return self.relu.forward(super().forward(x))
-
-    def backward(self, dy: Array, need_dx: bool = True) -> Array | None:
-        return super().backward(self.relu.backward(dy), need_dx)
+        super().__init__(main, shortcut, post=ReLU())
 
 
 class ResNet32(Model):
@@ -63,14 +55,3 @@ class ResNet32(Model):
         self.pool = GlobalAvgPool2d()
         self.flatten = Flatten()
         self.fc = Linear(64, num_classes, rng=rng)
-
-    def forward(self, x: Array) -> Array:
-        for layer in self._modules.values():
-            x = layer.forward(x)
-        return x
-
-    def backward(self, dy: Array, need_dx: bool = False) -> Array | None:
-        layers = list(self._modules.values())
-        for i in range(len(layers) - 1, -1, -1):
-            dy = layers[i].backward(dy, need_dx=need_dx or i > 0)
-        return dy

@@ -139,6 +139,14 @@ class Module:
             self.to(NumpyBackend())
         return self.forward(x)
 
+    def layer_config(self) -> dict:
+        """The constructor arguments that rebuild this layer (JSON-friendly; weights excluded).
+
+        Layers with arguments override this; the layer-type registry (``layers.registry``) says
+        which classes a model file may name.
+        """
+        return {}
+
     def extra_repr(self) -> str:
         return ""
 
@@ -166,15 +174,25 @@ class Sequential(Module):
         return len(self._modules)
 
     def forward(self, x):
-        for layer in self._modules.values():
-            x = layer.forward(x)
-        return x
+        return forward_in_order(self, x)
 
     def backward(self, dy, need_dx=True):
-        layers = list(self._modules.values())
-        for i in range(len(layers) - 1, -1, -1):
-            dy = layers[i].backward(dy, need_dx=need_dx or i > 0)
-        return dy
+        return backward_in_order(self, dy, need_dx)
+
+
+def forward_in_order(module: Module, x: Array) -> Array:
+    """Apply ``module``'s children in the order they were assigned (Sequential, Model)."""
+    for layer in module._modules.values():
+        x = layer.forward(x)
+    return x
+
+
+def backward_in_order(module: Module, dy: Array, need_dx: bool) -> Array | None:
+    """Backward of ``forward_in_order``: children in reverse; the first one's dx only if asked."""
+    layers = list(module._modules.values())
+    for i in range(len(layers) - 1, -1, -1):
+        dy = layers[i].backward(dy, need_dx=need_dx or i > 0)
+    return dy
 
 
 def check_input(x: Array, backend: Backend, ndim: int, what: str) -> None:
