@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import ModelFileError
 
 FORMAT = "minidnn"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                # 2: the architecture record (io/architecture.py)
 CHECKSUM_ATTR = "checksum"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 LIBVER = ("v110", "v110")         # readable by HDF5 >= 1.10; checksummed metadata
