@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="minidnn", description="Learn compressed networks from scratch on OpenCL devices.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a zoo model (dense, or sparse with the l1 prox)")
-    t.add_argument("model", help="zoo model name, e.g. lenet5")
+    t = sub.add_parser("train", help="train a model (dense, or sparse with the l1 prox)")
+    t.add_argument("model", help="zoo model name (e.g. lenet5) or your class: "
+                                 "path/to/nets.py:TinyNet or package.module:TinyNet")
     add_training_args(t)
     t.add_argument("--method", default="spc", choices=["spc", "dense"],
                    help="spc: proximal l1 training (sparse coding); dense: no l1")
@@ -162,19 +163,24 @@ def cmd_train(args) -> int:
     from .compress.spc import layer_lams
     from .compress.training import parse_layer_spec
     from .data import load_dataset
-    from .models import build_model, training_augment
+    from .io.architecture import record_architecture
+    from .models import build_model, default_data, default_lam, training_augment
     from .optim import make_optimizer
     from .report import format_table, layer_stats, model_device_bytes, total_stats
     from .train import Trainer
 
     model = build_model(args.model, seed=args.seed)  # an unknown name fails before any work
+    record_architecture(model)  # so does a class whose file could not rebuild it
     backend = resolve_backend(args.backend, args.device)
-    data = args.data or DEFAULT_DATA.get(args.model.lower(), "cifar10")
+    data = args.data or DEFAULT_DATA.get(args.model.lower()) or default_data(model)
     train_ds, test_ds = load_dataset(data, args.data_root)
     check_input_shape(model, train_ds)
     model.to(backend)
     lam = 0.0 if args.method == "dense" else (
-        args.lam if args.lam is not None else DEFAULT_LAM.get(args.model.lower(), 0.5))
+        args.lam if args.lam is not None else DEFAULT_LAM.get(args.model.lower()))
+    if lam is None:  # a class of your own: its recipe's lam, else the dataset's default
+        lam, why = default_lam(model, data)
+        print(f"note: lam {lam:g}: {why}; set it with --lam")
     steps = training_steps(args, len(train_ds))
     augment = training_augment(args.model)  # the model recipe's (resnet32: crop + flip)
     print(f"minidnn: {args.model} on {data} from {train_ds.source} "
@@ -228,7 +234,7 @@ def cmd_train(args) -> int:
     print(format_table(rows))
     result.update(accuracy=final["accuracy"], test_loss=final["loss"], zeros=total.zeros,
                   nnz=total.nnz, weights=total.total, device_bytes=held, dense_device_bytes=dense)
-    out = Path(args.out or Path("runs") / f"{args.model}.h5")
+    out = Path(args.out or Path("runs") / f"{model.arch}.h5")
     size = _save(model, out, result, args.values)
     print(f"test accuracy {100 * final['accuracy']:.2f}%  zeros {100 * total.zeros:.2f}% "
           f"({total.nnz:,} of {total.total:,} weights nonzero, {total.compression:.1f}x)  "
@@ -283,11 +289,12 @@ def cmd_info(args) -> int:
 def cmd_evaluate(args) -> int:
     from .data import load_dataset
     from .io import load
+    from .models import default_data
     from .train import Trainer
 
     backend = resolve_backend(args.backend, args.device)
     model = load(args.path, backend=backend)
-    data = args.data or DEFAULT_DATA.get(model.arch, "cifar10")
+    data = args.data or DEFAULT_DATA.get(model.arch) or default_data(model)
     train_ds, test_ds = load_dataset(data, args.data_root)
     check_input_shape(model, test_ds)
     trainer = Trainer(model)

@@ -1,6 +1,9 @@
-"""The model zoo: networks of the paper as Python classes, looked up by name."""
+"""The model zoo: networks of the paper as Python classes, looked up by name; and your own
+classes by spec (``path/to/nets.py:TinyNet``, ``package.module:TinyNet``) wherever a zoo name
+is accepted."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from minidnn.errors import ConfigError
@@ -8,21 +11,29 @@ from minidnn.errors import ConfigError
 from .alexnet import AlexNet
 from .lenet5 import LeNet5
 from .resnet32 import BasicBlock, ResNet32
+from .spec import default_data, default_lam, is_spec, load_model_class
 from .vgg16 import VGG16
 
 MODELS = {cls.arch: cls for cls in (LeNet5, AlexNet, VGG16, ResNet32)}
 
 
 def _model_class(name: str):
+    if is_spec(name):
+        return load_model_class(name)
     try:
         return MODELS[name.lower()]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r}: choose from {sorted(MODELS)}") from None
+        raise ConfigError(f"unknown model {name!r}: choose from {sorted(MODELS)}, or name your "
+                          f"own class as path/to/file.py:Class or package.module:Class") from None
 
 
 def build_model(name: str, **config):
-    """Instantiate a zoo model by its registered name (e.g. 'lenet5')."""
-    return _model_class(name)(**config)
+    """Instantiate a zoo model by its registered name (e.g. 'lenet5') or a class by spec
+    ('nets.py:TinyNet'); ``seed`` is passed only to constructors that take one."""
+    cls = _model_class(name)
+    if "seed" in config and "seed" not in inspect.signature(cls).parameters:
+        config.pop("seed")
+    return cls(**config)
 
 
 def training_recipe(name: str) -> dict:
@@ -42,5 +53,5 @@ def training_augment(name: str) -> Callable | None:
     return augments[kind]
 
 
-__all__ = ["MODELS", "build_model", "training_recipe", "training_augment", "LeNet5", "AlexNet",
-           "VGG16", "ResNet32", "BasicBlock"]
+__all__ = ["MODELS", "build_model", "training_recipe", "training_augment", "load_model_class",
+           "default_data", "default_lam", "LeNet5", "AlexNet", "VGG16", "ResNet32", "BasicBlock"]

@@ -281,7 +281,7 @@ def format_architecture(record: dict) -> list[str]:
     def walk(node: dict, path: str, depth: int) -> None:
         kind = node["type"]
         if kind in LAYER_TYPES:
-            args = ", ".join(f"{k}={v}" for k, v in node["config"].items())
+            args = ", ".join(f"{k}={node['config'][k]}" for k in LAYER_TYPES[kind].args)
             lines.append(f"  {'  ' * depth}{path:<24} {kind}({args})")
             return
         if path:
