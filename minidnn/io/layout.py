@@ -76,7 +76,8 @@ def write_model(f: h5py.File, model: Module, kind: str, metadata: dict | None,
                 architecture: str = "try") -> None:
     """Header attributes, /params and /buffers of ``model``.
 
-    ``architecture``: 'require', 'try' or 'skip' recording the module tree (``record_architecture``).
+    ``architecture``: 'require', 'try' or 'skip' recording the module tree
+    (``architecture.record_architecture``).
     """
     arch = getattr(model, "arch", "") or type(model).__name__
     config = getattr(model, "config", {})

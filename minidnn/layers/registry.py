@@ -139,7 +139,8 @@ LAYER_TYPES: dict[str, LayerType] = {
     "MaxPool2d": LayerType(MaxPool2d, _POOL_ARGS),
     "AvgPool2d": LayerType(AvgPool2d, _POOL_ARGS),
     "GlobalAvgPool2d": LayerType(GlobalAvgPool2d),
-    "Dropout": LayerType(Dropout, {"p": Arg("float", 0, 0.999999), "seed": Arg("int", -2 ** 63, 2 ** 63 - 1)}),
+    "Dropout": LayerType(Dropout, {"p": Arg("float", 0, 0.999999),
+                                   "seed": Arg("int", -2 ** 63, 2 ** 63 - 1)}),
 }
 _BY_CLASS = {entry.cls: name for name, entry in LAYER_TYPES.items()}
 
