@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import minidnn as mdn
+from conftest import spy
 from minidnn import models as zoo
 from minidnn.backend import NumpyBackend
 from minidnn.errors import ModelFileError
@@ -337,14 +338,12 @@ BAD_RECORDS = {
 def test_bad_record_fails_in_one_line_before_anything_is_built(user_file, case, monkeypatch):
     change, message = BAD_RECORDS[case]
     _edit_record(user_file, change)
-    built = []
-    real = arch_io._build
-    monkeypatch.setattr(arch_io, "_build", lambda node: built.append(1) or real(node))
+    built = spy(monkeypatch, arch_io, "_build")
     with pytest.raises(ModelFileError, match=message) as info:
         mdn.load(user_file)
     assert "\n" not in str(info.value)
-    if case != "constructor refuses":  # all else is found from the record and the tensors alone
-        assert not built
+    # all but a constructor's own refusal is found from the record and the tensors alone
+    assert bool(built) == (case == "constructor refuses")
 
 
 def test_unknown_type_message(user_file):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import minidnn
+from conftest import spy
 from minidnn import models as zoo
 from minidnn.backend import NumpyBackend
 from minidnn.cli import main as cli_main
@@ -450,9 +451,7 @@ BAD_EDITS = {
 def test_inconsistent_file_raises(good_file, case, monkeypatch):
     edit, message = BAD_EDITS[case]
     _tamper(good_file, edit)
-    built = []
-    real_build = zoo.build_model
-    monkeypatch.setattr(zoo, "build_model", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    built = spy(monkeypatch, zoo, "build_model")
     with pytest.raises(ModelFileError, match=message):
         load(good_file)
     # file-internal problems are found before any model is built
