@@ -1,6 +1,9 @@
-"""The model zoo: networks of the paper as Python classes, looked up by name."""
+"""The model zoo: networks of the paper as Python classes, looked up by name; and your own
+classes by spec (``path/to/nets.py:TinyNet``, ``package.module:TinyNet``) wherever a zoo name
+is accepted."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 if __name__ != "minidnn.models":  # one import path, so one MODELS registry
@@ -12,26 +15,35 @@ from minidnn.errors import ConfigError
 from .alexnet import AlexNet
 from .lenet5 import LeNet5
 from .resnet32 import BasicBlock, ResNet32
+from .spec import default_data, default_lam, is_spec, load_model_class
 from .vgg16 import VGG16
 
 MODELS = {cls.arch: cls for cls in (LeNet5, AlexNet, VGG16, ResNet32)}
 
 
-def _model_class(name: str):
+def model_class(name: str):
+    """The class of zoo model ``name`` or of a spec (nets.py:TinyNet); ConfigError if unknown."""
+    if is_spec(name):
+        return load_model_class(name)
     try:
         return MODELS[name.lower()]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r}: choose from {sorted(MODELS)}") from None
+        raise ConfigError(f"unknown model {name!r}: choose from {sorted(MODELS)}, or name your "
+                          f"own class as path/to/file.py:Class or package.module:Class") from None
 
 
 def build_model(name: str, **config):
-    """Instantiate a zoo model by its registered name (e.g. 'lenet5')."""
-    return _model_class(name)(**config)
+    """Instantiate a zoo model by its registered name (e.g. 'lenet5') or a class by spec
+    ('nets.py:TinyNet'); ``seed`` is passed only to constructors that take one."""
+    cls = model_class(name)
+    if "seed" in config and "seed" not in inspect.signature(cls).parameters:
+        config.pop("seed")
+    return cls(**config)
 
 
 def training_recipe(name: str) -> dict:
     """A zoo model's training defaults (data, optimizer, lr, schedule, lam, augment); {} if none."""
-    return dict(getattr(_model_class(name), "recipe", {}))
+    return dict(getattr(model_class(name), "recipe", {}))
 
 
 def training_augment(name: str) -> Callable | None:
@@ -46,5 +58,5 @@ def training_augment(name: str) -> Callable | None:
     return augments[kind]
 
 
-__all__ = ["MODELS", "build_model", "training_recipe", "training_augment", "LeNet5", "AlexNet",
-           "VGG16", "ResNet32", "BasicBlock"]
+__all__ = ["MODELS", "build_model", "model_class", "training_recipe", "training_augment", "load_model_class",
+           "default_data", "default_lam", "LeNet5", "AlexNet", "VGG16", "ResNet32", "BasicBlock"]

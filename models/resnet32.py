@@ -5,10 +5,8 @@ import math
 
 import numpy as np
 
-from minidnn.backend.base import Array
 from minidnn.layers import (BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, ReLU,
                             Residual, Sequential)
-from minidnn.layers.base import backward_chain, forward_chain
 from minidnn.layers.model import Model
 
 
@@ -25,14 +23,7 @@ class BasicBlock(Residual):
         if stride != 1 or c_in != c_out:
             shortcut = Sequential(conv=Conv2d(c_in, c_out, 1, stride=stride, bias=False, rng=rng),
                                   bn=BatchNorm2d(c_out))
-        super().__init__(main, shortcut)
-        self.relu = ReLU()
-
-    def forward(self, x: Array) -> Array:
-        return self.relu.forward(super().forward(x))
-
-    def backward(self, dy: Array, need_dx: bool = True) -> Array | None:
-        return super().backward(self.relu.backward(dy), need_dx)
+        super().__init__(main, shortcut, post=ReLU())
 
 
 class ResNet32(Model):
@@ -64,9 +55,3 @@ class ResNet32(Model):
         self.pool = GlobalAvgPool2d()
         self.flatten = Flatten()
         self.fc = Linear(64, num_classes, rng=rng)
-
-    def forward(self, x: Array) -> Array:
-        return forward_chain(self._modules.values(), x)
-
-    def backward(self, dy: Array, need_dx: bool = False) -> Array | None:
-        return backward_chain(self._modules.values(), dy, need_dx)

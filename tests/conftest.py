@@ -81,6 +81,14 @@ def rng():
     return np.random.default_rng(0)
 
 
+def spy(monkeypatch, owner, name: str) -> list:
+    """Wrap ``owner.name`` (for this test) so that every call is recorded in the returned list."""
+    calls: list = []
+    real = getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    return calls
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     d = DATASETS / "mnist"

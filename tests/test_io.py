@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import minidnn
+from conftest import spy
 from minidnn import models as zoo
 from minidnn.backend import NumpyBackend
 from minidnn.cli import main as cli_main
@@ -17,7 +18,7 @@ from minidnn.data import ArrayDataset
 from minidnn.errors import ModelFileError
 from minidnn.io import describe, file_report, load, load_checkpoint, save, save_checkpoint
 from minidnn.io import layout
-from minidnn.io.h5 import seal, set_attrs
+from minidnn.io.h5 import FORMAT_VERSION, seal, set_attrs
 from minidnn.layers import (BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU,
                             Sequential)
 from minidnn.layers.model import Model
@@ -281,7 +282,7 @@ def test_metadata_round_trip(tmp_path):
     assert report["metadata"] == {"method": "spc", "lam": 0.5, "layers": {"fc1": [1, 2]},
                                   "path": str(tmp_path)}
     assert load(tmp_path / "m.h5").metadata == report["metadata"]
-    assert report["minidnn_version"] and report["created"] and report["format_version"] == 1
+    assert report["minidnn_version"] and report["created"] and report["format_version"] == FORMAT_VERSION
     with pytest.raises(ModelFileError, match="JSON"):
         save(model, tmp_path / "m2.h5", metadata={"x": object()})
     assert minidnn.save is save and minidnn.load is load
@@ -450,9 +451,7 @@ BAD_EDITS = {
 def test_inconsistent_file_raises(good_file, case, monkeypatch):
     edit, message = BAD_EDITS[case]
     _tamper(good_file, edit)
-    built = []
-    real_build = zoo.build_model
-    monkeypatch.setattr(zoo, "build_model", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    built = spy(monkeypatch, zoo, "build_model")
     with pytest.raises(ModelFileError, match=message):
         load(good_file)
     # file-internal problems are found before any model is built
@@ -467,7 +466,7 @@ def test_checksum_catches_unsealed_edit(good_file):
 
 
 def test_newer_version_foreign_and_not_hdf5(tmp_path, good_file):
-    _tamper(good_file, lambda f: set_attrs(f, format_version=2), reseal=False)
+    _tamper(good_file, lambda f: set_attrs(f, format_version=FORMAT_VERSION + 1), reseal=False)
     with pytest.raises(ModelFileError, match="newer"):
         load(good_file)
     with h5py.File(tmp_path / "foreign.h5", "w") as f:

@@ -98,6 +98,7 @@ def test_residual_and_sequential_gradients(np64, rng):
         Residual(Sequential(Conv2d(3, 3, 3, padding=1), BatchNorm2d(3), ReLU(),
                             Conv2d(3, 3, 3, padding=1)),
                  Conv2d(3, 3, 1)),
+        Residual(Conv2d(3, 3, 3, padding=1), post=ReLU()),   # identity shortcut, ReLU after
         Flatten(), Linear(3 * 4 * 4, 4))
     _place(block, np64)
     check_layer(block, rng.standard_normal((3, 3, 4, 4)), rng, rtol=1e-4, atol=1e-6)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from ..compress.methods import get_method, sweep_variants
 from ..compress.results import format_summary
 from ..compress.sweep import SweepSpec, run_sweep, sweep_jobs
+from ..models import default_data, model_class
 from ..names import parse_layer_spec
 from ..options import positive_int
 from ..outputs import check_output_folder
-from ..train_config import recipe_value
 from .options import (add_mm_args, add_retrain_args, add_training_args, mm_config,
                       parse_values, train_config)
 
@@ -66,7 +66,7 @@ def run(args) -> int:
                              config.lr, args.retrain_steps)
     check_output_folder(args.out, "--out")
     spec = SweepSpec(
-        model=args.model, data=recipe_value(args.model, "data", args.data),
+        model=args.model, data=args.data or default_data(model_class(args.model)),
         data_root=args.data_root, backend=args.backend, device=args.device, train=config,
         steps=args.steps, epochs=args.epochs, retrain_steps=args.retrain_steps,
         retrain_lr=args.retrain_lr, retrain_form=args.retrain_form,

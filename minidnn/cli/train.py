@@ -9,8 +9,9 @@ from .options import add_retrain_args, add_training_args, train_config
 
 
 def register(sub) -> None:
-    t = sub.add_parser("train", help="train a zoo model (dense, or sparse with the l1 prox)")
-    t.add_argument("model", help="zoo model name, e.g. lenet5")
+    t = sub.add_parser("train", help="train a model (dense, or sparse with the l1 prox)")
+    t.add_argument("model", help="zoo model name (e.g. lenet5) or your class: "
+                                 "path/to/nets.py:TinyNet or package.module:TinyNet")
     add_training_args(t, time_budget=True)
     t.add_argument("--method", default="spc", choices=TRAIN_METHODS,
                    help="spc: proximal l1 training (sparse coding); dense: no l1")

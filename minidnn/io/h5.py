@@ -24,7 +24,7 @@ from ..errors import DTypeError, ModelFileError
 from .atomic import write_atomically
 
 FORMAT = "minidnn"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                # 2: the architecture record (io/architecture.py)
 CHECKSUM_ATTR = "checksum"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 LIBVER = ("v110", "v110")         # readable by HDF5 >= 1.10; checksummed metadata

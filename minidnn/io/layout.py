@@ -1,4 +1,5 @@
-"""The file layout of docs/format.md: header, /params, /buffers and (checkpoints) /state.
+"""The file layout of docs/format.md: header (with the architecture record), /params, /buffers
+and (checkpoints) /state.
 
 ``read_file`` validates a whole file into host arrays (``FileContents``) before anything is built.
 """
@@ -14,6 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError, DTypeError, ModelFileError
 from ..layers.base import Module
+from .architecture import parse_architecture, record_architecture
 from .h5 import (FORMAT, FORMAT_VERSION, Node, array, attr_int, attr_json, attr_shape,
                  attr_str, check_finite, check_members, child, read_h5, set_attrs, to_json,
                  where, write_array)
@@ -62,22 +64,31 @@ class FileContents:
     modules: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     optimizer_state: dict[str, OptimizerStateRecord] = field(default_factory=dict)
+    architecture: dict | None = None   # the validated record (None: a version 1 file)
 
 
 # ---------------------------------------------------------------------- write
 def write_model(f: h5py.File, model: Module, kind: str, metadata: dict | None,
-                values_dtype: np.dtype, exact: bool, compression: str) -> None:
-    """Header attributes, /params and /buffers of ``model``."""
-    arch, config = getattr(model, "arch", ""), getattr(model, "config", None)
-    if not isinstance(arch, str) or not arch or not isinstance(config, dict):
-        raise DTypeError(f"saving needs a minidnn Model with `arch` and `config` (a zoo model), "
-                        f"got {type(model).__name__}")
+                values_dtype: np.dtype, exact: bool, compression: str,
+                architecture: str = "try") -> None:
+    """Header attributes, /params and /buffers of ``model``.
+
+    ``architecture``: 'require', 'try' or 'skip' recording the module tree
+    (``architecture.record_architecture``).
+    """
+    arch = getattr(model, "arch", "") or type(model).__name__
+    config = getattr(model, "config", {})
+    if not isinstance(arch, str) or not isinstance(config, dict):
+        raise DTypeError(f"saving needs a minidnn Model (a str `arch`, a dict `config`), got "
+                        f"{type(model).__name__}")
     if metadata is not None and not isinstance(metadata, dict):
         raise DTypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    record = record_architecture(model, architecture)
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     set_attrs(f, format=FORMAT, format_version=FORMAT_VERSION, kind=kind,
               minidnn_version=minidnn_version(), created=created, arch=arch,
               config=to_json(config, "the model config"),
+              architecture=to_json(record, "the architecture record"),
               metadata=to_json(metadata or {}, "metadata"))
     params = f.create_group("params")
     names, nnz, total = [], 0, 0
@@ -144,6 +155,9 @@ def _decode(root: Node, path: Path) -> FileContents:
         metadata=attr_json(root, "metadata", path, dict),
         params={}, buffers={}, file_bytes=os.path.getsize(path))
     attr_json(root, "sparsity", path, dict)  # informative: reports recompute it from the data
+    if contents.format_version >= 2:
+        contents.architecture = parse_architecture(attr_str(root, "architecture", path),
+                                                   f"{path}: architecture")
     pg = child(root, "params", path, group=True)
     check_param_count(pg, path)
     for name in _ordered_members(pg, path):

@@ -11,12 +11,14 @@ from ..backend.base import Backend
 from ..errors import ConfigError, ModelFileError
 from ..layers.base import Module
 from ..layers.model import Model
-from ..report import Column, counts_cell, format_columns, percent_cell, times_cell
+from ..layers.registry import TensorShape
 from ..parameter import InitBudgetExceeded, init_budget
+from ..report import Column, counts_cell, format_columns, percent_cell, times_cell
 from ..text import printable
+from .architecture import build_from_record, expected_tensors, format_architecture
 from .h5 import COMPRESSIONS, atomic_h5, seal
 from .layout import FileContents, read_file, write_model
-from .tensors import check_fits, install_param
+from .tensors import install_param
 
 BUILD_SLACK = 1 << 20   # weights a rebuilt model may have beyond the file's before it is refused
 INFO_LINE = 300         # ``describe`` cuts each line (file strings) to this many characters
@@ -43,24 +45,32 @@ def compression_of(compression) -> str:
 
 
 def save(model: Model, path: str | os.PathLike, metadata: dict | None = None,
-         values_dtype: str = "float32", compression: str = "auto") -> None:
+         values_dtype: str = "float32", compression: str = "auto",
+         architecture: bool = True) -> None:
     """Write ``model`` (architecture, weights in their smallest form, buffers, metadata) atomically.
 
-    ``values_dtype='float16'`` halves the conv/linear weight values; see docs/format.md.
+    The file records the module tree, so ``load`` rebuilds the network without its class; a
+    model that cannot be described that way (a ``forward`` of its own, a layer type minidnn
+    does not have) is refused, unless ``architecture=False``: then only the weights are saved,
+    and the file loads into an instance, ``load(path, model=...)``. ``values_dtype='float16'``
+    halves the conv/linear weight values; see docs/format.md.
     """
     dtype, compression = values_dtype_of(values_dtype), compression_of(compression)
     with atomic_h5(path) as f:
-        write_model(f, model, "model", metadata, dtype, exact=False, compression=compression)
+        write_model(f, model, "model", metadata, dtype, exact=False, compression=compression,
+                    architecture="require" if architecture else "skip")
         seal(f)
 
 
-def build_from(contents: FileContents) -> Model:
-    """A fresh zoo model of the file's architecture and config (ModelFileError if impossible)."""
+def _zoo_model(contents: FileContents) -> Model:
     from ..models import MODELS, build_model
-    if contents.arch.lower() not in MODELS:
+    if contents.arch not in MODELS:
+        hint = ("; a version 1 file records only zoo models by name: load it into its class "
+                "with minidnn.load(path, model=YourNet(...)) and save it again to make it "
+                "loadable anywhere" if contents.architecture is None else "")
         raise ModelFileError(f"{contents.path}: unknown architecture "
                              f"{printable(repr(contents.arch), 100)} "
-                             f"(this minidnn knows {sorted(MODELS)})")
+                             f"(this minidnn knows {sorted(MODELS)}){hint}")
     budget = sum(r.numel for r in contents.params.values()) + BUILD_SLACK
     config = printable(json.dumps(contents.config, sort_keys=True), 200)
     try:
@@ -74,24 +84,83 @@ def build_from(contents: FileContents) -> Model:
                              f"{config}: {printable(exc, 200)}") from None
 
 
-def check_model(model: Module, contents: FileContents) -> None:
-    """ModelFileError unless the file has exactly the model's parameters and buffers."""
-    path = contents.path
-    params = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
+def build_from(contents: FileContents) -> Model:
+    """A fresh model of the file's architecture: a zoo model by name, else one built from the
+    file's architecture record after its tensors' shapes were checked against the file's."""
+    record = contents.architecture
+    if record is None or record["zoo"]:
+        return _zoo_model(contents)
+    if record["module"] is None:
+        raise ModelFileError(f"{contents.path}: holds the weights of {contents.arch} but not its "
+                             f"architecture (saved with architecture=False): load it into an "
+                             f"instance, minidnn.load(path, model={contents.arch}(...))")
+    where = f"{contents.path}: architecture"
+    check_tensors(contents, *expected_tensors(record, where), "its architecture record")
+    budget = sum(r.numel for r in contents.params.values()) + BUILD_SLACK
+    try:
+        with init_budget(budget):
+            model = build_from_record(record, where)
+    except InitBudgetExceeded:
+        raise ModelFileError(f"{where} describes more weights than the file holds") from None
+    object.__setattr__(model, "arch", contents.arch)
+    object.__setattr__(model, "config", dict(contents.config))
+    return model
+
+
+def model_tensors(model: Module) -> tuple[dict[str, TensorShape], dict[str, TensorShape]]:
+    """(parameters, buffers) of ``model`` by dotted name, in the form ``check_tensors`` takes."""
+    params = {n: TensorShape(p.shape, p.groups, p.prox) for n, p in model.named_parameters()}
+    buffers = {n: TensorShape(tuple(b.shape), floating=np.dtype(b.dtype).kind == "f")
+               for n, b in model.named_buffers()}
+    return params, buffers
+
+
+def _few(names: list[str], limit: int = 8) -> str:
+    shown = repr(names[:limit])
+    return shown if len(names) <= limit else f"{shown[:-1]}, ... ({len(names) - limit} more)]"
+
+
+def tensor_mismatches(contents: FileContents, params: dict[str, TensorShape],
+                      buffers: dict[str, TensorShape]) -> list[str]:
+    """Every difference between the file's tensors and the expected ones (names, shapes, groups,
+    prox, float or integer buffers), one phrase each."""
+    problems = []
     for what, have, want in (("parameters", contents.params, params),
                              ("buffers", contents.buffers, buffers)):
         missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
         if missing or unexpected:
-            raise ModelFileError(f"{path}: {what} do not match the model: missing {missing}, "
-                                 f"unexpected {unexpected}")
-    for name, p in params.items():
-        check_fits(name, contents.params[name], p, path)
-    for name, b in buffers.items():
-        a = contents.buffers[name]
-        if a.shape != tuple(b.shape) or (a.dtype.kind == "f") != (np.dtype(b.dtype).kind == "f"):
-            raise ModelFileError(f"{path}: buffer {name!r} is {a.dtype}{a.shape} in the file but "
-                                 f"{np.dtype(b.dtype)}{tuple(b.shape)} in the model")
+            problems.append(f"{what} missing {_few(missing)}, unexpected {_few(unexpected)}")
+    for name in [n for n in params if n in contents.params]:
+        rec, spec = contents.params[name], params[name]
+        if rec.shape != spec.shape:
+            problems.append(f"parameter {name!r} has shape {rec.shape} in the file but "
+                            f"{spec.shape} in the model")
+        elif rec.groups != spec.groups or rec.prox != spec.prox:
+            problems.append(f"parameter {name!r} has groups={rec.groups} prox={rec.prox} in the "
+                            f"file but groups={spec.groups} prox={spec.prox} in the model")
+    for name in [n for n in buffers if n in contents.buffers]:
+        a, spec = contents.buffers[name], buffers[name]
+        if a.shape != spec.shape or (a.dtype.kind == "f") != spec.floating:
+            kind = lambda f: "float" if f else "integer"  # noqa: E731
+            problems.append(f"buffer {name!r} is {kind(a.dtype.kind == 'f')} {a.shape} in the "
+                            f"file but {kind(spec.floating)} {spec.shape} in the model")
+    return problems
+
+
+def check_tensors(contents: FileContents, params: dict[str, TensorShape],
+                  buffers: dict[str, TensorShape], what: str) -> None:
+    """ModelFileError, in one line listing every mismatch, unless the file's parameters and
+    buffers are exactly ``params`` and ``buffers``."""
+    problems = tensor_mismatches(contents, params, buffers)
+    if problems:
+        shown = problems[:8] + ([f"and {len(problems) - 8} more"] if len(problems) > 8 else [])
+        raise ModelFileError(f"{contents.path}: the file does not fit {what}: "
+                             + "; ".join(shown))
+
+
+def check_model(model: Module, contents: FileContents) -> None:
+    """ModelFileError unless the file has exactly the model's parameters and buffers."""
+    check_tensors(contents, *model_tensors(model), f"the model ({type(model).__name__})")
 
 
 def install(model: Module, contents: FileContents, backend: Backend) -> None:
@@ -103,15 +172,27 @@ def install(model: Module, contents: FileContents, backend: Backend) -> None:
         model.to(backend)
 
 
-def load(path: str | os.PathLike, backend: Backend | str | None = None) -> Model:
-    """Rebuild the saved model on ``backend`` (default NumPy); ModelFileError for any bad file.
+def load(path: str | os.PathLike, backend: Backend | str | None = None,
+         model: Module | None = None) -> Model:
+    """The saved model on ``backend``; ModelFileError for any bad file.
 
-    The file's metadata dict is attached as ``model.metadata``.
+    Without ``model``, the network is rebuilt from the file alone (a zoo model by name, any
+    other from its architecture record; default backend NumPy). With ``model`` (an instance of
+    your class), the file's weights fill it after every name and shape was checked (default
+    backend: the model's own); the same object is returned. The file's metadata dict is
+    attached as ``model.metadata``.
     """
     contents = read_file(path)
-    model = build_from(contents)
+    if model is None:
+        model = build_from(contents)
+    if backend is not None:
+        target = get_backend(backend)
+    else:
+        target = model.backend if model.backend is not None else NumpyBackend()
     check_model(model, contents)
-    install(model, contents, NumpyBackend() if backend is None else get_backend(backend))
+    if model.backend is not None and model.backend is not target:
+        model.to(target)
+    install(model, contents, target)
     model.metadata = dict(contents.metadata)
     return model
 
@@ -120,7 +201,10 @@ def load(path: str | os.PathLike, backend: Backend | str | None = None) -> Model
 def file_report(path: str | os.PathLike) -> dict:
     """Per-parameter NNZ/total/zeros/compression and bytes in the file vs dense float32."""
     c = read_file(path)
-    check_model(build_from(c), c)  # what ``load`` refuses, ``info`` refuses too
+    weights_only = c.architecture is not None and not c.architecture["zoo"] \
+        and c.architecture["module"] is None
+    if not weights_only:  # a file load would refuse, info refuses too
+        check_model(build_from(c), c)
     layers = []
     for name, r in c.params.items():
         form = "csr" if r.form == "csr" else ("dense+mask" if r.mask is not None else "dense")
@@ -134,6 +218,7 @@ def file_report(path: str | os.PathLike) -> dict:
     dense = 4 * (sum(r.numel for r in c.params.values())
                  + sum(b.size for b in c.buffers.values()))
     return dict(path=str(c.path), kind=c.kind, arch=c.arch, config=c.config,
+                architecture=c.architecture, rebuilt_from=rebuilt_from(c),
                 format_version=c.format_version, minidnn_version=c.minidnn_version,
                 created=c.created, metadata=c.metadata, layers=layers,
                 weights=dict(nnz=nnz, total=total, zeros=1 - nnz / total if total else 0.0,
@@ -159,6 +244,18 @@ FILE_COLUMNS = (
     Column("file KiB", 9, lambda row: f"{row['file_bytes'] / 1024:,.1f}"))
 
 
+def rebuilt_from(c: FileContents) -> str:
+    """How ``load`` rebuilds the file's network, in words."""
+    record = c.architecture
+    if record is None:
+        return "by its zoo name (format version 1)"
+    if record["zoo"]:
+        return "by its zoo name"
+    if record["module"] is None:
+        return "only into an instance of its class (weights only: load(path, model=...))"
+    return "from the module tree in the file:"
+
+
 def describe(path: str | os.PathLike) -> str:
     """A human-readable summary: architecture, per-layer sparsity table, sizes, metadata.
 
@@ -169,7 +266,12 @@ def describe(path: str | os.PathLike) -> str:
     lines = [f"minidnn {r['kind']} file {r['path']}",
              f"  format {r['format_version']}, written by minidnn {r['minidnn_version']} on "
              f"{r['created']}",
-             f"architecture: {r['arch']} {json.dumps(r['config'], sort_keys=True)}", ""]
+             f"architecture: {r['arch']} {json.dumps(r['config'], sort_keys=True)}, "
+             f"rebuilt {r['rebuilt_from']}"]
+    if r["architecture"] is not None and r["architecture"]["module"] is not None \
+            and not r["architecture"]["zoo"]:
+        lines += format_architecture(r["architecture"])
+    lines.append("")
     total = {**r["weights"], "name": "weights (conv/linear)", "shape": ()}
     lines += [*format_columns(FILE_COLUMNS, [row for row in r["layers"] if row["prox"]], total,
                               total_columns=5).splitlines(),

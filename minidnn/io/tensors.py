@@ -241,17 +241,6 @@ def _read_csr_storage(g: Node, path: Path, rec: ParamRecord, extra: set, mask_ki
 
 
 # ---------------------------------------------------------------------- install
-def check_fits(name: str, rec: ParamRecord, p: Parameter, path: Path) -> None:
-    """ModelFileError unless the record matches the model's parameter (shape, groups, prox)."""
-    if rec.shape != p.shape:
-        raise ModelFileError(f"{path}: parameter {name!r} has shape {rec.shape} in the file but "
-                             f"{p.shape} in the model")
-    if rec.groups != p.groups or rec.prox != p.prox:
-        raise ModelFileError(f"{path}: parameter {name!r} has groups={rec.groups} prox="
-                             f"{rec.prox} in the file but groups={p.groups} prox={p.prox} in "
-                             f"the model")
-
-
 def install_param(p: Parameter, rec: ParamRecord, backend: Backend) -> None:
     """Put a validated record into ``p`` on ``backend`` in its saved form (CSR or dense+mask)."""
     p.grad = None

@@ -145,6 +145,14 @@ class Module:
                              ".to(backend) before running it")
         return self.forward(x)
 
+    def layer_config(self) -> dict:
+        """The constructor arguments that rebuild this layer (JSON-friendly; weights excluded).
+
+        Layers with arguments override this; the layer-type registry (``layers.registry``) says
+        which classes a model file may name.
+        """
+        return {}
+
     def extra_repr(self) -> str:
         return ""
 
@@ -172,22 +180,22 @@ class Sequential(Module):
         return len(self._modules)
 
     def forward(self, x):
-        return forward_chain(self._modules.values(), x)
+        return forward_in_order(self, x)
 
     def backward(self, dy, need_dx=True):
-        return backward_chain(self._modules.values(), dy, need_dx)
+        return backward_in_order(self, dy, need_dx)
 
 
-def forward_chain(layers, x: Array) -> Array:
-    """Apply ``layers`` in order (a Sequential, or any model made of children run in order)."""
-    for layer in layers:
+def forward_in_order(module: Module, x: Array) -> Array:
+    """Apply ``module``'s children in the order they were assigned (Sequential, Model)."""
+    for layer in module._modules.values():
         x = layer.forward(x)
     return x
 
 
-def backward_chain(layers, dy: Array, need_dx: bool = True) -> Array | None:
-    """Backward through ``layers`` in reverse; only the first one may skip its dx."""
-    layers = list(layers)
+def backward_in_order(module: Module, dy: Array, need_dx: bool) -> Array | None:
+    """Backward of ``forward_in_order``: children in reverse; the first one's dx only if asked."""
+    layers = list(module._modules.values())
     for i in range(len(layers) - 1, -1, -1):
         dy = layers[i].backward(dy, need_dx=need_dx or i > 0)
     return dy

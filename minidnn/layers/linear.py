@@ -33,6 +33,10 @@ class Linear(Module):
                                 prox=True)
         self.bias = Parameter(np.zeros(out_features, np.float32)) if bias else None
 
+    def layer_config(self) -> dict:
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias is not None}
+
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
@@ -83,6 +87,11 @@ class Conv2d(Module):
                                 prox=True, groups=groups)
         self.bias = Parameter(np.zeros(out_channels, np.float32)) if bias else None
         self._rows = None  # im2row rows of the last training-mode forward, for backward
+
+    def layer_config(self) -> dict:
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
+                "groups": self.groups, "bias": self.bias is not None}
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -1,16 +1,27 @@
-"""Model: a Module that remembers how it was built, so a saved file can rebuild it."""
+"""Model: the base class of networks, zoo and user-written alike.
+
+A subclass only assigns its layers: the default ``forward`` applies the children in the order
+they were assigned (and ``backward`` in reverse), which is also what a model file records, so a
+saved file can rebuild the network without its class (docs/format.md). A subclass may write its
+own ``forward``/``backward`` instead; its files then load into an instance of the class.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from .base import Module
+from ..backend import NumpyBackend
+from ..backend.base import Array
+from .base import Module, backward_in_order, forward_in_order
 
 
 class Model(Module):
-    """Base of zoo networks: subclasses call ``super().__init__(**their_args)``.
+    """Base of every network: subclass it, assign layers in ``__init__``, train, save.
 
-    ``arch`` (a registered name) and ``config`` (the constructor arguments, JSON-friendly) are
-    what ``minidnn.save`` writes and ``minidnn.load`` uses to rebuild the network.
+    ``arch`` is the model's name in files and reports (zoo models: their registered name; other
+    classes: the class name unless they set one). ``config`` holds the constructor arguments a
+    subclass passes to ``super().__init__(**config)`` (JSON-friendly). ``input_shape`` (C, H, W)
+    may be declared as a class attribute; otherwise the first batch a default ``forward`` sees
+    sets it.
     """
 
     arch: str = ""
@@ -23,6 +34,16 @@ class Model(Module):
     def __init__(self, **config) -> None:
         super().__init__()
         object.__setattr__(self, "config", dict(config))
+        object.__setattr__(self, "arch", type(self).arch or type(self).__name__)
+
+    def forward(self, x: Array) -> Array:
+        """The children in the order they were assigned (the input shape is noted on first use)."""
+        if not self.input_shape:
+            object.__setattr__(self, "input_shape", tuple(int(s) for s in x.shape[1:]))
+        return forward_in_order(self, x)
+
+    def backward(self, dy: Array, need_dx: bool = False) -> Array | None:
+        return backward_in_order(self, dy, need_dx)
 
     def weight_count(self) -> int:
         """Number of weights the l1 prox applies to (the paper's count; biases excluded)."""
@@ -30,6 +51,8 @@ class Model(Module):
 
     def predict(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Class predictions for host images (N, C, H, W), in eval mode."""
+        if self.backend is None:
+            self.to(NumpyBackend())
         was_training = self.training
         self.eval()
         b = self.backend
@@ -42,10 +65,5 @@ class Model(Module):
 
 
 class FeaturesClassifier(Model):
-    """A Model made of two Sequentials, ``features`` then ``classifier`` (LeNet, AlexNet, VGG)."""
-
-    def forward(self, x):
-        return self.classifier.forward(self.features.forward(x))
-
-    def backward(self, dy, need_dx: bool = False):
-        return self.features.backward(self.classifier.backward(dy), need_dx)
+    """A Model made of two Sequentials, ``features`` then ``classifier`` (LeNet, AlexNet, VGG),
+    assigned in that order (the default ``forward`` runs children in assignment order)."""

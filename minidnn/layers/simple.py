@@ -34,6 +34,9 @@ class _Pool2d(Module):
             raise ConfigError(f"{type(self).__name__}: padding {padding} must be at most half "
                               f"the kernel size {kernel_size}")
 
+    def layer_config(self) -> dict:
+        return {"kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
+
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
@@ -85,6 +88,9 @@ class GlobalAvgPool2d(AvgPool2d):
     def __init__(self) -> None:
         super().__init__(None)
 
+    def layer_config(self) -> dict:
+        return {}
+
 
 class Flatten(Module):
     """(N, ...) -> (N, prod(...)) as a view."""
@@ -107,6 +113,9 @@ class Dropout(Module):
         self.p = float(p)
         self.seed = int(seed)
         self.counter = 0
+
+    def layer_config(self) -> dict:
+        return {"p": self.p, "seed": self.seed}
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

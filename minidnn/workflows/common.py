@@ -10,10 +10,10 @@ from ..backend import Backend, resolve_backend
 from ..data import ArrayDataset
 from ..errors import ConfigError
 from ..io import save
+from ..io.architecture import record_architecture
 from ..layers.model import Model
-from ..models import build_model
+from ..models import build_model, default_data
 from ..outputs import write_or_rescue
-from ..train_config import recipe_value
 
 
 def check_input_shape(model: Model, dataset: ArrayDataset) -> None:
@@ -38,11 +38,13 @@ class Setup:
 
 def set_up(model: str, data: str | None = None, data_root: str | None = None,
            backend: str = "auto", device: str | None = None, seed: int = 0) -> Setup:
-    """Build zoo ``model`` (an unknown name fails first, before any work), pick the backend,
-    load ``data`` (default: the model recipe's) and check that its images fit the model."""
+    """Build ``model`` (a zoo name or a class spec; an unknown name, or a class whose file could
+    not rebuild it, fails first, before any work), pick the backend, load ``data`` (default: the
+    recipe's, else the one the input shape fits) and check that its images fit the model."""
     net = build_model(model, seed=seed)
+    record_architecture(net)  # raises for a hand-written forward: refused before training
     chosen = resolve_backend(backend, device)
-    data = recipe_value(model, "data", data)
+    data = data or default_data(net)
     train_ds, test_ds = datasets.load_dataset(data, data_root)
     check_input_shape(net, train_ds)
     return Setup(net.to(chosen), chosen, data, train_ds, test_ds)

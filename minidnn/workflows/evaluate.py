@@ -9,7 +9,8 @@ from ..backend import resolve_backend
 from ..io import load
 from ..outputs import check_outputs
 from ..train import Trainer
-from ..train_config import Log, recipe_value
+from ..models import default_data
+from ..train_config import Log
 from .common import check_input_shape, save_model_file
 
 
@@ -32,7 +33,7 @@ def evaluate_file(spec: EvaluateSpec, log: Log = print) -> dict:
     check_outputs({"--out": spec.out})
     backend = resolve_backend(spec.backend, spec.device)
     model = load(spec.path, backend=backend)
-    data = recipe_value(model.arch, "data", spec.data)
+    data = spec.data or default_data(model)
     train_ds, test_ds = datasets.load_dataset(data, spec.data_root)
     check_input_shape(model, test_ds)
     trainer = Trainer(model)

@@ -17,7 +17,8 @@ from ..optim.base import Optimizer
 from ..outputs import check_outputs, write_or_rescue
 from ..report import format_table, layer_stats, model_device_bytes, total_stats
 from ..train import Trainer
-from ..train_config import Log, TrainConfig, recipe_value, training_steps
+from ..models import default_lam
+from ..train_config import Log, TrainConfig, training_steps
 from .common import Setup, save_model_file, set_up
 
 TRAIN_METHODS = ("spc", "dense")
@@ -57,7 +58,11 @@ def train_model(spec: TrainSpec, log: Log = print) -> dict:
     check_outputs({"--out": _out_path(spec), "--json": spec.json,
                    "--checkpoint": spec.checkpoint})
     s = set_up(spec.model, spec.data, spec.data_root, spec.backend, spec.device, config.seed)
-    lam = 0.0 if spec.method == "dense" else recipe_value(spec.model, "lam", spec.lam)
+    lam = 0.0 if spec.method == "dense" else spec.lam
+    if lam is None:  # the recipe's; a class without one gets the tested value for its dataset
+        lam, why = default_lam(s.model, s.data)
+        if "no recipe" in why:
+            log(f"note: lam {lam:g}: {why}; set it with --lam")
     steps = training_steps(spec.model, len(s.train_ds), config.batch_size, spec.steps,
                            spec.epochs, spec.minutes)
     log(_header(spec, s, config, lam, steps))
@@ -73,7 +78,8 @@ def train_model(spec: TrainSpec, log: Log = print) -> dict:
 
 
 def _out_path(spec: TrainSpec) -> Path:
-    return Path(spec.out or Path("runs") / f"{spec.model}.h5")
+    """--out, else runs/<name>.h5 (a zoo name, or the class name of 'nets.py:TinyNet')."""
+    return Path(spec.out or Path("runs") / f"{spec.model.rsplit(':', 1)[-1]}.h5")
 
 
 def _spec_text(per_layer: str | dict | None) -> str | None:
