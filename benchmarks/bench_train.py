@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 from contextlib import nullcontext
 from typing import Callable
 
@@ -119,6 +120,26 @@ def profile_opencl(name: str, device: str | None, lam: float, batches, steps: in
               f"{100 * totals[kname] / kernel_time:>6.1f}%")
 
 
+def machine_line() -> str:
+    """The CPU model, its widest vector extension and the BLAS setting, for the record."""
+    import platform
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    vector = next((f for f in ("avx512f", "avx2", "avx", "sse4_2", "neon") if f in flags), "-")
+    blas = os.environ.get("OPENBLAS_CORETYPE", "unset")
+    return (f"machine: {model}, {os.cpu_count()} CPUs, widest vectors {vector}; "
+            f"OPENBLAS_CORETYPE {blas}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="lenet5", choices=sorted(MODELS))
@@ -131,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="comma-separated subset of numpy, opencl, torch")
     p.add_argument("--device", default=None,
                    help="OpenCL device (as for minidnn train); a comma-separated list times "
-                        "each device as its own column, e.g. to compare OpenCL runtimes")
+                        "each device as its own column, e.g. to compare OpenCL runtimes; "
+                        "'all': every usable device")
     p.add_argument("--lam", type=float, default=None,
                    help="l1 strength (default: minidnn train's)")
     p.add_argument("--threads", type=int, default=None,
@@ -140,6 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--profile", action="store_true",
                    help="also print per-kernel times of an OpenCL step (profiling events)")
     args = p.parse_args(argv)
+    if args.device == "all":
+        from minidnn.backend.devices import survey_devices
+        args.device = ",".join(s.index for s in survey_devices() if s.usable) or None
+    print(machine_line())
     batch = args.batch_size or DEFAULT_BATCH.get(args.model, 128)
     lam = args.lam if args.lam is not None else training_recipe(args.model)["lam"]
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
