@@ -21,14 +21,15 @@ def run_conv_lowering(be, rng, shape, kh, kw, stride, pad, groups, gpu_path=Fals
     x = _normal(rng, shape)
     rows = be.im2row(be.from_host(x), kh, kw, stride, pad, groups)
     drows = _normal(rng, rows.shape)
-    is_cpu = getattr(be, "is_cpu", None)
-    if gpu_path and is_cpu is not None:
-        be.is_cpu = False  # take the kernel path meant for GPUs on this device too
+    runtime = getattr(be, "runtime", None)  # OpenCL only
+    is_cpu = runtime.is_cpu if runtime is not None else None
+    if gpu_path and runtime is not None:
+        runtime.is_cpu = False  # take the kernel path meant for GPUs on this device too
     try:
         dx = be.row2im(be.from_host(drows), shape, kh, kw, stride, pad, groups)
     finally:
-        if is_cpu is not None:
-            be.is_cpu = is_cpu
+        if runtime is not None:
+            runtime.is_cpu = is_cpu
     return {"rows": rows, "dx": dx}
 
 
@@ -210,7 +211,7 @@ def test_matches_numpy(clb, np32, runner, params, tol):
 def test_pooled_and_direct_buffers_hold_their_data(clb):
     """Small buffers come from the memory pool, large ones directly; both round-trip, and a
     freed pooled buffer handed out again is refilled, not stale."""
-    big_n = clb.POOL_MAX_BYTES // 4 + 1024
+    big_n = clb.runtime.POOL_MAX_BYTES // 4 + 1024
     big = clb.zeros((big_n,))
     from pyopencl.tools import PooledBuffer
     assert not isinstance(big.base_data, PooledBuffer)
