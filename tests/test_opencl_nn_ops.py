@@ -70,6 +70,11 @@ def run_elementwise(be, rng, op, shape):
     if op == "apply_mask":
         be.apply_mask(da, be.from_host((b > 0).astype(np.float32)))
         return {"w": da}
+    if op == "div_sqrt":
+        db = be.from_host(b * b)  # a second moment: b >= 0
+        new = be.div_sqrt(da, db, 1e-3)
+        be.div_sqrt(da, db, 0.0, out=db)
+        return {"new": new, "in_place": db}
     raise ValueError(op)
 
 
@@ -144,8 +149,8 @@ def run_optimizer(be, rng, opt, n, mask, threshold, weight_decay, steps=3, **kw)
 
 # ---------------------------------------------------------------- the table
 IMG = (5, 3, 7, 9)  # odd sizes on purpose
-ELEMENTWISE_OPS = ("relu", "relu_backward", "add", "mul", "axpy", "scale", "soft_threshold",
-                   "apply_mask")
+ELEMENTWISE_OPS = ("relu", "relu_backward", "add", "mul", "axpy", "scale", "div_sqrt",
+                   "soft_threshold", "apply_mask")
 
 # (id, runner, params, (rtol, atol))
 CASES: list[tuple[str, Callable, dict, tuple[float, float]]] = [

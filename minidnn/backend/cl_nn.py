@@ -54,7 +54,7 @@ class NNOps:
     (see the contracts in base.py)."""
 
     provides = ("im2row", "row2im", "add_channel_bias", "channel_sum", "relu", "relu_backward",
-                "add", "axpy", "mul", "scale", "dropout_mask", "maxpool2d",
+                "add", "axpy", "mul", "scale", "div_sqrt", "dropout_mask", "maxpool2d",
                 "maxpool2d_backward", "avgpool2d", "avgpool2d_backward",
                 "softmax_cross_entropy", "count_correct", "batchnorm_train", "batchnorm_eval",
                 "batchnorm_backward", "sum", "count_zeros")
@@ -170,6 +170,12 @@ class NNOps:
     def scale(self, a: Array, s: float) -> None:
         """In place a *= s."""
         self._ew("scale", a.size, a, _f32(s), _u32(a.size))
+
+    def div_sqrt(self, a: Array, b: Array, eps: float, out: Array | None = None) -> Array:
+        """a / (sqrt(b) + eps) (out may be a or b)."""
+        out = self._like(a, out)
+        self._ew("div_sqrt", a.size, a, b, out, _f32(eps), _u32(a.size))
+        return out
 
     def dropout_mask(self, shape: Sequence[int], p: float, seed: int, counter: int) -> Array:
         """Keep-mask scaled by 1/(1-p) from the counter-based hash (same bits as NumPy's)."""
