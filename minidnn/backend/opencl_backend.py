@@ -44,13 +44,16 @@ OPS = (
 )
 
 
-def _delegate(attribute: str, name: str, impl):
-    """A backend method calling ``self.<attribute>.<name>``, with ``impl``'s name and docs."""
+def _delegate(attribute: str, name: str, impl, contract=None):
+    """A backend method calling ``self.<attribute>.<name>``, with ``impl``'s signature and
+    docstring (else the docstring of the ``contract`` it implements)."""
     target = operator.attrgetter(f"{attribute}.{name}")
 
     def method(self, *args, **kwargs):
         return target(self)(*args, **kwargs)
-    return functools.update_wrapper(method, impl)
+    functools.update_wrapper(method, impl)
+    method.__doc__ = impl.__doc__ or getattr(contract, "__doc__", None)
+    return method
 
 
 def _delegating(cls):
@@ -62,7 +65,8 @@ def _delegating(cls):
             if name in owner:
                 raise ConfigError(f"{name} is provided by both {owner[name]} and {attribute}")
             owner[name] = attribute
-            setattr(cls, name, _delegate(attribute, name, getattr(group, name)))
+            setattr(cls, name, _delegate(attribute, name, getattr(group, name),
+                                         getattr(Backend, name, None)))
     cls.provider = owner
     abc.update_abstractmethods(cls)
     return cls
