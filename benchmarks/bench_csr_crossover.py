@@ -73,8 +73,8 @@ def opencl_methods(backend, x: np.ndarray, w: np.ndarray, dense_ok: bool, naive:
 
         def naive_kernel():
             y = backend.empty((m, O))
-            backend._csr_launch("csr_spmm_scalar", (O, m, 1), (8, 1, 1), xd, row_ptr, col_idx,
-                                values, i32(1), i32(m), i32(K), i32(O), y)
+            backend.runtime.launch("csr", "csr_spmm_scalar", (O, m, 1), (8, 1, 1), xd, row_ptr,
+                                   col_idx, values, i32(1), i32(m), i32(K), i32(O), y)
             return y
         methods["cl_naive"] = (naive_kernel, sync)
     return methods

@@ -65,6 +65,17 @@ __kernel void scale(__global float* a, const float s, const uint n) {
     }
 }
 
+/* out = a / (sqrt(b) + eps): the adaptive step of RMSProp/Adam, 1/std of batch norm */
+__kernel void div_sqrt(__global const float* a, __global const float* b, __global float* out,
+                       const float eps, const uint n) {
+    const uint i0 = I0;
+    if (i0 + 8 <= n) {
+        ST8(LD8(a + i0) / (sqrt(LD8(b + i0)) + eps), out + i0);
+    } else {
+        for (uint i = i0; i < n; ++i) out[i] = a[i] / (sqrt(b[i]) + eps);
+    }
+}
+
 __kernel void soft_threshold(__global const float* w, __global float* out, const float t,
                              const uint n) {
     const uint i0 = I0;

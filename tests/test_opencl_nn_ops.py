@@ -21,14 +21,15 @@ def run_conv_lowering(be, rng, shape, kh, kw, stride, pad, groups, gpu_path=Fals
     x = _normal(rng, shape)
     rows = be.im2row(be.from_host(x), kh, kw, stride, pad, groups)
     drows = _normal(rng, rows.shape)
-    is_cpu = getattr(be, "is_cpu", None)
-    if gpu_path and is_cpu is not None:
-        be.is_cpu = False  # take the kernel path meant for GPUs on this device too
+    runtime = getattr(be, "runtime", None)  # OpenCL only
+    is_cpu = runtime.is_cpu if runtime is not None else None
+    if gpu_path and runtime is not None:
+        runtime.is_cpu = False  # take the kernel path meant for GPUs on this device too
     try:
         dx = be.row2im(be.from_host(drows), shape, kh, kw, stride, pad, groups)
     finally:
-        if is_cpu is not None:
-            be.is_cpu = is_cpu
+        if runtime is not None:
+            runtime.is_cpu = is_cpu
     return {"rows": rows, "dx": dx}
 
 
@@ -69,6 +70,11 @@ def run_elementwise(be, rng, op, shape):
     if op == "apply_mask":
         be.apply_mask(da, be.from_host((b > 0).astype(np.float32)))
         return {"w": da}
+    if op == "div_sqrt":
+        db = be.from_host(b * b)  # a second moment: b >= 0
+        new = be.div_sqrt(da, db, 1e-3)
+        be.div_sqrt(da, db, 0.0, out=db)
+        return {"new": new, "in_place": db}
     raise ValueError(op)
 
 
@@ -143,8 +149,8 @@ def run_optimizer(be, rng, opt, n, mask, threshold, weight_decay, steps=3, **kw)
 
 # ---------------------------------------------------------------- the table
 IMG = (5, 3, 7, 9)  # odd sizes on purpose
-ELEMENTWISE_OPS = ("relu", "relu_backward", "add", "mul", "axpy", "scale", "soft_threshold",
-                   "apply_mask")
+ELEMENTWISE_OPS = ("relu", "relu_backward", "add", "mul", "axpy", "scale", "div_sqrt",
+                   "soft_threshold", "apply_mask")
 
 # (id, runner, params, (rtol, atol))
 CASES: list[tuple[str, Callable, dict, tuple[float, float]]] = [
@@ -210,7 +216,7 @@ def test_matches_numpy(clb, np32, runner, params, tol):
 def test_pooled_and_direct_buffers_hold_their_data(clb):
     """Small buffers come from the memory pool, large ones directly; both round-trip, and a
     freed pooled buffer handed out again is refilled, not stale."""
-    big_n = clb.POOL_MAX_BYTES // 4 + 1024
+    big_n = clb.runtime.POOL_MAX_BYTES // 4 + 1024
     big = clb.zeros((big_n,))
     from pyopencl.tools import PooledBuffer
     assert not isinstance(big.base_data, PooledBuffer)

@@ -1,8 +1,20 @@
-"""The backend interface: the small set of primitives every layer and optimizer is written against.
+"""The backend interface: the primitives every layer and optimizer is written against.
 
 A backend owns device memory and implements these primitives. Layers never touch buffers directly;
 they only call these methods, so a new device needs only a new subclass. Arrays are opaque to
 layers except for ``.shape``, ``.dtype``, ``.size`` and ``.reshape`` (a view, no copy).
+
+Two kinds of primitive (lists: ``CORE_PRIMITIVES``, ``OPTIONAL_PRIMITIVES``):
+- *core* (25, abstract): memory and copies, gemm, transpose, im2row/row2im, add, mul, div_sqrt,
+  relu_backward, dropout_mask, max pooling, softmax cross-entropy, count_correct, count_zeros
+  and the six CSR ops that do integer work (compaction, scatter, transpose, gather, the forward
+  product, SDDMM). A new backend implements these and is complete.
+- *optional* (23): fused or convenience ops with a default below written against the core only
+  (bias and channel sums as products with ones, average pooling as im2row + gemm, batch norm,
+  the optimizer updates with the l1 prox and mask folded in, the backward CSR product as the
+  forward one on the transpose, the direct sparse convolution as im2row + CSR product). The
+  defaults are correct but allocate temporaries and run several ops; a backend overrides them
+  for speed (NumpyBackend and OpenCLBackend override all of them).
 
 Conventions shared by all primitives
 - Arrays are C-contiguous. Floats are float32 (NumPy backend also accepts float64 for gradchecks).
@@ -63,22 +75,50 @@ def hash_uniform(seed: int, counter: int, n: int) -> np.ndarray:
     return (x >> np.uint32(8)).astype(np.float32) * np.float32(1.0 / 16777216.0)
 
 
+# What a backend must implement (abstract in Backend) ...
+CORE_PRIMITIVES = (
+    "empty", "from_host", "to_host", "copy_into", "fill", "gemm", "transpose", "im2row", "row2im",
+    "add", "mul", "div_sqrt", "relu_backward", "dropout_mask", "maxpool2d", "maxpool2d_backward",
+    "softmax_cross_entropy", "count_correct", "count_zeros", "csr_from_dense", "csr_to_dense",
+    "csr_transpose", "gather", "csr_matmul_t", "csr_sddmm",
+)
+
+# ... and what it may override: each has a default in Backend built from the core (fused ops
+# such as the optimizer updates with prox and mask, bias and batch norm, avg pooling, the
+# direct sparse convolution; conveniences such as zeros, copy, axpy).
+OPTIONAL_PRIMITIVES = (
+    "zeros", "copy", "nbytes", "synchronize", "add_channel_bias", "channel_sum", "relu", "axpy",
+    "scale", "avgpool2d", "avgpool2d_backward", "batchnorm_train", "batchnorm_eval",
+    "batchnorm_backward", "sum", "sgd_update", "rmsprop_update", "adam_update", "soft_threshold",
+    "apply_mask", "csr_matmul", "csr_conv_taps", "csr_conv2d",
+)
+
+
+def _ncp(x: Array, channels: int) -> tuple[int, int, int]:
+    """(N, C, P) of x viewed as batch x channels x the rest (P = 1 for 2-D x)."""
+    n = int(x.shape[0])
+    return n, channels, int(x.size) // max(n * channels, 1)
+
+
 class Backend(ABC):
-    """Primitive operations on one device. Subclasses: NumpyBackend, OpenCLBackend."""
+    """Primitive operations on one device. Subclasses: NumpyBackend, OpenCLBackend.
+
+    A backend must implement the 25 abstract *core* primitives (``CORE_PRIMITIVES``). Every
+    other public method (``OPTIONAL_PRIMITIVES``) has a default here written against the core
+    only, correct but unfused (it allocates temporaries and launches several ops); a backend
+    overrides one for speed, with a single kernel where the default takes several.
+    """
 
     name: str = "abstract"
 
     def __init__(self) -> None:
         self.transfers = TransferStats()
 
-    # ------------------------------------------------------------------ memory
+    # ================================================================ core: every backend
+    # ------------------------------------------------------------ memory and copies
     @abstractmethod
     def empty(self, shape: Sequence[int], dtype=np.float32) -> Array:
         """Uninitialized array."""
-
-    @abstractmethod
-    def zeros(self, shape: Sequence[int], dtype=np.float32) -> Array:
-        """Array of zeros."""
 
     @abstractmethod
     def from_host(self, host: np.ndarray, dtype=None) -> Array:
@@ -89,23 +129,12 @@ class Backend(ABC):
         """Copy a device array back to a new host array (counted in ``transfers``)."""
 
     @abstractmethod
-    def copy(self, a: Array) -> Array:
-        """A new device array with the same contents (device-side copy)."""
-
-    @abstractmethod
     def copy_into(self, dst: Array, src: Array) -> None:
         """dst[...] = src, same size, device-side."""
 
     @abstractmethod
     def fill(self, a: Array, value: float) -> None:
         """a[...] = value."""
-
-    def nbytes(self, a: Array) -> int:
-        """Bytes held on the device by ``a``."""
-        return int(a.size) * np.dtype(a.dtype).itemsize
-
-    def synchronize(self) -> None:
-        """Wait for all queued work (no-op on synchronous backends)."""
 
     # ------------------------------------------------------------ dense linear algebra
     @abstractmethod
@@ -131,39 +160,23 @@ class Backend(ABC):
                pad: int, groups: int) -> Array:
         """Adjoint of ``im2row``: scatter-add rows back to an (N, C, H, W) image gradient."""
 
-    # ------------------------------------------------------------ bias / channels
-    @abstractmethod
-    def add_channel_bias(self, x: Array, bias: Array) -> None:
-        """In place ``x[n, c, p] += bias[c]`` for x viewed as (N, C, P) (P = 1 for linear)."""
-
-    @abstractmethod
-    def channel_sum(self, x: Array, out: Array, accumulate: bool = True) -> None:
-        """``out[c] (+)= sum_{n,p} x[n, c, p]`` for x viewed as (N, C, P): the bias gradient."""
-
     # ------------------------------------------------------------ elementwise
-    @abstractmethod
-    def relu(self, x: Array) -> Array:
-        """max(x, 0)."""
-
-    @abstractmethod
-    def relu_backward(self, dy: Array, y: Array) -> Array:
-        """dy where y > 0, else 0."""
-
     @abstractmethod
     def add(self, a: Array, b: Array, out: Array | None = None) -> Array:
         """Elementwise a + b (same shape)."""
-
-    @abstractmethod
-    def axpy(self, alpha: float, x: Array, y: Array) -> None:
-        """In place y += alpha * x."""
 
     @abstractmethod
     def mul(self, a: Array, b: Array, out: Array | None = None) -> Array:
         """Elementwise a * b (same shape)."""
 
     @abstractmethod
-    def scale(self, a: Array, s: float) -> None:
-        """In place a *= s."""
+    def div_sqrt(self, a: Array, b: Array, eps: float, out: Array | None = None) -> Array:
+        """Elementwise a / (sqrt(b) + eps) (out may be a or b): the step of RMSProp and Adam,
+        and 1/std of batch norm (a = 1, eps added to b)."""
+
+    @abstractmethod
+    def relu_backward(self, dy: Array, y: Array) -> Array:
+        """dy where y > 0, else 0."""
 
     @abstractmethod
     def dropout_mask(self, shape: Sequence[int], p: float, seed: int, counter: int) -> Array:
@@ -179,15 +192,6 @@ class Backend(ABC):
     def maxpool2d_backward(self, dy: Array, argmax: Array, x_shape: Sequence[int]) -> Array:
         """Scatter-add dy to the argmax positions of a zero (N, C, H, W) gradient."""
 
-    @abstractmethod
-    def avgpool2d(self, x: Array, k: int, stride: int, pad: int) -> Array:
-        """Average pooling; zero padding counts in the divisor k*k (PyTorch's default)."""
-
-    @abstractmethod
-    def avgpool2d_backward(self, dy: Array, x_shape: Sequence[int], k: int, stride: int,
-                           pad: int) -> Array:
-        """Adjoint of ``avgpool2d``."""
-
     # ------------------------------------------------------------ loss and metrics
     @abstractmethod
     def softmax_cross_entropy(self, logits: Array, labels: Array) -> tuple[Array, Array]:
@@ -200,64 +204,10 @@ class Backend(ABC):
     def count_correct(self, logits: Array, labels: Array) -> Array:
         """Number of rows whose argmax (first maximum) equals the label, as a 1-element int32 array."""
 
-    # ------------------------------------------------------------ batch norm
-    @abstractmethod
-    def batchnorm_train(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
-                        running_var: Array, momentum: float, eps: float
-                        ) -> tuple[Array, Array, Array]:
-        """Batch-statistics normalization over (N, P) per channel of x viewed as (N, C, P).
-
-        Returns (y, xhat, inv_std). Updates running stats in place:
-        ``r = (1 - momentum) * r + momentum * stat`` with the unbiased variance for running_var.
-        """
-
-    @abstractmethod
-    def batchnorm_eval(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
-                       running_var: Array, eps: float) -> Array:
-        """Normalization with running statistics."""
-
-    @abstractmethod
-    def batchnorm_backward(self, dy: Array, xhat: Array, inv_std: Array, gamma: Array,
-                           dgamma: Array, dbeta: Array) -> Array:
-        """Gradient of train-mode batch norm; accumulates into dgamma/dbeta, returns dx."""
-
     # ------------------------------------------------------------ reductions
-    @abstractmethod
-    def sum(self, a: Array) -> Array:
-        """Sum of all elements as a 1-element float array."""
-
     @abstractmethod
     def count_zeros(self, a: Array) -> Array:
         """Number of elements exactly equal to 0, as a 1-element int32 array."""
-
-    # ------------------------------------------------------------ optimizer updates
-    # Each is one fused step for one parameter: the usual update, then the l1 soft-threshold
-    # sign(w)*max(|w| - threshold, 0) when threshold > 0, then w *= mask when a mask is given.
-    @abstractmethod
-    def sgd_update(self, w: Array, g: Array, velocity: Array | None, lr: float, momentum: float,
-                   nesterov: bool, weight_decay: float, threshold: float,
-                   mask: Array | None) -> None:
-        """SGD (PyTorch convention): g += wd*w; v = mu*v + g; step = g + mu*v if nesterov else v."""
-
-    @abstractmethod
-    def rmsprop_update(self, w: Array, g: Array, square_avg: Array, lr: float, alpha: float,
-                       eps: float, weight_decay: float, threshold: float,
-                       mask: Array | None) -> None:
-        """RMSProp: s = alpha*s + (1-alpha)*g^2; w -= lr * g / (sqrt(s) + eps)."""
-
-    @abstractmethod
-    def adam_update(self, w: Array, g: Array, m: Array, v: Array, lr: float, beta1: float,
-                    beta2: float, eps: float, step: int, weight_decay: float, threshold: float,
-                    mask: Array | None) -> None:
-        """Adam with bias correction: w -= lr * mhat / (sqrt(vhat) + eps), step counts from 1."""
-
-    @abstractmethod
-    def soft_threshold(self, w: Array, threshold: float, out: Array | None = None) -> Array:
-        """sign(w) * max(|w| - threshold, 0) (in place when out is w)."""
-
-    @abstractmethod
-    def apply_mask(self, w: Array, mask: Array) -> None:
-        """In place w *= mask."""
 
     # ------------------------------------------------------------ CSR (see minidnn.sparse)
     @abstractmethod
@@ -290,28 +240,286 @@ class Backend(ABC):
         CSR matrix W is (O, K) and its rows g*O/G .. (g+1)*O/G - 1 form group g (forward)."""
 
     @abstractmethod
+    def csr_sddmm(self, dy: Array, x: Array, row_ptr: Array, col_idx: Array,
+                  shape: Sequence[int], out: Array, accumulate: bool = True) -> None:
+        """Weight gradient on the sparsity pattern: for each nonzero (o, k) of W (O, K),
+        ``out[e] (+)= sum_m dy[g, m, o - g*O/G] * x[g, m, k]``, g = o // (O/G)."""
+
+    # ================================================================ optional: defaults
+    # Written against the core only; NumpyBackend and OpenCLBackend override them all.
+    # ------------------------------------------------------------ memory
+    def zeros(self, shape: Sequence[int], dtype=np.float32) -> Array:
+        """Array of zeros."""
+        a = self.empty(shape, dtype)
+        self.fill(a, 0)
+        return a
+
+    def copy(self, a: Array) -> Array:
+        """A new device array with the same contents (device-side copy)."""
+        b = self.empty(a.shape, a.dtype)
+        self.copy_into(b, a)
+        return b
+
+    def nbytes(self, a: Array) -> int:
+        """Bytes held on the device by ``a``."""
+        return int(a.size) * np.dtype(a.dtype).itemsize
+
+    def synchronize(self) -> None:
+        """Wait for all queued work (no-op on synchronous backends)."""
+
+    # ------------------------------------------------------------ bias / channels
+    def add_channel_bias(self, x: Array, bias: Array) -> None:
+        """In place ``x[n, c, p] += bias[c]`` for x viewed as (N, C, P) (P = 1 for linear)."""
+        n, c, p = _ncp(x, int(bias.shape[0]))
+        if x.size == 0:
+            return
+        # x (N, C*P) += ones (N, 1) @ row (1, C*P): products with ones are exact
+        row = bias.reshape(1, c) if p == 1 else \
+            self.gemm(bias.reshape(c, 1), self._full((1, p), 1.0, x.dtype)).reshape(1, c * p)
+        self.gemm(self._full((n, 1), 1.0, x.dtype), row, out=x.reshape(n, c * p), beta=1.0)
+
+    def channel_sum(self, x: Array, out: Array, accumulate: bool = True) -> None:
+        """``out[c] (+)= sum_{n,p} x[n, c, p]`` for x viewed as (N, C, P): the bias gradient."""
+        n, c, p = _ncp(x, int(out.shape[0]))
+        if x.size == 0:
+            if not accumulate:
+                self.fill(out, 0)
+            return
+        # plane sums (N*C, P) @ ones (P, 1), then ones (1, N) @ (N, C)
+        per_image = x.reshape(n, c) if p == 1 else \
+            self.gemm(x.reshape(n * c, p), self._full((p, 1), 1.0, x.dtype)).reshape(n, c)
+        self.gemm(self._full((1, n), 1.0, x.dtype), per_image, out=out.reshape(1, c),
+                  beta=1.0 if accumulate else 0.0)
+
+    # ------------------------------------------------------------ elementwise
+    def relu(self, x: Array) -> Array:
+        """max(x, 0)."""
+        return self.relu_backward(x, x)
+
+    def axpy(self, alpha: float, x: Array, y: Array) -> None:
+        """In place y += alpha * x."""
+        self.add(y, self.mul(x, self._full(x.shape, alpha, y.dtype)), out=y)
+
+    def scale(self, a: Array, s: float) -> None:
+        """In place a *= s."""
+        self.mul(a, self._full(a.shape, s, a.dtype), out=a)
+
+    # ------------------------------------------------------------ pooling
+    def avgpool2d(self, x: Array, k: int, stride: int, pad: int) -> Array:
+        """Average pooling; zero padding counts in the divisor k*k (PyTorch's default)."""
+        n, c, h, w = (int(d) for d in x.shape)
+        oh, ow = conv_output_size(h, k, stride, pad), conv_output_size(w, k, stride, pad)
+        # each (n, c) plane as a 1-channel image: one im2row row per window, summed by a product
+        rows = self.im2row(x.reshape(n * c, 1, h, w), k, k, stride, pad, 1)
+        y = self.gemm(rows.reshape(n * c * oh * ow, k * k), self._full((k * k, 1), 1.0, x.dtype),
+                      alpha=1.0 / (k * k))
+        return y.reshape(n, c, oh, ow)
+
+    def avgpool2d_backward(self, dy: Array, x_shape: Sequence[int], k: int, stride: int,
+                           pad: int) -> Array:
+        """Adjoint of ``avgpool2d``."""
+        n, c, h, w = (int(d) for d in x_shape)
+        m = int(dy.size)
+        rows = self.gemm(dy.reshape(m, 1), self._full((1, k * k), 1.0, dy.dtype),
+                         alpha=1.0 / (k * k))
+        dx = self.row2im(rows.reshape(1, m, k * k), (n * c, 1, h, w), k, k, stride, pad, 1)
+        return dx.reshape(n, c, h, w)
+
+    # ------------------------------------------------------------ batch norm
+    def batchnorm_train(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
+                        running_var: Array, momentum: float, eps: float
+                        ) -> tuple[Array, Array, Array]:
+        """Batch-statistics normalization over (N, P) per channel of x viewed as (N, C, P).
+
+        Returns (y, xhat, inv_std). Updates running stats in place:
+        ``r = (1 - momentum) * r + momentum * stat`` with the unbiased variance for running_var.
+        """
+        n, c, p = _ncp(x, int(gamma.shape[0]))
+        count = n * p
+        mean = self._channel_mean(x, c, count)
+        xc = self.copy(x)
+        self.axpy(-1.0, self._per_channel(mean, x), xc)
+        var = self._channel_mean(self.mul(xc, xc), c, count)
+        inv_std = self._inv_std(var, eps)
+        xhat = self.mul(xc, self._per_channel(inv_std, x))
+        y = self.mul(xhat, self._per_channel(gamma, x))
+        self.add_channel_bias(y, beta)
+        for running, stat, factor in ((running_mean, mean, 1.0),
+                                      (running_var, var, count / max(count - 1, 1))):
+            self.scale(running, 1.0 - momentum)
+            self.axpy(momentum * factor, stat, running)
+        return y, xhat, inv_std
+
+    def batchnorm_eval(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
+                       running_var: Array, eps: float) -> Array:
+        """Normalization with running statistics."""
+        scale = self.mul(gamma, self._inv_std(running_var, eps))
+        shift = self.copy(beta)
+        self.axpy(-1.0, self.mul(running_mean, scale), shift)
+        y = self.mul(x, self._per_channel(scale, x))
+        self.add_channel_bias(y, shift)
+        return y
+
+    def batchnorm_backward(self, dy: Array, xhat: Array, inv_std: Array, gamma: Array,
+                           dgamma: Array, dbeta: Array) -> Array:
+        """Gradient of train-mode batch norm; accumulates into dgamma/dbeta, returns dx."""
+        n, c, p = _ncp(dy, int(gamma.shape[0]))
+        count = n * p
+        sum_dy, sum_dy_xhat = self.empty((c,), dy.dtype), self.empty((c,), dy.dtype)
+        self.channel_sum(dy, sum_dy, accumulate=False)
+        self.channel_sum(self.mul(dy, xhat), sum_dy_xhat, accumulate=False)
+        self.add(dgamma, sum_dy_xhat, out=dgamma)
+        self.add(dbeta, sum_dy, out=dbeta)
+        # dx = gamma * inv_std / count * (count * dy - sum_dy - xhat * sum_dy_xhat)
+        dx = self.copy(dy)
+        self.scale(dx, count)
+        self.axpy(-1.0, self._per_channel(sum_dy, dy), dx)
+        self.axpy(-1.0, self.mul(xhat, self._per_channel(sum_dy_xhat, dy)), dx)
+        coef = self.mul(gamma, inv_std)
+        self.scale(coef, 1.0 / count)
+        return self.mul(dx, self._per_channel(coef, dy))
+
+    # ------------------------------------------------------------ reductions
+    def sum(self, a: Array) -> Array:
+        """Sum of all elements as a 1-element float array."""
+        n = int(a.size)
+        if n == 0:
+            return self.zeros((1,), a.dtype)
+        return self.gemm(a.reshape(1, n), self._full((n, 1), 1.0, a.dtype)).reshape(1)
+
+    # ------------------------------------------------------------ optimizer updates
+    # Each update is one fused step for one parameter: the usual update, then the l1
+    # soft-threshold sign(w)*max(|w| - threshold, 0) when threshold > 0, then w *= mask
+    # when a mask is given (the optimizer's standard post hooks, fused).
+    def sgd_update(self, w: Array, g: Array, velocity: Array | None, lr: float, momentum: float,
+                   nesterov: bool, weight_decay: float, threshold: float,
+                   mask: Array | None) -> None:
+        """SGD (PyTorch convention): g += wd*w; v = mu*v + g; step = g + mu*v if nesterov else v."""
+        d = self._decayed(g, w, weight_decay)
+        if velocity is not None and momentum:
+            self.scale(velocity, momentum)
+            self.add(velocity, d, out=velocity)
+            if nesterov:
+                d = self.copy(d)
+                self.axpy(momentum, velocity, d)
+            else:
+                d = velocity
+        self.axpy(-lr, d, w)
+        self._prox_and_mask(w, threshold, mask)
+
+    def rmsprop_update(self, w: Array, g: Array, square_avg: Array, lr: float, alpha: float,
+                       eps: float, weight_decay: float, threshold: float,
+                       mask: Array | None) -> None:
+        """RMSProp: s = alpha*s + (1-alpha)*g^2; w -= lr * g / (sqrt(s) + eps)."""
+        d = self._decayed(g, w, weight_decay)
+        self.scale(square_avg, alpha)
+        self.axpy(1.0 - alpha, self.mul(d, d), square_avg)
+        self.axpy(-lr, self.div_sqrt(d, square_avg, eps), w)
+        self._prox_and_mask(w, threshold, mask)
+
+    def adam_update(self, w: Array, g: Array, m: Array, v: Array, lr: float, beta1: float,
+                    beta2: float, eps: float, step: int, weight_decay: float, threshold: float,
+                    mask: Array | None) -> None:
+        """Adam with bias correction: w -= lr * mhat / (sqrt(vhat) + eps), step counts from 1."""
+        d = self._decayed(g, w, weight_decay)
+        self.scale(m, beta1)
+        self.axpy(1.0 - beta1, d, m)
+        self.scale(v, beta2)
+        self.axpy(1.0 - beta2, self.mul(d, d), v)
+        mhat, vhat = self.copy(m), self.copy(v)
+        self.scale(mhat, 1.0 / (1.0 - beta1 ** step))
+        self.scale(vhat, 1.0 / (1.0 - beta2 ** step))
+        self.axpy(-lr, self.div_sqrt(mhat, vhat, eps), w)
+        self._prox_and_mask(w, threshold, mask)
+
+    def soft_threshold(self, w: Array, threshold: float, out: Array | None = None) -> Array:
+        """sign(w) * max(|w| - threshold, 0) (in place when out is w)."""
+        # relu(w - t) - relu(-w - t): each side is |w| - t where it survives, rounded alike
+        minus_t = self._full(w.shape, -threshold, w.dtype)
+        above = self.relu(self.add(w, minus_t))
+        below = self.relu(self.add(self.mul(w, self._full(w.shape, -1.0, w.dtype)), minus_t))
+        out = self.empty(w.shape, w.dtype) if out is None else out
+        self.copy_into(out, above)
+        self.axpy(-1.0, below, out)
+        return out
+
+    def apply_mask(self, w: Array, mask: Array) -> None:
+        """In place w *= mask."""
+        self.mul(w, mask, out=w)
+
+    # ------------------------------------------------------------ CSR
     def csr_matmul(self, dy: Array, t_row_ptr: Array, t_col_idx: Array, t_values: Array,
                    shape: Sequence[int]) -> Array:
         """Grouped dense x CSR: dy (G, M, O/G) -> dx (G, M, K), ``dx[g] = dy[g] @ W_g``.
 
         Takes the *transposed* CSR from ``csr_transpose`` (row = input column) so each output
         element is a dot product over its own nonzeros; ``shape`` is W's (O, K)."""
+        o, k = int(shape[0]), int(shape[1])
+        g = int(dy.shape[0]) if len(dy.shape) == 3 else 1
+        # the transposed CSR is the (G*K, O/G) matrix whose group blocks are the W_g^T
+        return self.csr_matmul_t(dy, t_row_ptr, t_col_idx, t_values, (g * k, o // g))
 
-    @abstractmethod
     def csr_conv_taps(self, col_idx: Array, kh: int, kw: int) -> Array:
         """Decode the columns (cl*kh + ky)*kw + kx of a CSR filter bank into int32 taps
         ``cl << 16 | ky << 8 | kx`` (cl < 32768, kh, kw < 256), the form csr_conv2d reads."""
+        return col_idx  # the default csr_conv2d reads the CSR columns themselves
 
-    @abstractmethod
     def csr_conv2d(self, x: Array, row_ptr: Array, taps: Array, values: Array,
                    shape: Sequence[int], bias: Array | None, kh: int, kw: int, stride: int,
                    pad: int, groups: int) -> Array:
         """Direct sparse convolution (inference): x (N, C, H, W) with the CSR filter bank W
         (O, C/G*kh*kw) given by row_ptr/taps/values -> (N, O, OH, OW) + bias, zero padding.
         Equals im2row + csr_matmul_t + transpose + bias, without the im2row buffer."""
+        n, c, h, w = (int(d) for d in x.shape)
+        o = int(shape[0])
+        oh, ow = conv_output_size(h, kh, stride, pad), conv_output_size(w, kw, stride, pad)
+        rows = self.im2row(x, kh, kw, stride, pad, groups)           # (G, N*OH*OW, K)
+        y = self.csr_matmul_t(rows, row_ptr, taps, values, shape)      # (G, N*OH*OW, O/G)
+        y = self.transpose(y.reshape(groups, n, oh * ow, o // groups), (1, 0, 3, 2))
+        y = y.reshape(n, o, oh, ow)
+        if bias is not None:
+            self.add_channel_bias(y, bias)
+        return y
 
-    @abstractmethod
-    def csr_sddmm(self, dy: Array, x: Array, row_ptr: Array, col_idx: Array,
-                  shape: Sequence[int], out: Array, accumulate: bool = True) -> None:
-        """Weight gradient on the sparsity pattern: for each nonzero (o, k) of W (O, K),
-        ``out[e] (+)= sum_m dy[g, m, o - g*O/G] * x[g, m, k]``, g = o // (O/G)."""
+    # ------------------------------------------------------------ helpers of the defaults
+    def _full(self, shape: Sequence[int], value: float, dtype) -> Array:
+        """A new array of ``value``."""
+        a = self.empty(shape, dtype)
+        self.fill(a, value)
+        return a
+
+    def _per_channel(self, v: Array, x: Array) -> Array:
+        """Per-channel values v (C,) spread over x's shape viewed as (N, C, P): two products
+        with ones, (C, 1) @ (1, P) then (N, 1) @ (1, C*P); exact, each output is 1 * v[c]."""
+        n, c, p = _ncp(x, int(v.shape[0]))
+        planes = self.gemm(v.reshape(c, 1), self._full((1, p), 1.0, v.dtype))
+        return self.gemm(self._full((n, 1), 1.0, v.dtype), planes.reshape(1, c * p)
+                         ).reshape(x.shape)
+
+    def _channel_mean(self, x: Array, c: int, count: int) -> Array:
+        """Mean over (N, P) per channel of x viewed as (N, C, P); count = N * P."""
+        mean = self.empty((c,), x.dtype)
+        self.channel_sum(x, mean, accumulate=False)
+        self.scale(mean, 1.0 / max(count, 1))
+        return mean
+
+    def _inv_std(self, var: Array, eps: float) -> Array:
+        """1 / sqrt(var + eps)."""
+        c = int(var.shape[0])
+        return self.div_sqrt(self._full((c,), 1.0, var.dtype),
+                             self.add(var, self._full((c,), eps, var.dtype)), 0.0)
+
+    def _decayed(self, g: Array, w: Array, weight_decay: float) -> Array:
+        """g + weight_decay * w (g itself when there is no decay)."""
+        if not weight_decay:
+            return g
+        d = self.copy(g)
+        self.axpy(weight_decay, w, d)
+        return d
+
+    def _prox_and_mask(self, w: Array, threshold: float, mask: Array | None) -> None:
+        """The tail of every fused update: the l1 prox when threshold > 0, then the mask."""
+        if threshold > 0:
+            self.soft_threshold(w, threshold, out=w)
+        if mask is not None:
+            self.apply_mask(w, mask)

@@ -1,4 +1,5 @@
-"""OpenCL CSR primitives (mixin of OpenCLBackend): kernels in ``cl_kernels/csr.cl``.
+"""OpenCL CSR primitives, the ``CSROps`` group of OpenCLBackend: kernels in ``cl_kernels/csr.cl``
+and ``csr_conv.cl``.
 
 Compaction and the transpose run on the device; only the nonzero count of ``csr_from_dense`` is
 read back. Each product picks a "panel" kernel (dense operand repacked so one nonzero is one
@@ -12,12 +13,9 @@ from typing import Sequence
 import numpy as np
 
 from .base import Array, conv_output_size
+from .cl_runtime import CLRuntime
+from .devices import cl
 from ..errors import DTypeError, ShapeError
-
-try:
-    import pyopencl as cl
-except ImportError:  # pragma: no cover - the mixin is only used with pyopencl present
-    cl = None
 
 STEM = "csr"
 MBLK = 16                  # rows m per panel tile (MBLK in csr.cl)
@@ -46,60 +44,49 @@ def _as3d_shape(a: Array) -> tuple[int, int, int]:
     return int(a.shape[0]), int(a.shape[1]), int(a.shape[2])
 
 
-class CLCSROps:
-    """CSR compaction, transpose and the sparse products (dense x CSR^T, dense x CSR, SDDMM)."""
+class CSROps:
+    """CSR compaction, transpose and the sparse products (dense x CSR^T, dense x CSR, SDDMM,
+    the direct sparse convolution) on a ``CLRuntime``."""
+
+    provides = ("csr_from_dense", "csr_to_dense", "csr_transpose", "gather", "csr_matmul_t",
+                "csr_matmul", "csr_sddmm", "csr_conv_taps", "csr_conv2d")
+
+    def __init__(self, runtime: CLRuntime) -> None:
+        self.rt = runtime
 
     # ------------------------------------------------------------------ launching
     def _csr_wg(self) -> int:
         """Work-group size of the 1-D CSR launches (fixed: PoCL recompiles per local size)."""
-        return 8 if self.is_cpu else 64
+        return 8 if self.rt.is_cpu else 64
 
     def _csr_items(self) -> int:
         """Work-items wanted in flight: a few dozen per core on a CPU, thousands on a GPU."""
-        per_unit = 64 if self.is_cpu else 2048
-        return per_unit * int(self.device.max_compute_units)
+        per_unit = 64 if self.rt.is_cpu else 2048
+        return per_unit * int(self.rt.device.max_compute_units)
 
     def _csr_launch(self, name: str, global_size: Sequence[int], local_size: Sequence[int],
                     *args) -> None:
-        self.launch(STEM, name, global_size, local_size, *args)
+        self.rt.launch(STEM, name, global_size, local_size, *args)
 
     def _csr_launch1d(self, name: str, n: int, *args) -> None:
         self._csr_launch(name, (max(1, n),), (self._csr_group_size(name, self._csr_wg()),), *args)
 
     def _csr_group_size(self, name: str, want: int) -> int:
         """``want`` capped by what the device allows for this kernel (small GPUs)."""
-        sizes = self.__dict__.setdefault("_csr_group_sizes", {})
-        if name not in sizes:
-            limit = self.kernel(STEM, name).get_work_group_info(
-                cl.kernel_work_group_info.WORK_GROUP_SIZE, self.device)
-            sizes[name] = max(1, min(want, int(limit)))
-        return sizes[name]
+        return self.rt.group_size(STEM, name, want)
 
     # ------------------------------------------------------------------ helpers
     def _csr_scratch(self, role: str, n: int) -> Array:
-        """A reused flat float32 buffer of >= n elements (a fresh large buffer page-faults on
-        first touch, which costs as much as the product). Safe: the queue is in order."""
-        ws = self.__dict__.setdefault("_csr_workspace", {})
-        a = ws.get(role)
-        if a is None or a.size < n:
-            a = ws[role] = self.empty((max(n, 1),))
-        return a
+        """A reused flat float32 buffer of >= n elements (see ``CLRuntime.scratch``)."""
+        return self.rt.scratch(f"csr.{role}", n)
 
-    def csr_free_workspace(self) -> None:
+    def free_workspace(self) -> None:
         """Release the scratch buffers kept between sparse products."""
-        self.__dict__.pop("_csr_workspace", None)
-
-    def _csr_read_int(self, a: Array, index: int) -> int:
-        """One int32 element of a device array (a counted 4-byte host transfer)."""
-        out = np.empty(1, dtype=np.int32)
-        cl.enqueue_copy(self.queue, out, a.data, src_offset=4 * index, is_blocking=True)
-        self.transfers.to_host += 1
-        self.transfers.bytes_to_host += 4
-        return int(out[0])
+        self.rt.free_scratch("csr.")
 
     def _csr_scan(self, a: Array, n: int) -> None:
         """In place exclusive scan of the int32 a[0..n) into a[0..n] (one work-group)."""
-        wg = self._csr_group_size("csr_scan_exclusive", 16 if self.is_cpu else 256)
+        wg = self._csr_group_size("csr_scan_exclusive", 16 if self.rt.is_cpu else 256)
         self._csr_launch("csr_scan_exclusive", (wg,), (wg,), a, i32(n), cl.LocalMemory(4 * wg))
 
     def _csr_panel(self, x: Array, g: int, m: int, k: int, block: int, role: str
@@ -119,12 +106,12 @@ class CLCSROps:
         """y[g] = x[g] @ S_g^T for a CSR S of G*n_out rows over x's K columns: (G, M, n_out),
         2-D (M, n_out) for a 2-D x."""
         g, m, k = _as3d_shape(x)
-        y = self.empty((g, m, n_out) if len(x.shape) == 3 else (m, n_out))
+        y = self.rt.empty((g, m, n_out) if len(x.shape) == 3 else (m, n_out))
         nnz = int(col_idx.size)
         if y.size == 0:
             return y
         if nnz == 0 or k == 0:
-            self.fill(y, 0.0)
+            self.rt.fill(y, 0.0)
             return y
         if m <= SPMM_SCALAR_MAX_M:
             wg = self._csr_group_size("csr_spmm_scalar", self._csr_wg())
@@ -154,13 +141,13 @@ class CLCSROps:
             raise ShapeError(f"csr_from_dense needs a 2-D float32 matrix, got {w.dtype} "
                              f"{tuple(w.shape)}")
         r, c = int(w.shape[0]), int(w.shape[1])
-        row_ptr = self.zeros((r + 1,), np.int32)
+        row_ptr = self.rt.zeros((r + 1,), np.int32)
         if r == 0 or c == 0:
-            return row_ptr, self.empty((0,), np.int32), self.empty((0,))
+            return row_ptr, self.rt.empty((0,), np.int32), self.rt.empty((0,))
         self._csr_launch1d("csr_count_rows", r, w, i32(r), i32(c), row_ptr)
         self._csr_scan(row_ptr, r)
-        nnz = self._csr_read_int(row_ptr, r)
-        col_idx, values = self.empty((nnz,), np.int32), self.empty((nnz,))
+        nnz = self.rt.read_int(row_ptr, r)
+        col_idx, values = self.rt.empty((nnz,), np.int32), self.rt.empty((nnz,))
         if nnz:
             self._csr_launch1d("csr_fill_rows", r, w, i32(r), i32(c), row_ptr, col_idx, values)
         return row_ptr, col_idx, values
@@ -169,7 +156,7 @@ class CLCSROps:
                      shape: Sequence[int]) -> Array:
         """Scatter CSR into a zeroed dense (R, C) matrix."""
         r, c = int(shape[0]), int(shape[1])
-        dense = self.zeros((r, c))
+        dense = self.rt.zeros((r, c))
         if values.size:
             self._csr_launch1d("csr_scatter_rows", r, row_ptr, col_idx, values, i32(r), i32(c),
                                dense)
@@ -181,7 +168,7 @@ class CLCSROps:
             raise DTypeError(f"gather needs 4-byte elements and int32 indices, got {src.dtype} "
                             f"and {index.dtype}")
         if out is None:
-            out = self.empty(index.shape, src.dtype)
+            out = self.rt.empty(index.shape, src.dtype)
         if index.size:
             self._csr_launch1d("csr_gather", index.size, src, index, i32(index.size), out)
         return out
@@ -194,16 +181,16 @@ class CLCSROps:
         if groups < 1 or o % groups:
             raise ShapeError(f"{o} rows do not split into {groups} groups")
         og, nnz = o // groups, int(col_idx.size)
-        t_row_ptr = self.zeros((groups * k + 1,), np.int32)
-        t_col_idx, t_values = self.empty((nnz,), np.int32), self.empty((nnz,))
-        perm = self.empty((nnz,), np.int32)
+        t_row_ptr = self.rt.zeros((groups * k + 1,), np.int32)
+        t_col_idx, t_values = self.rt.empty((nnz,), np.int32), self.rt.empty((nnz,))
+        perm = self.rt.empty((nnz,), np.int32)
         if nnz == 0:
             return t_row_ptr, t_col_idx, t_values, perm
         self._csr_launch1d("csr_count_cols", o, row_ptr, col_idx, i32(o), i32(k), i32(og),
                            t_row_ptr)
         self._csr_scan(t_row_ptr, groups * k)
-        cursor = self.copy(t_row_ptr)
-        wg = self._csr_group_size("csr_fill_cols", 16 if self.is_cpu else 256)
+        cursor = self.rt.copy(t_row_ptr)
+        wg = self._csr_group_size("csr_fill_cols", 16 if self.rt.is_cpu else 256)
         self._csr_launch("csr_fill_cols", (groups * wg,), (wg,), row_ptr, col_idx, values,
                          i32(k), i32(og), cursor, t_col_idx, t_values, perm)
         return t_row_ptr, t_col_idx, t_values, perm
@@ -241,7 +228,7 @@ class CLCSROps:
             return
         if m == 0:
             if not accumulate:
-                self.fill(out, 0.0)
+                self.rt.fill(out, 0.0)
             return
         if m >= MBLK and nnz >= SDDMM_PANEL_NNZ_PER_K * g * k:
             # blocks of B rows: an x block of K*B floats stays in cache; partial sums bounded
@@ -269,10 +256,10 @@ class CLCSROps:
     # ------------------------------------------------------------------ direct sparse conv
     def csr_conv_taps(self, col_idx: Array, kh: int, kw: int) -> Array:
         """Packed (cl, ky, kx) of every nonzero, decoded once per filter bank on the device."""
-        taps = self.empty(col_idx.shape, np.int32)
+        taps = self.rt.empty(col_idx.shape, np.int32)
         if col_idx.size:
-            self.launch("csr_conv", "csr_conv_taps", (int(col_idx.size),), None, col_idx,
-                        i32(col_idx.size), i32(kh), i32(kw), taps)
+            self.rt.launch("csr_conv", "csr_conv_taps", (int(col_idx.size),), None, col_idx,
+                           i32(col_idx.size), i32(kh), i32(kw), taps)
         return taps
 
     def csr_conv2d(self, x: Array, row_ptr: Array, taps: Array, values: Array,
@@ -282,17 +269,17 @@ class CLCSROps:
         n, c, h, w = (int(d) for d in x.shape)
         o = int(shape[0])
         oh, ow = conv_output_size(h, kh, stride, pad), conv_output_size(w, kw, stride, pad)
-        y = self.empty((n, o, oh, ow))
+        y = self.rt.empty((n, o, oh, ow))
         if y.size == 0:
             return y
         blocks = _cdiv(oh, CONV_TILE[0]) * _cdiv(ow, CONV_TILE[1])
         # a work-group holds the tiles of one channel for a few images: on PoCL each group has
         # a fixed cost, so groups of 1-2 work-items (small images) would be overhead-bound
-        want = 16 if self.is_cpu else 64
+        want = 16 if self.rt.is_cpu else 64
         l0 = min(blocks, want)
         local = (l0, 1, min(n, max(1, want // l0)))
-        self.launch("csr_conv", "csr_conv2d", (blocks, o, n), local, x, row_ptr, taps, values,
-                    bias if bias is not None else values, i32(bias is not None), y, i32(c),
-                    i32(h), i32(w), i32(o), i32(oh), i32(ow), i32(kh), i32(kw), i32(stride),
-                    i32(pad), i32(groups), i32(n))
+        self.rt.launch("csr_conv", "csr_conv2d", (blocks, o, n), local, x, row_ptr, taps, values,
+                       bias if bias is not None else values, i32(bias is not None), y, i32(c),
+                       i32(h), i32(w), i32(o), i32(oh), i32(ow), i32(kh), i32(kw), i32(stride),
+                       i32(pad), i32(groups), i32(n))
         return y

@@ -1,4 +1,4 @@
-"""OpenCL dense matrix products and permuted copies (mixin of OpenCLBackend).
+"""OpenCL dense matrix products and permuted copies: the ``GemmOps`` group of OpenCLBackend.
 
 ``gemm`` runs one register-blocked kernel (a 6x16 block of C per work-item, float8 registers) on
 op(A) and op(B) read in place through strides or packed into panels when that pays; K runs in
@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .cl_runtime import CLRuntime
 from ..errors import DTypeError, ShapeError
 
 MR, NR = 6, 16  # register block of one work-item in gemm_6x16 (rows x columns of C)
@@ -52,8 +53,10 @@ def _coalesce(shape: Sequence[int], axes: Sequence[int]) -> tuple[list[int], lis
     return [m[0] for m in merged], [m[1] for m in merged]
 
 
-class CLGemmOps:
-    """``gemm`` and ``transpose`` for OpenCLBackend (uses its ``launch``, ``empty``, ``queue``)."""
+class GemmOps:
+    """``gemm`` and ``transpose`` on a ``CLRuntime``."""
+
+    provides = ("gemm", "transpose")
 
     # K range of one launch (cache blocking) and of one slice when K is split across work-items
     # because there are too few output blocks; slices get no shorter than gemm_min_split_k and
@@ -68,17 +71,10 @@ class CLGemmOps:
     # Read a row-major op(B) in place (no packing pass) when op(A) has at most this many rows.
     gemm_direct_b_max_m = 256
 
-    # ------------------------------------------------------------------ scratch
-    def _gemm_scratch(self, role: str, nfloats: int):
-        """A float32 device buffer of at least ``nfloats`` kept per role and grown on demand
-        (queued kernels run in order, so reusing it across calls is safe)."""
-        cache = self.__dict__.setdefault("_gemm_scratch_cache", {})
-        buf = cache.get(role)
-        if buf is None or buf.size < nfloats:
-            buf = self.empty((max(nfloats, 1),), np.float32)
-            cache[role] = buf
-        return buf
+    def __init__(self, runtime: CLRuntime) -> None:
+        self.rt = runtime
 
+    # ------------------------------------------------------------------ tuning
     def _gemm_pack_a(self, m: int, n: int, k: int, trans_a: bool) -> bool:
         """Whether packing op(A) (an O(M*K) pass) pays off against the O(M*N*K) product."""
         return n >= self.gemm_pack_a_min_n and k >= self.gemm_pack_a_min_k
@@ -90,7 +86,7 @@ class CLGemmOps:
 
     def _gemm_local(self, kind: str) -> tuple[int, ...]:
         """Fixed work-group sizes per kernel and device type (PoCL recompiles per new size)."""
-        if self.is_cpu:
+        if self.rt.is_cpu:
             return {"main": (1, 8, 1), "pack_a": (8, 1, 1), "pack_b": (4, 4, 1), "reduce": (64,),
                     "copy": (1, 8, 1), "tile": (1, 8, 1)}[kind]
         return {"main": (16, 4, 1), "pack_a": (64, 1, 1), "pack_b": (8, 8, 1), "reduce": (128,),
@@ -98,8 +94,8 @@ class CLGemmOps:
 
     def _gemm_target_blocks(self) -> int:
         """How many 6x16 output blocks keep the device busy before K gets split."""
-        cu = int(self.device.max_compute_units)
-        return cu * (32 if self.is_cpu else 256)
+        cu = int(self.rt.device.max_compute_units)
+        return cu * (32 if self.rt.is_cpu else 256)
 
     # ------------------------------------------------------------------ gemm
     def gemm(self, a, b, trans_a: bool = False, trans_b: bool = False, out=None,
@@ -108,14 +104,14 @@ class CLGemmOps:
         nb, m, n, k = _gemm_dims(a, b, trans_a, trans_b)
         shape = (m, n) if a.ndim == 2 and b.ndim == 2 else (nb, m, n)
         if out is None:
-            out, beta = self.empty(shape, np.float32), 0.0
+            out, beta = self.rt.empty(shape, np.float32), 0.0
         elif out.size != nb * m * n or out.dtype != np.float32:
             raise ShapeError(f"gemm: out is {out.dtype} {out.shape}, the product is {shape}")
         if out.size == 0:
             return out
         if k == 0:  # empty reduction: out = beta * out
             if beta == 0.0:
-                self.fill(out, 0.0)
+                self.rt.fill(out, 0.0)
             elif beta != 1.0:
                 self._gemm_reduce(out, 0, out.size, out, 0.0, beta)
             return out
@@ -135,18 +131,18 @@ class CLGemmOps:
             b_args = (b3, i32(k * n), i32(1))
         else:
             rs_b, cs_b = (1, k) if trans_b else (n, 1)
-            bp = self._gemm_scratch("b", nb * npn * k * NR)
-            self.launch("gemm", "gemm_pack_b", (npn, _cdiv(k, 8), nb),
-                        self._gemm_local("pack_b"), i32(k), i32(n), b3, i32(k * n),
-                        i32(rs_b), i32(cs_b), bp, i32(nb))
+            bp = self.rt.scratch("gemm.b", nb * npn * k * NR)
+            self.rt.launch("gemm", "gemm_pack_b", (npn, _cdiv(k, 8), nb),
+                           self._gemm_local("pack_b"), i32(k), i32(n), b3, i32(k * n),
+                           i32(rs_b), i32(cs_b), bp, i32(nb))
             b_args = (bp, i32(npn * k * NR), i32(0))
         # op(A): packed into 6-row panels when that pays, else read in place through strides
         rs_a, cs_a = (1, m) if trans_a else (k, 1)
         if self._gemm_pack_a(m, n, k, trans_a):
-            ap = self._gemm_scratch("a", nb * mp * k * MR)
+            ap = self.rt.scratch("gemm.a", nb * mp * k * MR)
             grid_a = (mp, _cdiv(k, 8), nb) if trans_a else (_cdiv(k, 8), mp, nb)
-            self.launch("gemm", "gemm_pack_a", grid_a, self._gemm_local("pack_a"),
-                        i32(m), i32(k), a3, i32(m * k), i32(rs_a), i32(cs_a), ap, i32(nb))
+            self.rt.launch("gemm", "gemm_pack_a", grid_a, self._gemm_local("pack_a"),
+                           i32(m), i32(k), a3, i32(m * k), i32(rs_a), i32(cs_a), ap, i32(nb))
             name, a_args = "gemm_6x16_packed", (ap,)
         else:
             name, a_args = "gemm_6x16", (a3, i32(m * k), i32(rs_a), i32(cs_a))
@@ -167,25 +163,25 @@ class CLGemmOps:
             kc = max(self.gemm_min_split_k, min(self.gemm_k_block, _cdiv(k, want)),
                      _cdiv(k, self.gemm_max_split))
             nsplit = _cdiv(k, kc)
-            c = self._gemm_scratch("p", nsplit * out.size)
-            self.launch("gemm", name, (mp, npn, nb * nsplit), self._gemm_local("main"),
-                        *head, c, i32(n), i32(m * n), i32(out.size), i32(0), i32(k),
-                        i32(kc), np.float32(1.0), np.float32(0.0))
+            c = self.rt.scratch("gemm.p", nsplit * out.size)
+            self.rt.launch("gemm", name, (mp, npn, nb * nsplit), self._gemm_local("main"),
+                           *head, c, i32(n), i32(m * n), i32(out.size), i32(0), i32(k),
+                           i32(kc), np.float32(1.0), np.float32(0.0))
             self._gemm_reduce(c, nsplit, out.size, out, alpha, beta)
             return out
         kc = _cdiv(k, _cdiv(k, self.gemm_k_block))
         for k0 in range(0, k, kc):
-            self.launch("gemm", name, (mp, npn, nb), self._gemm_local("main"), *head,
-                        out, i32(n), i32(m * n), i32(0), i32(k0), i32(min(k, k0 + kc)),
-                        i32(kc), np.float32(alpha), np.float32(beta if k0 == 0 else 1.0))
+            self.rt.launch("gemm", name, (mp, npn, nb), self._gemm_local("main"), *head,
+                           out, i32(n), i32(m * n), i32(0), i32(k0), i32(min(k, k0 + kc)),
+                           i32(kc), np.float32(alpha), np.float32(beta if k0 == 0 else 1.0))
         return out
 
     def _gemm_reduce(self, partial, nsplit: int, size: int, out, alpha: float,
                      beta: float) -> None:
         """out = alpha * (sum of ``nsplit`` slices of ``partial``) + beta * out."""
-        self.launch("gemm", "gemm_splitk_reduce", (_cdiv(size, 8),),
-                           self._gemm_local("reduce"), partial, np.int32(nsplit), np.int32(size),
-                           out, np.float32(alpha), np.float32(beta))
+        self.rt.launch("gemm", "gemm_splitk_reduce", (_cdiv(size, 8),),
+                       self._gemm_local("reduce"), partial, np.int32(nsplit), np.int32(size),
+                       out, np.float32(alpha), np.float32(beta))
 
     # ------------------------------------------------------------------ transpose
     def transpose(self, a, axes: Sequence[int]):
@@ -195,12 +191,12 @@ class CLGemmOps:
             raise ShapeError(f"transpose: axes {axes} do not permute {a.ndim} dimensions")
         if a.ndim > 4:
             raise ShapeError(f"transpose supports up to 4-D, got {a.ndim}-D")
-        out = self.empty(tuple(a.shape[ax] for ax in axes), a.dtype)
+        out = self.rt.empty(tuple(a.shape[ax] for ax in axes), a.dtype)
         if a.size == 0:
             return out
         dims, strides = _coalesce(tuple(int(s) for s in a.shape), axes)
         if len(dims) <= 1:  # the permutation moves nothing
-            self.copy_into(out, a)
+            self.rt.copy_into(out, a)
             return out
         if np.dtype(a.dtype).itemsize != 4:
             raise DTypeError(f"transpose supports 4-byte element types, got {a.dtype}")
@@ -208,17 +204,17 @@ class CLGemmOps:
         dims, strides = [1] * pad + dims, [0] * pad + strides
         i32 = np.int32
         if strides[3] == 1:  # innermost axis stays innermost: copy rows of dims[3]
-            self.launch("transpose", "transpose_rows",
-                               (_cdiv(dims[3], 64), dims[2], dims[0] * dims[1]),
-                               self._gemm_local("copy"), a, out, *(i32(d) for d in dims),
-                               *(i32(s) for s in strides))
+            self.rt.launch("transpose", "transpose_rows",
+                           (_cdiv(dims[3], 64), dims[2], dims[0] * dims[1]),
+                           self._gemm_local("copy"), a, out, *(i32(d) for d in dims),
+                           *(i32(s) for s in strides))
         else:  # 8x8 tiles between the output's last axis and the input's last axis
             u = strides.index(1)
             o0, o1 = [d for d in range(3) if d != u]
             ostr = [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1]
-            self.launch("transpose", "transpose_tiles",
-                               (_cdiv(dims[3], 8), _cdiv(dims[u], 8), dims[o0] * dims[o1]),
-                               self._gemm_local("tile"), a, out, i32(dims[3]), i32(strides[3]),
-                               i32(dims[u]), i32(ostr[u]), i32(dims[o1]), i32(dims[o0] * dims[o1]),
-                               i32(strides[o0]), i32(ostr[o0]), i32(strides[o1]), i32(ostr[o1]))
+            self.rt.launch("transpose", "transpose_tiles",
+                           (_cdiv(dims[3], 8), _cdiv(dims[u], 8), dims[o0] * dims[o1]),
+                           self._gemm_local("tile"), a, out, i32(dims[3]), i32(strides[3]),
+                           i32(dims[u]), i32(ostr[u]), i32(dims[o1]), i32(dims[o0] * dims[o1]),
+                           i32(strides[o0]), i32(ostr[o0]), i32(strides[o1]), i32(ostr[o1]))
         return out

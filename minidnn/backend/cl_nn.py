@@ -1,10 +1,10 @@
-"""OpenCL nn primitives (mixin of OpenCLBackend): conv lowering, elementwise, pooling, loss,
-batch norm, reductions and the fused optimizer steps, each a kernel from ``cl_kernels/``.
+"""OpenCL nn primitives, the ``NNOps`` group of OpenCLBackend: conv lowering, elementwise,
+pooling, loss, batch norm and reductions, each a kernel from ``cl_kernels/``.
 
 Every primitive only enqueues work (no ``finish()``, no host copies); scalar results stay on the
 device as 1-element arrays. Reductions use fixed-order work-group trees, so they are
 deterministic. Kernel files: im2row.cl, elementwise.cl, pooling.cl, softmax.cl, batchnorm.cl,
-reduce.cl, optim.cl (helpers in nn.h).
+reduce.cl (helpers in nn.h).
 """
 from __future__ import annotations
 
@@ -13,12 +13,8 @@ from typing import Sequence
 import numpy as np
 
 from .base import Array, conv_output_size
+from .cl_runtime import CLRuntime
 from ..errors import DTypeError
-
-try:
-    import pyopencl as cl
-except ImportError:  # pragma: no cover - the module is imported only with pyopencl present
-    cl = None
 
 _f32, _i32, _u32 = np.float32, np.int32, np.uint32
 
@@ -46,46 +42,42 @@ def _check_labels(labels: Array) -> None:
         raise DTypeError(f"labels must be an int32 device array, got {labels.dtype}")
 
 
-class CLNNOps:
-    """The non-GEMM, non-sparse primitives of ``Backend`` on OpenCL (see base.py contracts)."""
+def launch_floats8(rt: CLRuntime, stem: str, name: str, n: int, *args) -> None:
+    """Launch a kernel that handles eight consecutive floats per work-item over n floats
+    (global size ceil(n / 8), work-groups of EW_LS); nothing to do for n = 0."""
+    if n:
+        rt.launch(stem, name, ((n + 7) // 8,), (EW_LS,), *args)
+
+
+class NNOps:
+    """The non-GEMM, non-sparse, non-optimizer primitives of ``Backend`` on a ``CLRuntime``
+    (see the contracts in base.py)."""
+
+    provides = ("im2row", "row2im", "add_channel_bias", "channel_sum", "relu", "relu_backward",
+                "add", "axpy", "mul", "scale", "div_sqrt", "dropout_mask", "maxpool2d",
+                "maxpool2d_backward", "avgpool2d", "avgpool2d_backward",
+                "softmax_cross_entropy", "count_correct", "batchnorm_train", "batchnorm_eval",
+                "batchnorm_backward", "sum", "count_zeros")
+
+    def __init__(self, runtime: CLRuntime) -> None:
+        self.rt = runtime
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def _red_ls(self) -> int:
-        """Work-group size of the reduction kernels: a power of two (64 on CPUs, 256 on GPUs)."""
-        ls = getattr(self, "_nn_red_ls", None)
-        if ls is None:
-            want = 64 if self.is_cpu else 256
-            ls = 1
-            while ls * 2 <= min(want, self.device.max_work_group_size):
-                ls *= 2
-            self._nn_red_ls = ls
-        return ls
-
-    @property
-    def _dummy(self) -> "cl.Buffer":
-        """A small buffer passed for absent optional arrays (never read)."""
-        buf = getattr(self, "_nn_dummy", None)
-        if buf is None:
-            buf = self._nn_dummy = cl.Buffer(self.context, cl.mem_flags.READ_WRITE, 64)
-        return buf
-
     def _lanes_log2(self, n: int, p: int) -> int:
         """log2 of the lanes sharing one plane in the per-channel kernels: enough lanes to use
         the work-group when planes are few, while each lane keeps a run of >= 8 floats."""
-        lp, ls = 1, self._red_ls
+        lp, ls = 1, self.rt.reduction_size
         while n * lp < ls and p >= 16 * lp:
             lp *= 2
         return lp.bit_length() - 1
 
     def _ew(self, name: str, n: int, *args) -> None:
-        """Launch an elementwise float8 kernel over n floats (global size ceil(n / 8))."""
-        if n:
-            self.launch("elementwise", name, ((n + 7) // 8,), (EW_LS,), *args)
+        """Launch an elementwise float8 kernel of elementwise.cl over n floats."""
+        launch_floats8(self.rt, "elementwise", name, n, *args)
 
     def _like(self, a: Array, out: Array | None) -> Array:
         """``out``, or a new float32 array shaped like ``a``."""
-        return self.empty(a.shape, np.float32) if out is None else out
+        return self.rt.empty(a.shape, np.float32) if out is None else out
 
     # ------------------------------------------------------------ convolution lowering
     def _conv_args(self, x_shape: Sequence[int], kh: int, kw: int, stride: int, pad: int,
@@ -101,9 +93,9 @@ class CLNNOps:
         """(N, C, H, W) -> (G, N*OH*OW, C/G*kh*kw); a work-item writes OW whole rows in order."""
         n, c = int(x.shape[0]), int(x.shape[1])
         suffix, args, oh, ow = self._conv_args(x.shape, kh, kw, stride, pad, groups)
-        rows = self.empty((groups, n * oh * ow, c // groups * kh * kw))
+        rows = self.rt.empty((groups, n * oh * ow, c // groups * kh * kw))
         if rows.size:
-            self.launch("im2row", f"im2row_{suffix}", (oh, groups * n), ROW_LS, x, rows, *args)
+            self.rt.launch("im2row", f"im2row_{suffix}", (oh, groups * n), ROW_LS, x, rows, *args)
         return rows
 
     def row2im(self, rows: Array, x_shape: Sequence[int], kh: int, kw: int, stride: int,
@@ -112,13 +104,13 @@ class CLNNOps:
         windows in memory order (fast there); elsewhere one work-item per input pixel gathers."""
         n, c, h, w = (int(s) for s in x_shape)
         suffix, args, oh, ow = self._conv_args(x_shape, kh, kw, stride, pad, groups)
-        dx = self.empty((n, c, h, w))
+        dx = self.rt.empty((n, c, h, w))
         if dx.size:
-            if self.is_cpu:
-                self.launch("im2row", f"row2im_{suffix}", (groups * n,), (IMAGE_LS,), rows, dx,
-                            *args)
+            if self.rt.is_cpu:
+                self.rt.launch("im2row", f"row2im_{suffix}", (groups * n,), (IMAGE_LS,), rows, dx,
+                               *args)
             else:
-                self.launch("im2row", "row2im_px", (w, h, n * c), TILE_3D, rows, dx, *args)
+                self.rt.launch("im2row", "row2im_px", (w, h, n * c), TILE_3D, rows, dx, *args)
         return dx
 
     # ------------------------------------------------------------ bias / channels
@@ -128,34 +120,34 @@ class CLNNOps:
         if not x.size:
             return
         if p == 1:
-            self.launch("elementwise", "add_bias_cols", ((c + 3) // 4, n), TILE_2D,
-                        x, bias, _u32(c), _u32(n))
+            self.rt.launch("elementwise", "add_bias_cols", ((c + 3) // 4, n), TILE_2D,
+                           x, bias, _u32(c), _u32(n))
         else:
-            self.launch("elementwise", "add_bias_planes", ((p + 7) // 8, n * c), TILE_2D,
-                        x, bias, _u32(p), _u32(c), _u32(n * c))
+            self.rt.launch("elementwise", "add_bias_planes", ((p + 7) // 8, n * c), TILE_2D,
+                           x, bias, _u32(p), _u32(c), _u32(n * c))
 
     def channel_sum(self, x: Array, out: Array, accumulate: bool = True) -> None:
         """out[c] (+)= sum over (n, p): one work-group per channel, tree-reduced (for P = 1 one
         work-item per column)."""
         n, c, p = _ncp(x, int(out.shape[0]))
         if c and p == 1:
-            self.launch("reduce", "column_sum", (c,), (EW_LS,), x, out, _u32(n), _u32(c),
-                        _i32(bool(accumulate)))
+            self.rt.launch("reduce", "column_sum", (c,), (EW_LS,), x, out, _u32(n), _u32(c),
+                           _i32(bool(accumulate)))
         elif c:
-            ls = self._red_ls
-            self.launch("reduce", "channel_sum", (c * ls,), (ls,), x, out, _u32(n), _u32(c),
-                        _u32(p), _u32(self._lanes_log2(n, p)), _i32(bool(accumulate)))
+            ls = self.rt.reduction_size
+            self.rt.launch("reduce", "channel_sum", (c * ls,), (ls,), x, out, _u32(n), _u32(c),
+                           _u32(p), _u32(self._lanes_log2(n, p)), _i32(bool(accumulate)))
 
     # ------------------------------------------------------------ elementwise
     def relu(self, x: Array) -> Array:
         """max(x, 0) into a new array."""
-        y = self.empty(x.shape)
+        y = self.rt.empty(x.shape)
         self._ew("relu", x.size, x, y, _u32(x.size))
         return y
 
     def relu_backward(self, dy: Array, y: Array) -> Array:
         """dy where y > 0, else 0."""
-        dx = self.empty(dy.shape)
+        dx = self.rt.empty(dy.shape)
         self._ew("relu_backward", dy.size, dy, y, dx, _u32(dy.size))
         return dx
 
@@ -179,9 +171,15 @@ class CLNNOps:
         """In place a *= s."""
         self._ew("scale", a.size, a, _f32(s), _u32(a.size))
 
+    def div_sqrt(self, a: Array, b: Array, eps: float, out: Array | None = None) -> Array:
+        """a / (sqrt(b) + eps) (out may be a or b)."""
+        out = self._like(a, out)
+        self._ew("div_sqrt", a.size, a, b, out, _f32(eps), _u32(a.size))
+        return out
+
     def dropout_mask(self, shape: Sequence[int], p: float, seed: int, counter: int) -> Array:
         """Keep-mask scaled by 1/(1-p) from the counter-based hash (same bits as NumPy's)."""
-        out = self.empty(shape)
+        out = self.rt.empty(shape)
         n = int(out.size)
         self._ew("dropout_mask", n, out, _u32(seed & 0xFFFFFFFF), _u32(counter & 0xFFFFFFFF),
                  _f32(p), _f32(1.0 / (1.0 - p)), _u32(n))
@@ -196,42 +194,42 @@ class CLNNOps:
     def maxpool2d(self, x: Array, k: int, stride: int, pad: int) -> tuple[Array, Array]:
         """Max pooling with int32 argmax (flat h*W+w in the plane); padding never wins."""
         n, c, h, w, oh, ow = self._pool_geometry(x.shape, k, stride, pad)
-        y = self.empty((n, c, oh, ow))
-        argmax = self.empty((n, c, oh, ow), np.int32)
+        y = self.rt.empty((n, c, oh, ow))
+        argmax = self.rt.empty((n, c, oh, ow), np.int32)
         if y.size and k == stride == 2 and pad == 0:
-            self.launch("pooling", "maxpool2d_k2s2", (oh, n * c), ROW_LS, x, y, argmax,
-                        *map(_i32, (h, w, oh, ow, n * c)))
+            self.rt.launch("pooling", "maxpool2d_k2s2", (oh, n * c), ROW_LS, x, y, argmax,
+                           *map(_i32, (h, w, oh, ow, n * c)))
         elif y.size:
-            self.launch("pooling", "maxpool2d", (oh, n * c), ROW_LS, x, y, argmax,
-                        *map(_i32, (h, w, oh, ow, k, stride, pad, n * c)))
+            self.rt.launch("pooling", "maxpool2d", (oh, n * c), ROW_LS, x, y, argmax,
+                           *map(_i32, (h, w, oh, ow, k, stride, pad, n * c)))
         return y, argmax
 
     def maxpool2d_backward(self, dy: Array, argmax: Array, x_shape: Sequence[int]) -> Array:
         """Gradient added at the argmax positions by one work-item per plane (no atomics)."""
         n, c, h, w = (int(s) for s in x_shape)
-        dx = self.empty((n, c, h, w))
+        dx = self.rt.empty((n, c, h, w))
         if dx.size:
-            self.launch("pooling", "maxpool2d_backward", (n * c,), (PLANE_LS,), dy, argmax, dx,
-                        _i32(h * w), _i32(int(dy.size) // max(n * c, 1)), _i32(n * c))
+            self.rt.launch("pooling", "maxpool2d_backward", (n * c,), (PLANE_LS,), dy, argmax, dx,
+                           _i32(h * w), _i32(int(dy.size) // max(n * c, 1)), _i32(n * c))
         return dx
 
     def avgpool2d(self, x: Array, k: int, stride: int, pad: int) -> Array:
         """Average pooling, zero padding counted in the k*k divisor."""
         n, c, h, w, oh, ow = self._pool_geometry(x.shape, k, stride, pad)
-        y = self.empty((n, c, oh, ow))
+        y = self.rt.empty((n, c, oh, ow))
         if y.size:
-            self.launch("pooling", "avgpool2d", (oh, n * c), ROW_LS, x, y,
-                        *map(_i32, (h, w, oh, ow, k, stride, pad, n * c)))
+            self.rt.launch("pooling", "avgpool2d", (oh, n * c), ROW_LS, x, y,
+                           *map(_i32, (h, w, oh, ow, k, stride, pad, n * c)))
         return y
 
     def avgpool2d_backward(self, dy: Array, x_shape: Sequence[int], k: int, stride: int,
                            pad: int) -> Array:
         """Adjoint of avgpool2d: one work-item per plane adds each window's share."""
         n, c, h, w, oh, ow = self._pool_geometry(x_shape, k, stride, pad)
-        dx = self.empty((n, c, h, w))
+        dx = self.rt.empty((n, c, h, w))
         if dx.size:
-            self.launch("pooling", "avgpool2d_backward", (n * c,), (PLANE_LS,), dy, dx,
-                        *map(_i32, (h, w, oh, ow, k, stride, pad, n * c)))
+            self.rt.launch("pooling", "avgpool2d_backward", (n * c,), (PLANE_LS,), dy, dx,
+                           *map(_i32, (h, w, oh, ow, k, stride, pad, n * c)))
         return dx
 
     # ------------------------------------------------------------ loss and metrics
@@ -239,21 +237,21 @@ class CLNNOps:
         """Mean cross-entropy (1-element array) and d loss / d logits, one work-group."""
         _check_labels(labels)
         n, k = int(logits.shape[0]), int(logits.shape[1])
-        loss = self.empty((1,))
-        grad = self.empty((n, k))
-        ls = self._red_ls
-        self.launch("softmax", "softmax_xent", (ls,), (ls,), logits, labels, loss, grad,
-                    _i32(n), _i32(k))
+        loss = self.rt.empty((1,))
+        grad = self.rt.empty((n, k))
+        ls = self.rt.reduction_size
+        self.rt.launch("softmax", "softmax_xent", (ls,), (ls,), logits, labels, loss, grad,
+                       _i32(n), _i32(k))
         return loss, grad
 
     def count_correct(self, logits: Array, labels: Array) -> Array:
         """Rows whose first argmax equals the label, as a 1-element int32 array."""
         _check_labels(labels)
         n, k = int(logits.shape[0]), int(logits.shape[1])
-        out = self.empty((1,), np.int32)
-        ls = self._red_ls
-        self.launch("softmax", "count_correct", (ls,), (ls,), logits, labels, out,
-                    _i32(n), _i32(k))
+        out = self.rt.empty((1,), np.int32)
+        ls = self.rt.reduction_size
+        self.rt.launch("softmax", "count_correct", (ls,), (ls,), logits, labels, out,
+                       _i32(n), _i32(k))
         return out
 
     # ------------------------------------------------------------ batch norm
@@ -262,60 +260,60 @@ class CLNNOps:
                         ) -> tuple[Array, Array, Array]:
         """Batch statistics per channel (one work-group each); updates the running stats."""
         n, c, p = _ncp(x, int(gamma.shape[0]))
-        y, xhat, inv_std = self.empty(x.shape), self.empty(x.shape), self.empty((c,))
-        ls = self._red_ls
-        self.launch("batchnorm", "batchnorm_train", (c * ls,), (ls,), x, gamma, beta,
-                    running_mean, running_var, y, xhat, inv_std, _u32(n), _u32(c), _u32(p),
-                    _u32(self._lanes_log2(n, p)), _f32(momentum), _f32(eps))
+        y, xhat, inv_std = self.rt.empty(x.shape), self.rt.empty(x.shape), self.rt.empty((c,))
+        ls = self.rt.reduction_size
+        self.rt.launch("batchnorm", "batchnorm_train", (c * ls,), (ls,), x, gamma, beta,
+                       running_mean, running_var, y, xhat, inv_std, _u32(n), _u32(c), _u32(p),
+                       _u32(self._lanes_log2(n, p)), _f32(momentum), _f32(eps))
         return y, xhat, inv_std
 
     def batchnorm_eval(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
                        running_var: Array, eps: float) -> Array:
         """Normalization with the running statistics: per-channel scale/shift, then affine."""
         n, c, p = _ncp(x, int(gamma.shape[0]))
-        y = self.empty(x.shape)
-        coef = self.empty((2 * c,))
-        self.launch("batchnorm", "batchnorm_eval_coeffs", (c,), (EW_LS,), gamma, beta,
-                    running_mean, running_var, coef, _u32(c), _f32(eps))
+        y = self.rt.empty(x.shape)
+        coef = self.rt.empty((2 * c,))
+        self.rt.launch("batchnorm", "batchnorm_eval_coeffs", (c,), (EW_LS,), gamma, beta,
+                       running_mean, running_var, coef, _u32(c), _f32(eps))
         if not y.size:
             return y
         if p == 1:
-            self.launch("batchnorm", "channel_affine_cols", ((c + 3) // 4, n), TILE_2D, x, y,
-                        coef, _u32(c), _u32(n))
+            self.rt.launch("batchnorm", "channel_affine_cols", ((c + 3) // 4, n), TILE_2D, x, y,
+                           coef, _u32(c), _u32(n))
         else:
-            self.launch("batchnorm", "channel_affine_planes", ((p + 7) // 8, n * c), TILE_2D,
-                        x, y, coef, _u32(p), _u32(c), _u32(n * c))
+            self.rt.launch("batchnorm", "channel_affine_planes", ((p + 7) // 8, n * c), TILE_2D,
+                           x, y, coef, _u32(p), _u32(c), _u32(n * c))
         return y
 
     def batchnorm_backward(self, dy: Array, xhat: Array, inv_std: Array, gamma: Array,
                            dgamma: Array, dbeta: Array) -> Array:
         """Train-mode batch-norm gradient; accumulates dgamma/dbeta, returns dx."""
         n, c, p = _ncp(dy, int(gamma.shape[0]))
-        dx = self.empty(dy.shape)
-        ls = self._red_ls
-        self.launch("batchnorm", "batchnorm_backward", (c * ls,), (ls,), dy, xhat, inv_std,
-                    gamma, dgamma, dbeta, dx, _u32(n), _u32(c), _u32(p),
-                    _u32(self._lanes_log2(n, p)))
+        dx = self.rt.empty(dy.shape)
+        ls = self.rt.reduction_size
+        self.rt.launch("batchnorm", "batchnorm_backward", (c * ls,), (ls,), dy, xhat, inv_std,
+                       gamma, dgamma, dbeta, dx, _u32(n), _u32(c), _u32(p),
+                       _u32(self._lanes_log2(n, p)))
         return dx
 
     # ------------------------------------------------------------ reductions
     def _reduce(self, a: Array, stage1: str, dtype) -> Array:
         """Two-stage deterministic reduction: fixed chunks per work-group, then one group."""
         n = int(a.size)
-        ls = self._red_ls
+        ls = self.rt.reduction_size
         chunk = -(-SUM_CHUNK // (4 * ls)) * 4 * ls  # each lane a run of a multiple of 4
-        out = self.empty((1,), dtype)
+        out = self.rt.empty((1,), dtype)
         groups = max(1, -(-n // chunk))
         if groups == 1:
-            self.launch("reduce", stage1, (ls,), (ls,), a, out, _u32(n), _u32(chunk))
+            self.rt.launch("reduce", stage1, (ls,), (ls,), a, out, _u32(n), _u32(chunk))
             return out
-        partial = self.empty((groups,), dtype)
-        self.launch("reduce", stage1, (groups * ls,), (ls,), a, partial, _u32(n), _u32(chunk))
+        partial = self.rt.empty((groups,), dtype)
+        self.rt.launch("reduce", stage1, (groups * ls,), (ls,), a, partial, _u32(n), _u32(chunk))
         if dtype == np.int32:
-            self.launch("reduce", "sum_int", (ls,), (ls,), partial, out, _u32(groups))
+            self.rt.launch("reduce", "sum_int", (ls,), (ls,), partial, out, _u32(groups))
         else:
-            self.launch("reduce", "sum_partial", (ls,), (ls,), partial, out, _u32(groups),
-                        _u32(-(-groups // (4 * ls)) * 4 * ls))
+            self.rt.launch("reduce", "sum_partial", (ls,), (ls,), partial, out, _u32(groups),
+                           _u32(-(-groups // (4 * ls)) * 4 * ls))
         return out
 
     def sum(self, a: Array) -> Array:
@@ -325,51 +323,3 @@ class CLNNOps:
     def count_zeros(self, a: Array) -> Array:
         """Number of exact zeros as a 1-element int32 array."""
         return self._reduce(a, "count_zeros_partial", np.int32)
-
-    # ------------------------------------------------------------ optimizer updates
-    def _opt(self, name: str, w: Array, *args) -> None:
-        """Launch a fused optimizer kernel over w (float8 per work-item, n appended)."""
-        n = int(w.size)
-        if n:
-            self.launch("optim", name, ((n + 7) // 8,), (EW_LS,), *args, _u32(n))
-
-    def _mask_args(self, mask: Array | None, threshold: float) -> tuple:
-        """(threshold, has_mask) kernel arguments; the prox runs only for threshold > 0."""
-        return (_f32(max(threshold, 0.0)), _i32(mask is not None))
-
-    def sgd_update(self, w: Array, g: Array, velocity: Array | None, lr: float, momentum: float,
-                   nesterov: bool, weight_decay: float, threshold: float,
-                   mask: Array | None) -> None:
-        """One fused SGD step (+ prox, + mask)."""
-        use_v = velocity is not None and momentum != 0
-        self._opt("sgd_update", w, w, g, velocity if use_v else self._dummy,
-                  self._dummy if mask is None else mask, _f32(lr), _f32(momentum),
-                  _i32(use_v), _i32(bool(nesterov)), _f32(weight_decay),
-                  *self._mask_args(mask, threshold))
-
-    def rmsprop_update(self, w: Array, g: Array, square_avg: Array, lr: float, alpha: float,
-                       eps: float, weight_decay: float, threshold: float,
-                       mask: Array | None) -> None:
-        """One fused RMSProp step (+ prox, + mask)."""
-        self._opt("rmsprop_update", w, w, g, square_avg, self._dummy if mask is None else mask,
-                  _f32(lr), _f32(alpha), _f32(1 - alpha), _f32(eps), _f32(weight_decay),
-                  *self._mask_args(mask, threshold))
-
-    def adam_update(self, w: Array, g: Array, m: Array, v: Array, lr: float, beta1: float,
-                    beta2: float, eps: float, step: int, weight_decay: float, threshold: float,
-                    mask: Array | None) -> None:
-        """One fused Adam step with bias correction (+ prox, + mask)."""
-        self._opt("adam_update", w, w, g, m, v, self._dummy if mask is None else mask,
-                  _f32(lr), _f32(beta1), _f32(1 - beta1), _f32(beta2), _f32(1 - beta2),
-                  _f32(1 - beta1 ** step), _f32(1 - beta2 ** step), _f32(eps),
-                  _f32(weight_decay), *self._mask_args(mask, threshold))
-
-    def soft_threshold(self, w: Array, threshold: float, out: Array | None = None) -> Array:
-        """sign(w) * max(|w| - threshold, 0); in place when out is w."""
-        out = self._like(w, out)
-        self._ew("soft_threshold", w.size, w, out, _f32(threshold), _u32(w.size))
-        return out
-
-    def apply_mask(self, w: Array, mask: Array) -> None:
-        """In place w *= mask."""
-        self.mul(w, mask, out=w)

@@ -1,6 +1,8 @@
 """The NumPy backend: the readable reference every OpenCL kernel is tested against.
 
 Written plainly: each primitive is the textbook formula, vectorized where that stays obvious.
+It implements the core primitives of ``Backend`` and overrides every optional one (the
+defaults built from the core are tested against these overrides).
 """
 from __future__ import annotations
 
@@ -151,6 +153,9 @@ class NumpyBackend(Backend):
 
     def scale(self, a, s):
         a *= np.asarray(s, dtype=a.dtype)
+
+    def div_sqrt(self, a, b, eps, out=None):
+        return np.divide(a, np.sqrt(b) + a.dtype.type(eps), out=out)
 
     def dropout_mask(self, shape, p, seed, counter):
         n = int(np.prod(shape))
