@@ -315,3 +315,13 @@ class Backend(ABC):
                   shape: Sequence[int], out: Array, accumulate: bool = True) -> None:
         """Weight gradient on the sparsity pattern: for each nonzero (o, k) of W (O, K),
         ``out[e] (+)= sum_m dy[g, m, o - g*O/G] * x[g, m, k]``, g = o // (O/G)."""
+
+    # ------------------------------------------------------------ shared (quantized) weights
+    @abstractmethod
+    def segment_sum(self, values: Array, order: Array, offsets: Array,
+                    out: Array | None = None) -> Array:
+        """``out[s] = sum_{offsets[s] <= j < offsets[s+1]} values[order[j]]`` for s < k, with
+        ``offsets`` int32 (k+1) and ``order`` int32: the gradient of shared values (centroids)
+        from their members' gradients. Empty segments give 0; the order of each sum is fixed,
+        so the result is deterministic. With ``gather`` (centroid -> members) it is the pair
+        that fine-tunes a codebook on the device."""

@@ -2,7 +2,8 @@
 
 This module owns the context/queue (devices are found and checked in ``devices``), memory and transfers; the primitives
 themselves live in mixins grouped by job (``cl_gemm``: dense matrix products and transposes,
-``cl_nn``: the neural-network and optimizer ops, ``cl_csr``: sparse CSR ops). Arrays are
+``cl_nn``: the neural-network and optimizer ops, ``cl_csr``: sparse CSR ops, ``cl_quantize``:
+shared-weight ops). Arrays are
 ``pyopencl.array.Array`` used only as containers (shape, dtype, buffer): all arithmetic goes
 through our own kernels. Work is queued without ``finish()``; only ``to_host`` waits.
 """
@@ -28,9 +29,10 @@ from .cl_csr import CLCSROps  # noqa: E402  (mixins need cl imported above)
 from .cl_gemm import CLGemmOps  # noqa: E402
 from .cl_nn import CLNNOps  # noqa: E402
 from .cl_programs import ProgramCache  # noqa: E402
+from .cl_quantize import CLQuantizeOps  # noqa: E402
 
 
-class OpenCLBackend(CLGemmOps, CLNNOps, CLCSROps, Backend):
+class OpenCLBackend(CLGemmOps, CLNNOps, CLCSROps, CLQuantizeOps, Backend):
     """Float32 backend on one OpenCL device (default: first usable GPU, else the best usable CPU
     device; see ``devices.select_device``)."""
 
