@@ -9,7 +9,7 @@ import pytest
 
 from minidnn.backend import NumpyBackend
 from minidnn.compress.codec import (HUFFMAN, HUFFMAN_MAX_LEN, PACKED, EncodedLayer,
-                                    canonical_codes, decode_layer, encode_layer, gap_symbols,
+                                    _table_header, canonical_codes, decode_layer, encode_layer, gap_symbols,
                                     huffman_decode, huffman_encode, huffman_lengths, pack_bits,
                                     positions_from_gaps, unpack_bits)
 from minidnn.compress.quantize import (CentroidOptimizer, QuantizedLayer, apply_records,
@@ -404,6 +404,11 @@ def test_bad_layers_raise_model_file_error():
     r = record(rng, (20, 30), 0.2, 3)
     huff = encode_layer(r, 4, HUFFMAN, HUFFMAN)
     packed = encode_layer(r, 4, PACKED, PACKED)
+    lengths = huffman_lengths(np.bincount(r.assignments, minlength=8))
+    payload = huff.values[len(_table_header(lengths, r.nnz)):]
+
+    def table(lengths, n=r.nnz):
+        return _table_header(np.asarray(lengths), n) + payload
     bad = {
         "bits 0": _blob(packed, bits=0), "bits 17": _blob(packed, bits=17),
         "index bits 0": _blob(packed, index_bits=0), "index bits 17": _blob(packed, index_bits=17),
@@ -421,13 +426,16 @@ def test_bad_layers_raise_model_file_error():
         "index symbols off": _blob(huff, index_symbols=huff.index_symbols - 1),
         "huffman values truncated": _blob(huff, values=huff.values[:-2]),
         "huffman values extra byte": _blob(huff, values=huff.values + b"\0"),
-        "huffman table over-subscribed": _blob(huff, values=huff.values[:6] + pack_bits(
-            np.ones(8), 4) + huff.values[6 + 4:]),
-        "huffman table incomplete": _blob(huff, values=huff.values[:6] + pack_bits(
-            np.full(8, 4), 4) + huff.values[6 + 4:]),
-        "huffman table past alphabet": _blob(huff, values=struct.pack("<IH", r.nnz, 8)
-                                            + huff.values[6:]),
+        "huffman table over-subscribed": _blob(huff, values=table(np.ones(8))),
+        "huffman table incomplete": _blob(huff, values=table(np.full(8, 4))),
+        "huffman table past alphabet": _blob(huff, values=table(np.full(16, 4))),
+        "huffman one symbol, long code": _blob(huff, values=table([2])),
+        "huffman table truncated": _blob(huff, values=huff.values[:7]),
+        "huffman table malformed": _blob(huff, values=struct.pack("<IH", r.nnz, 7) + bytes(9)),
+        "huffman table padding": _blob(huff, values=table(lengths)[:-len(payload) - 1] + bytes(
+            [table(lengths)[-len(payload) - 1] | 1]) + payload),
         "huffman count too big": _blob(huff, values=struct.pack("<I", 10**9) + huff.values[4:]),
+        "huffman count off": _blob(huff, values=table(lengths, r.nnz - 1)),
         "shape": _blob(packed, shape=(0, 600)),
         "positions past the tensor": _blob(packed, shape=(20, 29)),
     }

@@ -15,7 +15,7 @@ streams (measured on a sparse LeNet-5, ``benchmarks/bench_quantize.py``) canonic
 smaller than zlib, bz2 and lzma, whether they are fed the packed bits or one byte per symbol:
 the symbols are nearly independent, so an LZ stage finds no repeats, and the general codecs
 pay headers and block overheads (lzma ~60 B, bz2 ~40 B) that are several percent of a layer
-this small. Huffman's own cost is its code-length table: 4 bits per symbol of the alphabet.
+this small. Huffman's own cost is its code-length table, gamma-coded deltas: ~1-3 bits per symbol.
 
 Decoding validates everything and raises ``ModelFileError``, never garbage: bits or index bits
 outside 1..16, an unknown codec, a codebook longer than 2**bits or holding NaN, inf or 0, an
@@ -35,7 +35,7 @@ from .quantize import MAX_BITS, MIN_BITS, QuantizedLayer, check_bits
 
 PACKED, HUFFMAN = 0, 1
 CODECS = {PACKED: "packed", HUFFMAN: "huffman"}
-HUFFMAN_MAX_LEN = 15           # code lengths fit 4 bits; decode table 2**15 entries
+HUFFMAN_MAX_LEN = 15           # decode table: 2**15 entries
 FORMAT_VERSION = 1
 MAX_NDIM = 8
 INDEX_BITS_SEARCH = range(1, 13)
@@ -148,9 +148,18 @@ def canonical_codes(lengths: np.ndarray) -> np.ndarray:
 
 
 def _table_header(lengths: np.ndarray, n: int) -> bytes:
-    """u32 symbol count, u16 (table size - 1), then the code lengths 4 bits each."""
-    size = max(1, int(np.flatnonzero(lengths)[-1]) + 1 if lengths.any() else 1)
-    return struct.pack("<IH", n, size - 1) + pack_bits(lengths[:size], 4)
+    """u32 symbol count, u16 (table size - 1), then the code lengths as Elias-gamma codes of
+    their zigzag deltas (neighbouring lengths rarely differ by more than one: ~1-3 bits each),
+    zero-padded to a byte."""
+    size = int(np.flatnonzero(lengths)[-1]) + 1 if lengths.any() else 1
+    words, prev = [], 0
+    for length in lengths[:size]:
+        d = int(length) - prev
+        v = (2 * d if d >= 0 else -2 * d - 1) + 1
+        words.append("0" * (v.bit_length() - 1) + format(v, "b"))
+        prev = int(length)
+    bits = np.frombuffer("".join(words).encode(), np.uint8) - ord("0")
+    return struct.pack("<IH", n, size - 1) + np.packbits(bits).tobytes()
 
 
 def huffman_encode(symbols: np.ndarray, alphabet: int) -> bytes:
@@ -177,10 +186,26 @@ def _read_table(data: bytes, alphabet: int, what: str) -> tuple[int, np.ndarray,
     if size > alphabet:
         raise ModelFileError(f"{what}: Huffman table codes symbols up to {size - 1}, past the "
                              f"alphabet 0..{alphabet - 1}")
-    head = 6 + -(-size * 4 // 8)
-    if len(data) < head:
-        raise ModelFileError(f"{what}: Huffman table truncated")
-    lengths = unpack_bits(data[6:head], 4, size, f"{what}: Huffman table").astype(np.int64)
+    # every length takes 1..9 bits: read at most that much, as a string of '0'/'1'
+    chunk = np.frombuffer(data, np.uint8, min(len(data) - 6, -(-9 * size // 8)), 6)
+    bits = (np.unpackbits(chunk) + ord("0")).tobytes().decode()
+    lengths = np.zeros(size, np.int64)
+    pos, prev = 0, 0
+    for i in range(size):
+        one = bits.find("1", pos)
+        zeros = one - pos
+        if one < 0 or zeros > 4 or one + zeros >= len(bits):
+            raise ModelFileError(f"{what}: Huffman table truncated or malformed")
+        v = int(bits[one:one + zeros + 1], 2) - 1
+        prev += v // 2 if v % 2 == 0 else -(v + 1) // 2
+        if not 0 <= prev <= HUFFMAN_MAX_LEN:
+            raise ModelFileError(f"{what}: Huffman code length {prev} outside "
+                                 f"0..{HUFFMAN_MAX_LEN}")
+        lengths[i] = prev
+        pos = one + zeros + 1
+    if "1" in bits[pos:-(-pos // 8) * 8]:
+        raise ModelFileError(f"{what}: nonzero padding after the Huffman table")
+    head = 6 + -(-pos // 8)
     used = int(np.count_nonzero(lengths))
     kraft = int(sum(1 << (HUFFMAN_MAX_LEN - int(v)) for v in lengths[lengths > 0]))
     if n and used == 0:
