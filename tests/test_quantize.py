@@ -7,47 +7,24 @@ import struct
 import numpy as np
 import pytest
 
-from minidnn.backend import NumpyBackend
 from minidnn.compress.codec import (HUFFMAN, HUFFMAN_MAX_LEN, PACKED, EncodedLayer,
-                                    _table_header, canonical_codes, decode_layer, encode_layer, gap_symbols,
-                                    huffman_decode, huffman_encode, huffman_lengths, pack_bits,
-                                    positions_from_gaps, unpack_bits)
+                                    _table_header, canonical_codes, decode_layer, encode_layer,
+                                    gap_symbols, huffman_decode, huffman_encode, huffman_lengths,
+                                    pack_bits, positions_from_gaps, unpack_bits)
 from minidnn.compress.quantize import (CentroidOptimizer, QuantizedLayer, apply_records,
                                        dp_quantize_1d, finetune_codebooks, kmeans_1d,
                                        layer_bits, quantize_model, segment_layout)
 from minidnn.data import ArrayDataset
 from minidnn.errors import ConfigError, MinidnnError, ModelFileError
-from minidnn.layers import Conv2d, Flatten, Linear, ReLU, Sequential, SoftmaxCrossEntropy
-from minidnn.layers.model import Model
+from minidnn.layers import SoftmaxCrossEntropy
+from test_compress import Tiny
+from test_compress import synthetic as synthetic_split
 
 
 # ---------------------------------------------------------------------- helpers
-class Tiny(Model):
-    """conv1 1->4 3x3 on 6x6 -> fc1 64->16 -> ReLU -> fc2 16->3."""
-
-    arch = "tiny"
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__(seed=seed)
-        rng = np.random.default_rng(seed)
-        self.net = Sequential(conv1=Conv2d(1, 4, 3, rng=rng), flatten=Flatten(),
-                              fc1=Linear(64, 16, rng=rng), relu=ReLU(),
-                              fc2=Linear(16, 3, rng=rng))
-
-    def forward(self, x):
-        return self.net.forward(x)
-
-    def backward(self, dy, need_dx=False):
-        return self.net.backward(dy, need_dx)
-
-
-def synthetic(n: int = 256, seed: int = 0) -> ArrayDataset:
-    """Three classes: fixed 6x6 templates plus noise."""
-    rng = np.random.default_rng(seed)
-    templates = np.random.default_rng(99).standard_normal((3, 1, 6, 6)).astype(np.float32)
-    y = rng.integers(0, 3, n).astype(np.int32)
-    x = templates[y] + 0.5 * rng.standard_normal((n, 1, 6, 6)).astype(np.float32)
-    return ArrayDataset(x.astype(np.float32), y, "synthetic", ["a", "b", "c"])
+def synthetic(n: int = 256) -> ArrayDataset:
+    """The three-class template data of test_compress (its training split)."""
+    return synthetic_split(n)[0]
 
 
 def sparse_tiny(backend, seed: int = 0, form: str = "mask", density: float = 0.4) -> Tiny:
