@@ -158,9 +158,9 @@ def report(run: dict, steps: int) -> None:
     """Print one run: accuracy, per-layer bytes, the codec comparison."""
     tuned = (f", after {steps} fine-tuning steps {100 * run['accuracy_finetuned']:.2f}%"
              if "accuracy_finetuned" in run else "")
-    print(f"\n== {run['method']} {run['bits']} bits: accuracy {100 * run['accuracy_quantized']:.2f}%"
-          f"{tuned}; layers {run['layer_bytes']} B, payload with float32 biases "
-          f"{run['payload_bytes']} B")
+    print(f"\n== {run['method']} {run['bits']} bits: accuracy "
+          f"{100 * run['accuracy_quantized']:.2f}%{tuned}; layers {run['layer_bytes']} B, "
+          f"payload with float32 biases {run['payload_bytes']} B")
     print(f"  {'layer':>6} {'nnz':>6} {'bits':>4} {'k':>3} {'ibits':>5} {'codebook':>8} "
           f"{'values':>7} {'indices':>7} {'header':>6} {'total':>6}  codecs")
     for r in run["layers"]:
