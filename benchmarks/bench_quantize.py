@@ -23,8 +23,8 @@ import zlib
 import numpy as np
 
 from minidnn.backend import resolve_backend
-from minidnn.compress.codec import (CODECS, EncodedLayer, decode_layer, encode_layer,
-                                    gap_symbols, huffman_encode, pack_bits)
+from minidnn.compress.codec import (CODECS, EncodedLayer, compact_positions, decode_layer,
+                                    encode_layer, gap_symbols, huffman_encode, pack_bits)
 from minidnn.compress.quantize import (QuantizedLayer, dp_quantize_1d, finetune_codebooks,
                                        kmeans_1d, quantize_model)
 from minidnn.data.locate import load_mnist
@@ -64,12 +64,14 @@ def encode_all(records: list[QuantizedLayer]) -> list[EncodedLayer]:
 
 
 def codec_table(records: list[QuantizedLayer], encoded: list[EncodedLayer]) -> list[dict]:
-    """Per layer and stream: sizes under every codec."""
+    """Per layer and stream: sizes under every codec (index streams as the encoder formed
+    them; the live bitmaps of compact layers are not included)."""
     rows = []
     for r, e in zip(records, encoded):
+        positions = compact_positions(r)[0] if e.live else r.positions
         for stream, symbols, width in (
                 ("values", r.assignments, r.bits),
-                ("indices", gap_symbols(r.positions, e.index_bits), e.index_bits)):
+                ("indices", gap_symbols(positions, e.index_bits), e.index_bits)):
             rows.append({"layer": r.label, "stream": stream, "width": width,
                          "symbols": int(symbols.size), **stream_sizes(symbols, width)})
     return rows
@@ -133,8 +135,8 @@ def main() -> None:
             acc_q = Trainer(model, None).evaluate(test_ds)["accuracy"]
             encoded = encode_all(records)
             layers = [{"layer": r.label, "nnz": r.nnz, "bits": r.bits, "k": r.k,
-                       "index_bits": e.index_bits, "codecs": [CODECS[e.values_codec],
-                                                              CODECS[e.indices_codec]],
+                       "index_bits": e.index_bits, "compact": bool(e.live),
+                       "codecs": [CODECS[e.values_codec], CODECS[e.indices_codec]],
                        **e.stream_bytes, "total": e.nbytes} for r, e in zip(records, encoded)]
             run = {"method": method, "bits": bits, "accuracy_quantized": acc_q,
                    "layers": layers, "layer_bytes": sum(e.nbytes for e in encoded),
@@ -162,11 +164,11 @@ def report(run: dict, steps: int) -> None:
           f"{100 * run['accuracy_quantized']:.2f}%{tuned}; layers {run['layer_bytes']} B, "
           f"payload with float32 biases {run['payload_bytes']} B")
     print(f"  {'layer':>6} {'nnz':>6} {'bits':>4} {'k':>3} {'ibits':>5} {'codebook':>8} "
-          f"{'values':>7} {'indices':>7} {'header':>6} {'total':>6}  codecs")
+          f"{'values':>7} {'indices':>7} {'header':>6} {'total':>6}  codecs (values/indices)")
     for r in run["layers"]:
         print(f"  {r['layer']:>6} {r['nnz']:>6} {r['bits']:>4} {r['k']:>3} {r['index_bits']:>5} "
               f"{r['codebook']:>8} {r['values']:>7} {r['indices']:>7} {r['header']:>6} "
-              f"{r['total']:>6}  {'/'.join(r['codecs'])}")
+              f"{r['total']:>6}  {'/'.join(r['codecs'])}{', compact' if r['compact'] else ''}")
     print(f"  {'stream':>14} {'symbols':>7} {'packed':>7} {'huffman':>7} {'zlib':>7} {'bz2':>7} "
           f"{'lzma':>7}")
     for c in run["codecs"]:

@@ -349,8 +349,10 @@ def test_layer_round_trip_is_bit_identical(bits):
         pos = np.flatnonzero(dense)
         c, a = kmeans_1d(dense.ravel()[pos], 1 << bits)
         r = QuantizedLayer("w", shape, bits, c, a, pos)
-        for codecs in ((None, None), (PACKED, PACKED), (HUFFMAN, HUFFMAN)):
-            enc = encode_layer(r, None, *codecs)
+        for codecs, compact in itertools.product(
+                ((None, None), (PACKED, PACKED), (HUFFMAN, HUFFMAN)), (None, False, True)):
+            enc = encode_layer(r, None, *codecs, compact=compact)
+            assert bool(enc.live) == bool(compact) or compact is None
             blob = enc.to_bytes()
             assert len(blob) == enc.nbytes
             back = decode_layer(blob, "w")
@@ -368,6 +370,21 @@ def test_layer_encoding_picks_the_smaller_codec():
         assert auto.nbytes <= encode_layer(r, auto.index_bits, *codecs).nbytes
     for ib in (2, 4, 8):
         assert auto.nbytes <= encode_layer(r, ib).nbytes
+    for compact in (False, True):
+        assert auto.nbytes <= encode_layer(r, compact=compact).nbytes
+
+
+def test_compact_positions_pay_off_when_rows_and_columns_are_dead():
+    rng = np.random.default_rng(8)
+    dense = np.zeros((200, 300), np.float32)
+    rows, cols = rng.choice(200, 20, replace=False), rng.choice(300, 40, replace=False)
+    dense[np.ix_(rows, cols)] = rng.standard_normal((20, 40)) * (rng.random((20, 40)) < 0.4)
+    pos = np.flatnonzero(dense)
+    c, a = kmeans_1d(dense.ravel()[pos], 16)
+    r = QuantizedLayer("w", dense.shape, 4, c, a, pos)
+    enc = encode_layer(r)
+    assert enc.live and enc.nbytes < encode_layer(r, compact=False).nbytes
+    assert same_bits(decode_layer(enc.to_bytes()).dense(), r.dense())
 
 
 def _blob(enc: EncodedLayer, **changes) -> bytes:
@@ -380,7 +397,8 @@ def test_bad_layers_raise_model_file_error():
     rng = np.random.default_rng(6)
     r = record(rng, (20, 30), 0.2, 3)
     huff = encode_layer(r, 4, HUFFMAN, HUFFMAN)
-    packed = encode_layer(r, 4, PACKED, PACKED)
+    packed = encode_layer(r, 4, PACKED, PACKED, compact=False)
+    compact = encode_layer(r, 4, PACKED, PACKED, compact=True)
     lengths = huffman_lengths(np.bincount(r.assignments, minlength=8))
     payload = huff.values[len(_table_header(lengths, r.nnz)):]
 
@@ -415,6 +433,10 @@ def test_bad_layers_raise_model_file_error():
         "huffman count off": _blob(huff, values=table(lengths, r.nnz - 1)),
         "shape": _blob(packed, shape=(0, 600)),
         "positions past the tensor": _blob(packed, shape=(20, 29)),
+        "compact: flags": bytes(packed.to_bytes()[:6]) + b"\x02" + packed.to_bytes()[7:],
+        "compact: bitmap says too few live rows": _blob(compact, live=pack_bits(np.concatenate(
+            [np.ones(19), np.ones(30)]), 1)),
+        "compact: bitmap short": _blob(compact, live=compact.live[:-1]),
     }
     for what, blob in bad.items():
         with pytest.raises(ModelFileError):
@@ -443,11 +465,12 @@ def test_nonzero_padding_and_trailing_filler_are_rejected():
         huffman_decode(huffman_encode(s, 4)[:6] + b"\xff" * 3, 4)   # bits that do not decode
 
 
-def test_corrupted_layers_never_decode_to_garbage():
+@pytest.mark.parametrize("compact", [False, True])
+def test_corrupted_layers_never_decode_to_garbage(compact):
     """Flipped bytes: either a ModelFileError, or a layer that passes every check."""
     rng = np.random.default_rng(7)
     r = record(rng, (30, 40), 0.1, 4)
-    good = encode_layer(r).to_bytes()
+    good = encode_layer(r, compact=compact).to_bytes()
     for trial in range(300):
         blob = bytearray(good)
         for i in rng.integers(0, len(blob), 1 + trial % 3):

@@ -7,7 +7,9 @@ symbol streams are stored, each with the smaller of two codecs, chosen per strea
   relative indices), in ``index_bits``-bit symbols: symbol s < M = 2**index_bits - 1 means "s
   zeros, then a nonzero"; symbol M is a filler, "M zeros and no nonzero yet" (Deep Compression
   pads a zero weight instead; our values live in their own stream, so no filler weight is
-  stored). The encoder picks ``index_bits`` per layer by the encoded size.
+  stored). The encoder picks ``index_bits`` per layer by the encoded size. Optionally
+  (``COMPACT``, chosen when smaller) the gaps run over the live rows x live columns only, with
+  one bitmap bit per row and per column: pruning empties whole rows and columns.
 
 Codecs: ``PACKED`` (fixed width, MSB first) and ``HUFFMAN`` (canonical, code lengths <= 15,
 table-driven decoder vectorized in NumPy). Why not a general-purpose compressor: on these
@@ -341,8 +343,9 @@ def positions_from_gaps(symbols: np.ndarray, index_bits: int, nnz: int, numel: i
 
 
 # ---------------------------------------------------------------------- one layer
-_HEAD = struct.Struct("<BBBBBBIII")  # version, ndim, bits, index_bits, codecs x2, nnz, k,
-#                                     index symbols
+_HEAD = struct.Struct("<BBBBBBBIII")  # version, ndim, bits, index_bits, codecs x2, flags,
+#                                      nnz, k, index symbols
+COMPACT = 1  # flags: positions are within the live rows x live columns (bitmaps stored)
 
 
 @dataclass(frozen=True)
@@ -359,12 +362,17 @@ class EncodedLayer:
     values: bytes
     indices_codec: int
     indices: bytes
+    live: bytes = b""     # COMPACT: bitmaps of the live rows then live columns, packed
+
+    @property
+    def flags(self) -> int:
+        return COMPACT if self.live else 0
 
     @property
     def stream_bytes(self) -> dict[str, int]:
         """Bytes of each part: codebook, values, indices, header (dims and lengths)."""
         return {"codebook": 4 * self.codebook.size, "values": len(self.values),
-                "indices": len(self.indices),
+                "indices": len(self.indices) + len(self.live),
                 "header": _HEAD.size + 4 * len(self.shape) + 8}
 
     @property
@@ -376,9 +384,9 @@ class EncodedLayer:
         """A self-contained little-endian blob (``from_bytes`` reads it back)."""
         return b"".join([
             _HEAD.pack(FORMAT_VERSION, len(self.shape), self.bits, self.index_bits,
-                       self.values_codec, self.indices_codec, self.nnz, self.codebook.size,
-                       self.index_symbols),
-            struct.pack(f"<{len(self.shape)}I", *self.shape),
+                       self.values_codec, self.indices_codec, self.flags, self.nnz,
+                       self.codebook.size, self.index_symbols),
+            struct.pack(f"<{len(self.shape)}I", *self.shape), self.live,
             self.codebook.astype("<f4").tobytes(),
             struct.pack("<I", len(self.values)), self.values,
             struct.pack("<I", len(self.indices)), self.indices])
@@ -388,7 +396,8 @@ class EncodedLayer:
         """Parse and check the structure of a blob (the streams are checked by decoding)."""
         data = bytes(data)
         try:
-            version, ndim, bits, ibits, vcodec, icodec, nnz, k, nsym = _HEAD.unpack_from(data)
+            (version, ndim, bits, ibits, vcodec, icodec, flags, nnz, k,
+             nsym) = _HEAD.unpack_from(data)
             off = _HEAD.size
             if version != FORMAT_VERSION:
                 raise ModelFileError(f"{what}: layer format version {version}, this minidnn "
@@ -397,6 +406,17 @@ class EncodedLayer:
                 raise ModelFileError(f"{what}: {ndim} dimensions")
             shape = struct.unpack_from(f"<{ndim}I", data, off)
             off += 4 * ndim
+            if flags & ~COMPACT:
+                raise ModelFileError(f"{what}: unknown flags {flags:#x}")
+            live = b""
+            if flags & COMPACT:
+                if not shape[0]:
+                    raise ModelFileError(f"{what}: shape {shape} is not a weight tensor")
+                nlive = _live_bytes(shape)
+                live = data[off:off + nlive]
+                if len(live) != nlive:
+                    raise ModelFileError(f"{what}: truncated")
+                off += nlive
             codebook = np.frombuffer(data, "<f4", k, off).astype(np.float32)
             off += 4 * k
             (nv,) = struct.unpack_from("<I", data, off)
@@ -412,7 +432,7 @@ class EncodedLayer:
         if off != len(data):
             raise ModelFileError(f"{what}: {len(data) - off} trailing bytes")
         enc = cls(tuple(int(s) for s in shape), bits, ibits, nnz, nsym, codebook, vcodec, values,
-                  icodec, indices)
+                  icodec, indices, live)
         enc.check(what)
         return enc
 
@@ -429,6 +449,9 @@ class EncodedLayer:
             raise ModelFileError(f"{what}: shape {self.shape} is not a weight tensor")
         if self.nnz > numel:
             raise ModelFileError(f"{what}: {self.nnz} nonzeros in {numel} weights")
+        if self.live and len(self.live) != _live_bytes(self.shape):
+            raise ModelFileError(f"{what}: live bitmaps of {len(self.live)} bytes, "
+                                 f"{_live_bytes(self.shape)} expected")
         if not self.nnz <= self.index_symbols <= numel:
             raise ModelFileError(f"{what}: {self.index_symbols} index symbols for {self.nnz} "
                                  f"nonzeros in {numel} weights")
@@ -440,23 +463,56 @@ class EncodedLayer:
             raise ModelFileError(f"{what}: codebook holds NaN, inf or 0")
 
 
+def _live_bytes(shape) -> int:
+    """Bytes of the live-row and live-column bitmaps of a tensor viewed as a matrix."""
+    rows = int(shape[0])
+    return -(-(rows + int(np.prod(shape, dtype=np.int64)) // rows) // 8)
+
+
+def compact_positions(record: QuantizedLayer) -> tuple[np.ndarray, bytes]:
+    """Positions within the live rows x live columns, and the two bitmaps packed together."""
+    rows, cols = record.matrix_shape
+    r, c = record.positions // cols, record.positions % cols
+    live_r, live_c = np.zeros(rows, np.int64), np.zeros(cols, np.int64)
+    live_r[r], live_c[c] = 1, 1
+    rmap, cmap = np.cumsum(live_r) - 1, np.cumsum(live_c) - 1
+    inner = rmap[r] * int(live_c.sum()) + cmap[c]
+    return inner, pack_bits(np.concatenate([live_r, live_c]), 1)
+
+
+def _expand(enc: EncodedLayer, what: str) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(live rows, live columns, columns of the matrix, inner size) from a COMPACT layer."""
+    rows = enc.shape[0]
+    cols = int(np.prod(enc.shape, dtype=np.int64)) // rows
+    live = unpack_bits(enc.live, 1, rows + cols, f"{what}: live bitmaps")
+    live_r, live_c = np.flatnonzero(live[:rows]), np.flatnonzero(live[rows:])
+    return live_r, live_c, cols, live_r.size * live_c.size
+
+
 def encode_layer(record: QuantizedLayer, index_bits: int | None = None,
-                 values_codec: int | None = None, indices_codec: int | None = None
-                 ) -> EncodedLayer:
+                 values_codec: int | None = None, indices_codec: int | None = None,
+                 compact: bool | None = None) -> EncodedLayer:
     """Encode a record; ``index_bits`` None searches 1..12 for the smallest index stream;
-    codecs None pick the smaller of packed and Huffman per stream."""
+    codecs None pick the smaller of packed and Huffman per stream; ``compact`` None picks the
+    smaller of gaps over the whole matrix or within its live rows x live columns (pruning
+    leaves whole rows and columns empty: LeNet-5's fc1 keeps ~55 of 500 rows)."""
     check_bits(record.bits)
     vcodec, vdata = encode_stream(record.assignments, record.bits, values_codec)
     choices = INDEX_BITS_SEARCH if index_bits is None else [check_bits(index_bits, "index_bits")]
+    forms = [(record.positions, b"")] if compact is False else \
+        [compact_positions(record)] if compact else [(record.positions, b""),
+                                                    compact_positions(record)]
     best = None
-    for ib in choices:
-        gaps = gap_symbols(record.positions, ib)
-        icodec, idata = encode_stream(gaps, ib, indices_codec)
-        if best is None or len(idata) < len(best[3]):
-            best = (ib, gaps.size, icodec, idata)
-    ib, nsym, icodec, idata = best
+    for positions, live in forms:
+        for ib in choices:
+            gaps = gap_symbols(positions, ib)
+            icodec, idata = encode_stream(gaps, ib, indices_codec)
+            if best is None or len(idata) + len(live) < len(best[3]) + len(best[4]):
+                best = (ib, gaps.size, icodec, idata, live)
+    ib, nsym, icodec, idata, live = best
     return EncodedLayer(tuple(record.shape), record.bits, ib, record.nnz, nsym,
-                        np.asarray(record.codebook, np.float32), vcodec, vdata, icodec, idata)
+                        np.asarray(record.codebook, np.float32), vcodec, vdata, icodec, idata,
+                        live)
 
 
 def decode_layer(enc: EncodedLayer | bytes, name: str = "", what: str | None = None
@@ -466,7 +522,6 @@ def decode_layer(enc: EncodedLayer | bytes, name: str = "", what: str | None = N
     if not isinstance(enc, EncodedLayer):
         enc = EncodedLayer.from_bytes(enc, what)
     enc.check(what)
-    numel = int(np.prod(enc.shape, dtype=np.int64))
     assignments = decode_stream(enc.values_codec, enc.values, enc.bits, enc.nnz,
                                 f"{what}: values")
     if assignments.size and int(assignments.max()) >= enc.codebook.size:
@@ -474,7 +529,13 @@ def decode_layer(enc: EncodedLayer | bytes, name: str = "", what: str | None = N
                              f"of {enc.codebook.size} values")
     gaps = decode_stream(enc.indices_codec, enc.indices, enc.index_bits, enc.index_symbols,
                          f"{what}: indices")
-    positions = positions_from_gaps(gaps, enc.index_bits, enc.nnz, numel, f"{what}: indices")
+    if enc.live:
+        live_r, live_c, cols, inner = _expand(enc, what)
+        pos = positions_from_gaps(gaps, enc.index_bits, enc.nnz, inner, f"{what}: indices")
+        positions = live_r[pos // max(live_c.size, 1)] * cols + live_c[pos % max(live_c.size, 1)]
+    else:
+        numel = int(np.prod(enc.shape, dtype=np.int64))
+        positions = positions_from_gaps(gaps, enc.index_bits, enc.nnz, numel,
+                                        f"{what}: indices")
     return QuantizedLayer(name, enc.shape, enc.bits, enc.codebook.copy(),
-                          assignments.astype(np.int32), positions)
-
+                          assignments.astype(np.int32), positions.astype(np.int64))
