@@ -120,7 +120,8 @@ def main() -> None:
     print(f"biases: {bias_bytes(base, np.float32)} B float32, {bias_bytes(base, np.float16)} B "
           f"float16")
     results = {"model": args.model, "accuracy": base_acc, "nnz": nnz,
-               "bias_bytes_f32": bias_bytes(base, np.float32), "runs": []}
+               "bias_bytes_f32": bias_bytes(base, np.float32),
+               "bias_bytes_f16": bias_bytes(base, np.float16), "runs": []}
 
     print("\nDP vs k-means at 32 levels (seconds, best of 3; squared error)")
     results["timing"] = time_dp(base)
@@ -149,6 +150,7 @@ def main() -> None:
                 run["accuracy_finetuned"] = Trainer(model, None).evaluate(test_ds)["accuracy"]
                 run["layer_bytes_finetuned"] = sum(e.nbytes for e in encode_all(tuned))
             run["payload_bytes"] = run["layer_bytes"] + results["bias_bytes_f32"]
+            run["payload_bytes_f16_biases"] = run["layer_bytes"] + results["bias_bytes_f16"]
             results["runs"].append(run)
             report(run, args.finetune_steps)
     if args.json:
@@ -162,7 +164,8 @@ def report(run: dict, steps: int) -> None:
              if "accuracy_finetuned" in run else "")
     print(f"\n== {run['method']} {run['bits']} bits: accuracy "
           f"{100 * run['accuracy_quantized']:.2f}%{tuned}; layers {run['layer_bytes']} B, "
-          f"payload with float32 biases {run['payload_bytes']} B")
+          f"payload with float32 biases {run['payload_bytes']} B "
+          f"(float16 biases {run['payload_bytes_f16_biases']} B)")
     print(f"  {'layer':>6} {'nnz':>6} {'bits':>4} {'k':>3} {'ibits':>5} {'codebook':>8} "
           f"{'values':>7} {'indices':>7} {'header':>6} {'total':>6}  codecs (values/indices)")
     for r in run["layers"]:
