@@ -7,10 +7,10 @@ import struct
 import numpy as np
 import pytest
 
-from minidnn.compress.codec import (HUFFMAN, HUFFMAN_MAX_LEN, PACKED, EncodedLayer,
-                                    _table_header, canonical_codes, decode_layer, encode_layer,
-                                    gap_symbols, huffman_decode, huffman_encode, huffman_lengths,
-                                    pack_bits, positions_from_gaps, unpack_bits)
+from minidnn.compress.codec import (DEFLATE, HUFFMAN, HUFFMAN_MAX_LEN, PACKED, EncodedLayer,
+                                    _table_header, canonical_codes, decode_layer, deflate_encode,
+                                    encode_layer, gap_symbols, huffman_decode, huffman_encode,
+                                    huffman_lengths, pack_bits, positions_from_gaps, unpack_bits)
 from minidnn.compress.quantize import (CentroidOptimizer, QuantizedLayer, apply_records,
                                        dp_quantize_1d, finetune_codebooks, kmeans_1d,
                                        layer_bits, quantize_model, segment_layout)
@@ -350,7 +350,8 @@ def test_layer_round_trip_is_bit_identical(bits):
         c, a = kmeans_1d(dense.ravel()[pos], 1 << bits)
         r = QuantizedLayer("w", shape, bits, c, a, pos)
         for codecs, compact in itertools.product(
-                ((None, None), (PACKED, PACKED), (HUFFMAN, HUFFMAN)), (None, False, True)):
+                ((None, None), (PACKED, PACKED), (HUFFMAN, HUFFMAN), (DEFLATE, DEFLATE)),
+                (None, False, True)):
             enc = encode_layer(r, None, *codecs, compact=compact)
             assert bool(enc.live) == bool(compact) or compact is None
             blob = enc.to_bytes()
@@ -366,7 +367,7 @@ def test_layer_encoding_picks_the_smaller_codec():
     rng = np.random.default_rng(5)
     r = record(rng, (200, 300), 0.05, 5)
     auto = encode_layer(r)
-    for codecs in ((PACKED, PACKED), (HUFFMAN, HUFFMAN), (PACKED, HUFFMAN)):
+    for codecs in ((PACKED, PACKED), (HUFFMAN, HUFFMAN), (PACKED, HUFFMAN), (DEFLATE, DEFLATE)):
         assert auto.nbytes <= encode_layer(r, auto.index_bits, *codecs).nbytes
     for ib in (2, 4, 8):
         assert auto.nbytes <= encode_layer(r, ib).nbytes
@@ -399,6 +400,7 @@ def test_bad_layers_raise_model_file_error():
     huff = encode_layer(r, 4, HUFFMAN, HUFFMAN)
     packed = encode_layer(r, 4, PACKED, PACKED, compact=False)
     compact = encode_layer(r, 4, PACKED, PACKED, compact=True)
+    deflated = encode_layer(r, 4, DEFLATE, DEFLATE)
     lengths = huffman_lengths(np.bincount(r.assignments, minlength=8))
     payload = huff.values[len(_table_header(lengths, r.nnz)):]
 
@@ -433,6 +435,11 @@ def test_bad_layers_raise_model_file_error():
         "huffman count off": _blob(huff, values=table(lengths, r.nnz - 1)),
         "shape": _blob(packed, shape=(0, 600)),
         "positions past the tensor": _blob(packed, shape=(20, 29)),
+        "deflate garbage": _blob(deflated, values=b"\xff" * 20),
+        "deflate truncated": _blob(deflated, values=deflated.values[:-3]),
+        "deflate too long": _blob(deflated, values=deflate_encode(np.zeros(r.nnz + 9), 3)),
+        "deflate too short": _blob(deflated, values=deflate_encode(np.zeros(r.nnz - 3), 3)),
+        "deflate trailing": _blob(deflated, values=deflated.values + b"\0"),
         "compact: flags": bytes(packed.to_bytes()[:6]) + b"\x02" + packed.to_bytes()[7:],
         "compact: bitmap says too few live rows": _blob(compact, live=pack_bits(np.concatenate(
             [np.ones(19), np.ones(30)]), 1)),

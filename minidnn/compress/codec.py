@@ -1,7 +1,7 @@
 """Storage encoding of one quantized layer, independent of the container (HDF5 comes later).
 
 A layer is a codebook (float32), one assignment per nonzero and the nonzero positions. Two
-symbol streams are stored, each with the smaller of two codecs, chosen per stream:
+symbol streams are stored, each with the smallest of three codecs, chosen per stream:
 - **values**: the assignments, alphabet 2**bits;
 - **indices**: the gaps between consecutive nonzeros in row-major order (Deep Compression's
   relative indices), in ``index_bits``-bit symbols: symbol s < M = 2**index_bits - 1 means "s
@@ -11,23 +11,27 @@ symbol streams are stored, each with the smaller of two codecs, chosen per strea
   (``COMPACT``, chosen when smaller) the gaps run over the live rows x live columns only, with
   one bitmap bit per row and per column: pruning empties whole rows and columns.
 
-Codecs: ``PACKED`` (fixed width, MSB first) and ``HUFFMAN`` (canonical, code lengths <= 15,
-table-driven decoder vectorized in NumPy). Why not a general-purpose compressor: on these
-streams (measured on a sparse LeNet-5, ``benchmarks/bench_quantize.py``) canonical Huffman is
-smaller than zlib, bz2 and lzma, whether they are fed the packed bits or one byte per symbol:
-the symbols are nearly independent, so an LZ stage finds no repeats, and the general codecs
-pay headers and block overheads (lzma ~60 B, bz2 ~40 B) that are several percent of a layer
-this small. Huffman's own cost is its code-length table, gamma-coded deltas: ~1-3 bits per symbol.
+Codecs: ``PACKED`` (fixed width, MSB first), ``HUFFMAN`` (canonical, code lengths <= 15, code
+lengths stored as Elias-gamma zigzag deltas, table-driven decoder vectorized in NumPy) and
+``DEFLATE`` (raw zlib stream of the packed bytes). Measured on two sparse LeNet-5s
+(``benchmarks/bench_quantize.py``, docs/quantization.md): over all streams Huffman is 16-25%
+smaller than zlib, bz2 or lzma on the sparser model and level with zlib on the denser one;
+bz2 and lzma never win (their headers, ~40-60 B, are a large share of streams of 50-2,500 B).
+DEFLATE wins where packed bytes hold whole pairs of 4-bit symbols: its byte-level Huffman then
+codes neighbouring assignments jointly (fc1 values at 4 bits: 2,412 B vs Huffman's 2,579 B),
+so it stays as a third choice; the encoder keeps the smallest, packed when nothing helps.
 
 Decoding validates everything and raises ``ModelFileError``, never garbage: bits or index bits
 outside 1..16, an unknown codec, a codebook longer than 2**bits or holding NaN, inf or 0, an
 assignment past the codebook, a packed stream of the wrong length or with nonzero padding, a
-Huffman table that is over- or under-subscribed or does not decode the stream exactly, a gap
-stream that runs past the tensor or ends in a filler, trailing bytes.
+Huffman table that is over- or under-subscribed or does not decode the stream exactly, a
+DEFLATE stream that does not inflate to exactly the packed length, a gap stream that runs past
+the tensor or ends in a filler, unknown flags, truncation, trailing bytes.
 """
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +39,8 @@ import numpy as np
 from ..errors import ConfigError, ModelFileError
 from .quantize import MAX_BITS, MIN_BITS, QuantizedLayer, check_bits
 
-PACKED, HUFFMAN = 0, 1
-CODECS = {PACKED: "packed", HUFFMAN: "huffman"}
+PACKED, HUFFMAN, DEFLATE = 0, 1, 2
+CODECS = {PACKED: "packed", HUFFMAN: "huffman", DEFLATE: "deflate"}
 HUFFMAN_MAX_LEN = 15           # decode table: 2**15 entries
 FORMAT_VERSION = 1
 MAX_NDIM = 8
@@ -274,12 +278,35 @@ def huffman_decode(data: bytes, alphabet: int, what: str = "Huffman stream") -> 
     return table_sym[window[starts[:n]]]
 
 
+# ---------------------------------------------------------------------- DEFLATE
+def deflate_encode(symbols: np.ndarray, width: int) -> bytes:
+    """Raw DEFLATE (zlib, level 9, no zlib header) of the packed stream."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+    return c.compress(pack_bits(symbols, width)) + c.flush()
+
+
+def deflate_decode(data: bytes, width: int, n: int, what: str = "deflate stream") -> np.ndarray:
+    """Inverse of ``deflate_encode``: the data must inflate to exactly the packed stream of
+    ``n`` symbols (no more is ever inflated), else ModelFileError."""
+    if not MIN_BITS <= width <= MAX_BITS:
+        raise ModelFileError(f"{what}: bit width {width} outside {MIN_BITS}..{MAX_BITS}")
+    expected = -(-n * width // 8)
+    d = zlib.decompressobj(-15)
+    try:
+        packed = d.decompress(data, expected + 1)
+    except zlib.error as exc:
+        raise ModelFileError(f"{what}: does not inflate ({exc})") from None
+    if len(packed) != expected or not d.eof or d.unused_data:
+        raise ModelFileError(f"{what}: does not inflate to exactly {expected} bytes")
+    return unpack_bits(packed, width, n, what)
+
+
 # ---------------------------------------------------------------------- one stream
 def encode_stream(symbols: np.ndarray, width: int, codec: int | None = None
                   ) -> tuple[int, bytes]:
     """(codec, bytes) of a symbol stream of ``width``-bit symbols: ``codec`` or, when None,
-    the smaller of PACKED and HUFFMAN (ties: PACKED)."""
-    options = (PACKED, HUFFMAN) if codec is None else (codec,)
+    the smallest of PACKED, HUFFMAN and DEFLATE (ties: in that order)."""
+    options = (PACKED, HUFFMAN, DEFLATE) if codec is None else (codec,)
     best: tuple[int, bytes] | None = None
     for c in options:
         if c == PACKED:
@@ -291,6 +318,8 @@ def encode_stream(symbols: np.ndarray, width: int, codec: int | None = None
                 if codec is not None:
                     raise
                 continue  # more symbols than 15-bit codes can address: packed it is
+        elif c == DEFLATE:
+            data = deflate_encode(symbols, width)
         else:
             raise ConfigError(f"unknown codec {c!r}: choose from {CODECS}")
         if best is None or len(data) < len(best[1]):
@@ -302,6 +331,8 @@ def decode_stream(codec: int, data: bytes, width: int, n: int, what: str) -> np.
     """The ``n`` symbols of one stream (ModelFileError if it holds any other number)."""
     if codec == PACKED:
         return unpack_bits(data, width, n, what)
+    if codec == DEFLATE:
+        return deflate_decode(data, width, n, what)
     if codec == HUFFMAN:
         s = huffman_decode(data, 1 << width, what)
         if s.size != n:
