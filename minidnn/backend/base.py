@@ -9,10 +9,11 @@ Two kinds of primitive (lists: ``CORE_PRIMITIVES``, ``OPTIONAL_PRIMITIVES``):
   relu_backward, dropout_mask, max pooling, softmax cross-entropy, count_correct, count_zeros
   and the six CSR ops that do integer work (compaction, scatter, transpose, gather, the forward
   product, SDDMM). A new backend implements these and is complete.
-- *optional* (23): fused or convenience ops with a default below written against the core only
+- *optional* (24): fused or convenience ops with a default below written against the core only
   (bias and channel sums as products with ones, average pooling as im2row + gemm, batch norm,
   the optimizer updates with the l1 prox and mask folded in, the backward CSR product as the
-  forward one on the transpose, the direct sparse convolution as im2row + CSR product). The
+  forward one on the transpose, the direct sparse convolution as im2row + CSR product, the
+  segmented sum of shared weights as a CSR product with ones). The
   defaults are correct but allocate temporaries and run several ops; a backend overrides them
   for speed (NumpyBackend and OpenCLBackend override all of them).
 
@@ -90,7 +91,7 @@ OPTIONAL_PRIMITIVES = (
     "zeros", "copy", "nbytes", "synchronize", "add_channel_bias", "channel_sum", "relu", "axpy",
     "scale", "avgpool2d", "avgpool2d_backward", "batchnorm_train", "batchnorm_eval",
     "batchnorm_backward", "sum", "sgd_update", "rmsprop_update", "adam_update", "soft_threshold",
-    "apply_mask", "csr_matmul", "csr_conv_taps", "csr_conv2d",
+    "apply_mask", "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum",
 )
 
 
@@ -480,6 +481,26 @@ class Backend(ABC):
         if bias is not None:
             self.add_channel_bias(y, bias)
         return y
+
+    # ------------------------------------------------------------ shared (quantized) weights
+    def segment_sum(self, values: Array, order: Array, offsets: Array,
+                    out: Array | None = None) -> Array:
+        """``out[s] = sum_{offsets[s] <= j < offsets[s+1]} values[order[j]]`` for s < k, with
+        ``offsets`` int32 (k+1) and ``order`` int32: the gradient of shared values (centroids)
+        from their members' gradients. Empty segments give 0; the order of each sum is fixed,
+        so the result is deterministic. With ``gather`` (centroid -> members) it is the pair
+        that fine-tunes a codebook on the device.
+
+        Default: the CSR matrix (k, n) whose row s holds ones at the members of segment s,
+        times the values (``csr_matmul_t``)."""
+        k, n, m = int(offsets.shape[0]) - 1, int(values.size), int(order.shape[0])
+        ones = self._full((m,), 1.0, values.dtype)
+        sums = self.csr_matmul_t(values.reshape(1, 1, n), offsets, order, ones,
+                                 (k, n)).reshape(k)
+        if out is None:
+            return sums
+        self.copy_into(out, sums)
+        return out
 
     # ------------------------------------------------------------ helpers of the defaults
     def _full(self, shape: Sequence[int], value: float, dtype) -> Array:

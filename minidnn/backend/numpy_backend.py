@@ -395,3 +395,16 @@ class NumpyBackend(Backend):
             out += vals.astype(out.dtype)
         else:
             out[...] = vals
+
+    # ------------------------------------------------------------ shared (quantized) weights
+    def segment_sum(self, values, order, offsets, out=None):
+        k = int(offsets.size) - 1
+        sums = np.zeros(k, dtype=values.dtype)
+        starts, ends = offsets[:-1], offsets[1:]
+        full = starts < ends
+        if np.any(full):  # the non-empty segments tile values[order] in order
+            sums[full] = np.add.reduceat(values.reshape(-1)[order], starts[full])
+        if out is None:
+            return sums
+        out[...] = sums
+        return out

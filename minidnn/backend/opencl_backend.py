@@ -8,7 +8,8 @@ holds only the runtime and its tuning constants:
 - ``GemmOps`` (``cl_gemm``): dense matrix products and transposes;
 - ``NNOps`` (``cl_nn``): conv lowering, elementwise, pooling, loss, batch norm, reductions;
 - ``OptimOps`` (``cl_optim``): the fused optimizer updates, soft-threshold and mask;
-- ``CSROps`` (``cl_csr``): sparse CSR ops.
+- ``CSROps`` (``cl_csr``): sparse CSR ops;
+- ``QuantizeOps`` (``cl_quantize``): shared (quantized) weights.
 
 The runtime and each group name the ``Backend`` methods they implement in ``provides``; ``OPS``
 lists the groups and ``_delegating`` turns each provided name into an ordinary method of
@@ -31,6 +32,7 @@ from .cl_csr import CSROps
 from .cl_gemm import GemmOps
 from .cl_nn import NNOps
 from .cl_optim import OptimOps
+from .cl_quantize import QuantizeOps
 from .cl_runtime import CLRuntime
 from .devices import cl
 from ..errors import ConfigError
@@ -41,6 +43,7 @@ OPS = (
     ("nn", NNOps),
     ("optim", OptimOps),
     ("sparse", CSROps),
+    ("shared", QuantizeOps),
 )
 
 
