@@ -143,8 +143,9 @@ class DaskRunner:
         self.backend = opencl_kind(backend, self._has_opencl())
         self.resources = job_resources(self.backend)
         if self.resources and not self._has_opencl():
+            address = self.address
             self.close()
-            raise ClusterError(f"no worker of the cluster at {self.address} has an OpenCL "
+            raise ClusterError(f"no worker of the cluster at {address} has an OpenCL "
                                f"device: start workers with --resources {OPENCL}=1 (and "
                                f"MINIDNN_DEVICE), or use --backend numpy")
 

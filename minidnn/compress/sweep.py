@@ -12,6 +12,7 @@ with no records in the folder yet.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import tempfile
@@ -68,8 +69,16 @@ class SweepSpec:
         d["train"] = self.train.to_dict()
         for k in ("model_factory", "data_factory"):
             f = getattr(self, k)
-            d[k] = None if f is None else getattr(f, "__qualname__", repr(f))
+            d[k] = None if f is None else _callable_name(f)
         return d
+
+
+def _callable_name(f: Callable) -> str:
+    """A factory's name, the same in every process: 'make' or 'make(arg, ...)' for a partial."""
+    if isinstance(f, functools.partial):
+        args = [repr(a) for a in f.args] + [f"{k}={v!r}" for k, v in f.keywords.items()]
+        return f"{_callable_name(f.func)}({', '.join(args)})"
+    return getattr(f, "__qualname__", type(f).__qualname__)
 
 
 @dataclass(frozen=True)
