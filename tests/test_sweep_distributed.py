@@ -87,6 +87,15 @@ def baseline(mnist_dir, tmp_path_factory) -> tuple[Path, list[dict]]:
     return out, comparable(saved)
 
 
+# docs/distributed.md: NumPy runs are much slower under the MALLOC_TRIM_THRESHOLD_ Dask sets
+DASK_YAML = """
+distributed:
+  nanny:
+    pre-spawn-environ:
+      MALLOC_TRIM_THRESHOLD_: null
+"""
+
+
 @pytest.fixture(scope="module")
 def cli_cluster(tmp_path_factory):
     """A scheduler and 2 workers started with `dask scheduler` / `dask worker` on 127.0.0.1;
@@ -95,11 +104,14 @@ def cli_cluster(tmp_path_factory):
         pytest.skip("Dask distributed not installed")
     folder = tmp_path_factory.mktemp("dask")
     file = folder / "scheduler.json"
-    env = {**os.environ, **ONE_THREAD, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "2",
+    (folder / "dask.yaml").write_text(DASK_YAML)
+    env = {**os.environ, **ONE_THREAD, "DASK_CONFIG": str(folder),
+           "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "2",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent)]  # this module's factories
                                          + os.environ.get("PYTHONPATH", "").split(os.pathsep))}
     common = ["--host", "127.0.0.1", "--no-dashboard"]
     procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--port", "0",
+                               "--dashboard-address", "127.0.0.1:0",
                                "--scheduler-file", str(file)] + common, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
@@ -216,6 +228,12 @@ def test_opencl_jobs_need_a_worker_with_a_device(cli_cluster):
         DaskRunner(scheduler_file=cli_cluster, backend="opencl")
     with DaskRunner(scheduler_file=cli_cluster, backend="auto") as runner:
         assert runner.backend == "numpy"    # no OpenCL worker: 'auto' runs NumPy jobs anywhere
+
+
+@needs_dask
+def test_unreachable_scheduler_is_one_clear_error():
+    with pytest.raises(ClusterError, match="cannot use the Dask cluster at tcp://127.0.0.1:1"):
+        DaskRunner(scheduler="tcp://127.0.0.1:1", timeout=1)
 
 
 def test_device_and_resource_rules():

@@ -109,10 +109,19 @@ def _local_cluster(n: int, devices: list[str | None] | None, retries: int):
             "host": "127.0.0.1", "nthreads": 1, "memory_limit": 0, "dashboard": False,
             "env": env, "resources": {OPENCL: 1} if devices is not None else None,
             "silence_logs": logging.ERROR}}
-    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "port": 0,
-                                               "dashboard": False}}
-    with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
-        return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR)
+    scheduler = {"cls": Scheduler, "options": {  # its HTTP server too: loopback, any port
+        "host": "127.0.0.1", "port": 0, "dashboard": False, "dashboard_address": "127.0.0.1:0"}}
+    try:
+        with dask.config.set({"distributed.scheduler.allowed-failures": retries,
+                              # before the worker starts: thread counts, and not Dask's
+                              # MALLOC_TRIM_THRESHOLD_ (its fixed threshold makes each
+                              # large NumPy allocation a fresh mmap: runs got 5x slower)
+                              "distributed.nanny.pre-spawn-environ": base_env}):
+            return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR)
+    except (RuntimeError, OSError, TimeoutError) as exc:
+        raise ClusterError(f"cannot start a local Dask cluster of {n} workers: {exc} (in a "
+                           f"script, start sweeps under `if __name__ == '__main__':`, "
+                           f"since workers are new processes that import it)") from None
 
 
 class DaskRunner:
