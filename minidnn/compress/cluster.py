@@ -76,9 +76,9 @@ def local_worker_devices(n: int, backend: str, device: str | None) -> list[str |
         return None
     if device is not None or os.environ.get("MINIDNN_DEVICE"):
         return [None] * n   # the given device, on every worker (spec.device / inherited env)
-    from ..backend.devices import survey_devices
+    from ..backend import devices
     try:
-        usable = [s for s in survey_devices() if s.usable]
+        usable = [s for s in devices.survey_devices() if s.usable]
     except MinidnnError:
         usable = []
     if not usable:
@@ -86,7 +86,6 @@ def local_worker_devices(n: int, backend: str, device: str | None) -> list[str |
             raise ClusterError("no usable OpenCL device on this machine for --backend opencl; "
                                "run `minidnn devices`, or use --backend numpy")
         return None
-    from ..backend import devices
     gpus = [s.index for s in usable if s.device.type & devices.cl.device_type.GPU]
     return [gpus[i % len(gpus)] for i in range(n)] if len(gpus) > 1 else [None] * n
 

@@ -384,7 +384,7 @@ class _SweepState:
         self.saved_ref = out / "reference.npz"
         self.reference_file: str | None = None
         self.failed: list[str] = []
-        self.total, self.finished, self.running = 0, 0, set()
+        self.total, self.finished, self.running, self.ended = 0, 0, set(), set()
 
     def find_reference(self, reference: str | None) -> str | None:
         """The reference file to use: the one given (then measured anew), else the folder's."""
@@ -414,7 +414,10 @@ class _SweepState:
                 f"running, {len(self.failed)} failed]")
 
     def started(self, run_id: str, where: str) -> None:
-        """A run began on ``where`` (a worker's address, or 'this process')."""
+        """A run began on ``where`` (a worker's address, or 'this process'; the news may
+        arrive after its result, then it is old)."""
+        if run_id in self.ended:
+            return
         self.running.add(run_id)
         self.log(f"{self.progress()} started {run_id} on {where}")
 
@@ -422,6 +425,7 @@ class _SweepState:
         """Write one finished run's files, merge its records, rewrite the results files."""
         job = output.job
         self.running.discard(job.run_id)
+        self.ended.add(job.run_id)
         self.finished += 1
         _store(self.out, output.files)
         if output.error:
