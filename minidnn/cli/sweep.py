@@ -7,7 +7,7 @@ from ..compress.results import format_summary
 from ..compress.sweep import SweepSpec, run_sweep, sweep_jobs
 from ..models import default_data, model_class
 from ..names import parse_layer_spec
-from ..options import positive_int
+from ..options import nonneg_int, positive_int
 from ..outputs import check_output_folder
 from .options import (add_mm_args, add_retrain_args, add_training_args, mm_config,
                       parse_values, train_config)
@@ -43,7 +43,19 @@ def register(sub) -> None:
     add_mm_args(p, sweep=True)
     p.add_argument("--reference", default=None, metavar="FILE",
                    help="dense reference (.npz/.h5); default OUT/reference.npz, else trained")
-    p.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (processes)")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="runs in parallel: N > 1 starts a local Dask cluster of N worker "
+                        "processes on 127.0.0.1 (needs minidnn[distributed]); 1: one after "
+                        "the other in this process")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="send the runs to a running Dask cluster (docs/distributed.md)")
+    p.add_argument("--scheduler-file", default=None, metavar="FILE",
+                   help="the same, with the scheduler file `dask scheduler --scheduler-file` "
+                        "wrote")
+    p.add_argument("--retries", type=nonneg_int, default=2,
+                   help="times a run is retried when its worker dies (default 2)")
+    p.add_argument("--resume", action="store_true",
+                   help="run only what has no records in --out yet (same settings required)")
     p.add_argument("--out", default="runs/sweep", help="results folder (merged with earlier runs)")
     p.add_argument("--save-models", action="store_true", help="save every compressed model")
     p.add_argument("--title", default=None, help="plot title")
@@ -74,10 +86,11 @@ def run(args) -> int:
         prune_per_layer=parse_layer_spec(args.prune_per_layer), mm=mm_config(args),
         out=args.out, save_models=args.save_models)
     print(f"minidnn sweep: {args.model} {args.method} over {param} = "
-          f"{', '.join(f'{j.value:g}' for j in jobs)}; {args.jobs} process(es); "
-          f"results in {args.out}")
+          f"{', '.join(f'{j.value:g}' for j in jobs)}; results in {args.out}")
     result = run_sweep(spec, jobs, workers=args.jobs, reference=args.reference,
-                       plot=not args.no_plot, title=args.title)
+                       plot=not args.no_plot, title=args.title, scheduler=args.scheduler,
+                       scheduler_file=args.scheduler_file, resume=args.resume,
+                       retries=args.retries)
     print(format_summary(result["records"], result["reference"]))
     if result["failed"]:
         print(f"{len(result['failed'])} run(s) failed: {', '.join(result['failed'])} "
