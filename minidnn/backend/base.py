@@ -30,13 +30,26 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError
 
 Array = Any  # backend-specific device array (np.ndarray, pyopencl.array.Array)
+
+
+class EagerPrepared:
+    """The default ``Backend.prepare``: upload, ``fn``, download on every call."""
+
+    def __init__(self, backend: "Backend", fn: Callable[[Array], Array],
+                 input_shape: Sequence[int]) -> None:
+        self.backend, self.fn = backend, fn
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.launches = 0
+
+    def __call__(self, host: np.ndarray) -> np.ndarray:
+        return self.backend.to_host(self.fn(self.backend.from_host(host)))
 
 
 @dataclass
@@ -93,7 +106,7 @@ OPTIONAL_PRIMITIVES = (
     "zeros", "copy", "nbytes", "synchronize", "add_channel_bias", "channel_sum", "relu", "axpy",
     "scale", "avgpool2d", "avgpool2d_backward", "batchnorm_train", "batchnorm_eval",
     "batchnorm_backward", "sum", "sgd_update", "rmsprop_update", "adam_update", "soft_threshold",
-    "apply_mask", "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum",
+    "apply_mask", "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum", "prepare",
 )
 
 
@@ -275,6 +288,13 @@ class Backend(ABC):
 
     def synchronize(self) -> None:
         """Wait for all queued work (no-op on synchronous backends)."""
+
+    def prepare(self, fn: Callable[[Array], Array], input_shape: Sequence[int]) -> "EagerPrepared":
+        """``fn`` (device input -> device output, no host reads inside) made ready to run on
+        host inputs of ``input_shape``: ``prepared(host) -> host output``. By default each call
+        uploads, runs ``fn`` and downloads; a device backend may record ``fn`` once and replay
+        its work (OpenCL: kernel arguments bound once, no Python between the enqueues)."""
+        return EagerPrepared(self, fn, input_shape)
 
     # ------------------------------------------------------------ bias / channels
     def add_channel_bias(self, x: Array, bias: Array) -> None:
