@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend.base import Array
-from .base import Module, backward_in_order, forward_in_order
+from .base import Module, backward_in_order, forward_in_order, runs_children_in_order
 
 
 class Model(Module):
@@ -35,6 +35,7 @@ class Model(Module):
         object.__setattr__(self, "config", dict(config))
         object.__setattr__(self, "arch", type(self).arch or type(self).__name__)
 
+    @runs_children_in_order
     def forward(self, x: Array) -> Array:
         """The children in the order they were assigned (the input shape is noted on first use)."""
         if not self.input_shape:
