@@ -24,14 +24,20 @@ kernel void csr_conv_taps(global const int* col_idx, const int nnz, const int KH
  * a work-item computes a tile of OUT_ROWS x OUT_BLOCK outputs of channel o of image n, so every
  * work-item of a work-group walks the same nonzeros (uniform loop, weights read from cache) and
  * each nonzero feeds OUT_ROWS float8 multiply-adds. Tiles whose windows lie inside the image skip
- * the bounds checks; the others take a scalar, checked path. */
+ * the bounds checks; the others take a scalar, checked path.
+ * The epilogue (inference plans, minidnn/inference.py) is fused in this order: + res (an NCHW
+ * tensor shaped like the convolution's output, the shortcut of a residual block) when has_res,
+ * max(., 0) when relu, then 2x2 max pooling with stride 2 when pool == 2: y is then
+ * (N, O, OH/2, OW/2). A tile's 4 x 8 outputs are whole pooling windows, so pooling needs no
+ * other work-item's outputs. */
 #define OUT_ROWS 4
 kernel void csr_conv2d(global const float* x, global const int* row_ptr,
                        global const int* taps, global const float* values,
                        global const float* bias, const int has_bias, global float* y,
                        const int C, const int H, const int W, const int O, const int OH,
                        const int OW, const int KH, const int KW, const int stride,
-                       const int pad, const int G, const int N)
+                       const int pad, const int G, const int N, global const float* res,
+                       const int has_res, const int relu, const int pool)
 {
     const int nbw = (OW + OUT_BLOCK - 1) / OUT_BLOCK, nbh = (OH + OUT_ROWS - 1) / OUT_ROWS;
     const int blk = get_global_id(0), o = get_global_id(1), n = get_global_id(2);
@@ -88,6 +94,42 @@ kernel void csr_conv2d(global const float* x, global const int* row_ptr,
                                    a[r][6], a[r][7]);
             }
         }
+    }
+    if (has_res) {
+        for (int r = 0; r < nrows; ++r) {
+            global const float* rp = res + (((long)n * O + o) * OH + oy0 + r) * OW + ox0;
+            if (nout == OUT_BLOCK) {
+                acc[r] += LD8(rp);
+            } else {
+                float a[OUT_BLOCK];
+                vstore8(acc[r], 0, a);
+                for (int j = 0; j < nout; ++j) a[j] += rp[j];
+                acc[r] = vload8(0, a);
+            }
+        }
+    }
+    if (relu) {
+        UNROLL for (int r = 0; r < OUT_ROWS; ++r) acc[r] = acc[r] > 0.0f ? acc[r] : (float8)(0.0f);
+    }
+    if (pool == 2) {
+        /* pooled rows oy0/2 + {0, 1}, columns ox0/2 + {0..3}: only windows inside OH x OW */
+        const int PH = OH / 2, PW = OW / 2, py0 = oy0 / 2, px0 = ox0 / 2;
+        const int np = imin(OUT_BLOCK / 2, PW - px0);
+        UNROLL for (int rr = 0; rr < OUT_ROWS / 2; ++rr) {
+            if (py0 + rr >= PH || np <= 0) break;
+            const float8 m = acc[2 * rr] > acc[2 * rr + 1] ? acc[2 * rr] : acc[2 * rr + 1];
+            const float4 p = (float4)(m.s0 > m.s1 ? m.s0 : m.s1, m.s2 > m.s3 ? m.s2 : m.s3,
+                                      m.s4 > m.s5 ? m.s4 : m.s5, m.s6 > m.s7 ? m.s6 : m.s7);
+            global float* out = y + (((long)n * O + o) * PH + py0 + rr) * PW + px0;
+            if (np == OUT_BLOCK / 2) {
+                ST4(p, out);
+            } else {
+                float a[OUT_BLOCK / 2];
+                vstore4(p, 0, a);
+                for (int j = 0; j < np; ++j) out[j] = a[j];
+            }
+        }
+        return;
     }
     for (int r = 0; r < nrows; ++r) {
         global float* out = y + (((long)n * O + o) * OH + oy0 + r) * OW + ox0;

@@ -12,6 +12,7 @@ from .data import (ArrayDataset, dataset_from_arrays, load_cifar10, load_dataset
                    random_crop_flip)
 from .errors import (ConfigError, DataError, MinidnnError, ModelFileError, NoOpenCLDeviceError,
                      ShapeError)
+from .inference import InferencePlan, predict
 from .io import describe, file_report, load, load_checkpoint, save, save_checkpoint
 from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten,
                      GlobalAvgPool2d, Linear, MaxPool2d, Module, ReLU, Residual, Sequential,
@@ -38,6 +39,8 @@ __all__ = [
     "model_device_bytes",
     # files
     "save", "load", "describe", "file_report", "save_checkpoint", "load_checkpoint",
+    # inference
+    "predict", "InferencePlan",
     # backends and errors
     "Backend", "NumpyBackend", "get_backend", "MinidnnError", "ShapeError", "ConfigError",
     "DataError", "ModelFileError", "NoOpenCLDeviceError",

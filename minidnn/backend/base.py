@@ -30,11 +30,26 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
+
 Array = Any  # backend-specific device array (np.ndarray, pyopencl.array.Array)
+
+
+class EagerPrepared:
+    """The default ``Backend.prepare``: upload, ``fn``, download on every call."""
+
+    def __init__(self, backend: "Backend", fn: Callable[[Array], Array],
+                 input_shape: Sequence[int]) -> None:
+        self.backend, self.fn = backend, fn
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.launches = 0
+
+    def __call__(self, host: np.ndarray) -> np.ndarray:
+        return self.backend.to_host(self.fn(self.backend.from_host(host)))
 
 
 @dataclass
@@ -91,8 +106,14 @@ OPTIONAL_PRIMITIVES = (
     "zeros", "copy", "nbytes", "synchronize", "add_channel_bias", "channel_sum", "relu", "axpy",
     "scale", "avgpool2d", "avgpool2d_backward", "batchnorm_train", "batchnorm_eval",
     "batchnorm_backward", "sum", "sgd_update", "rmsprop_update", "adam_update", "soft_threshold",
-    "apply_mask", "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum",
+    "apply_mask", "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum", "prepare",
 )
+
+
+def check_conv_epilogue(pool: int) -> None:
+    """The fused pooling of ``csr_conv2d``: none (1) or 2x2 with stride 2 (2)."""
+    if pool not in (1, 2):
+        raise ConfigError(f"csr_conv2d fuses 2x2 max pooling only (pool=1 or 2), got {pool!r}")
 
 
 def _ncp(x: Array, channels: int) -> tuple[int, int, int]:
@@ -267,6 +288,13 @@ class Backend(ABC):
 
     def synchronize(self) -> None:
         """Wait for all queued work (no-op on synchronous backends)."""
+
+    def prepare(self, fn: Callable[[Array], Array], input_shape: Sequence[int]) -> "EagerPrepared":
+        """``fn`` (device input -> device output, no host reads inside) made ready to run on
+        host inputs of ``input_shape``: ``prepared(host) -> host output``. By default each call
+        uploads, runs ``fn`` and downloads; a device backend may record ``fn`` once and replay
+        its work (OpenCL: kernel arguments bound once, no Python between the enqueues)."""
+        return EagerPrepared(self, fn, input_shape)
 
     # ------------------------------------------------------------ bias / channels
     def add_channel_bias(self, x: Array, bias: Array) -> None:
@@ -467,10 +495,14 @@ class Backend(ABC):
 
     def csr_conv2d(self, x: Array, row_ptr: Array, taps: Array, values: Array,
                    shape: Sequence[int], bias: Array | None, kh: int, kw: int, stride: int,
-                   pad: int, groups: int) -> Array:
+                   pad: int, groups: int, residual: Array | None = None, relu: bool = False,
+                   pool: int = 1) -> Array:
         """Direct sparse convolution (inference): x (N, C, H, W) with the CSR filter bank W
         (O, C/G*kh*kw) given by row_ptr/taps/values -> (N, O, OH, OW) + bias, zero padding.
-        Equals im2row + csr_matmul_t + transpose + bias, without the im2row buffer."""
+        Equals im2row + csr_matmul_t + transpose + bias, without the im2row buffer. The fused
+        epilogue of inference plans, in this order: ``+ residual`` (shaped like the output),
+        ``max(., 0)`` if ``relu``, then 2x2/stride-2 max pooling if ``pool == 2``."""
+        check_conv_epilogue(pool)
         n, c, h, w = (int(d) for d in x.shape)
         o = int(shape[0])
         oh, ow = conv_output_size(h, kh, stride, pad), conv_output_size(w, kw, stride, pad)
@@ -480,6 +512,12 @@ class Backend(ABC):
         y = y.reshape(n, o, oh, ow)
         if bias is not None:
             self.add_channel_bias(y, bias)
+        if residual is not None:
+            y = self.add(y, residual, out=y)
+        if relu:
+            y = self.relu(y)
+        if pool == 2:
+            y = self.maxpool2d(y, 2, 2, 0)[0]
         return y
 
     # ------------------------------------------------------------ shared (quantized) weights

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Array, conv_output_size
+from .base import Array, check_conv_epilogue, conv_output_size
 from .cl_runtime import CLRuntime
 from .devices import cl
 from ..errors import DTypeError, ShapeError
@@ -264,12 +264,18 @@ class CSROps:
 
     def csr_conv2d(self, x: Array, row_ptr: Array, taps: Array, values: Array,
                    shape: Sequence[int], bias: Array | None, kh: int, kw: int, stride: int,
-                   pad: int, groups: int) -> Array:
-        """Direct sparse convolution into NCHW (see csr_conv.cl): no im2row, no transpose."""
+                   pad: int, groups: int, residual: Array | None = None, relu: bool = False,
+                   pool: int = 1) -> Array:
+        """Direct sparse convolution into NCHW (see csr_conv.cl): no im2row, no transpose; the
+        epilogue (+ residual, ReLU, 2x2 max pooling) in the same kernel."""
+        check_conv_epilogue(pool)
         n, c, h, w = (int(d) for d in x.shape)
         o = int(shape[0])
         oh, ow = conv_output_size(h, kh, stride, pad), conv_output_size(w, kw, stride, pad)
-        y = self.rt.empty((n, o, oh, ow))
+        if residual is not None and tuple(residual.shape) != (n, o, oh, ow):
+            raise ShapeError(f"csr_conv2d: residual {tuple(residual.shape)} is not shaped like "
+                             f"the output {(n, o, oh, ow)}")
+        y = self.rt.empty((n, o, oh // pool, ow // pool))
         if y.size == 0:
             return y
         blocks = _cdiv(oh, CONV_TILE[0]) * _cdiv(ow, CONV_TILE[1])
@@ -281,5 +287,6 @@ class CSROps:
         self.rt.launch("csr_conv", "csr_conv2d", (blocks, o, n), local, x, row_ptr, taps, values,
                        bias if bias is not None else values, i32(bias is not None), y, i32(c),
                        i32(h), i32(w), i32(o), i32(oh), i32(ow), i32(kh), i32(kw), i32(stride),
-                       i32(pad), i32(groups), i32(n))
+                       i32(pad), i32(groups), i32(n), residual if residual is not None else x,
+                       i32(residual is not None), i32(bool(relu)), i32(pool))
         return y

@@ -8,11 +8,12 @@ tuning constants. Devices are found and checked in ``devices``. Work is queued w
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .base import Array, TransferStats
+from .cl_prepared import PreparedCL, Recording
 from .cl_programs import ProgramCache
 from .devices import cl, describe_device, device_problem, select_device
 from ..errors import DTypeError, ShapeError, StateError, UnusableDeviceError
@@ -38,7 +39,7 @@ class CLRuntime:
 
     # the Backend methods OpenCLBackend takes from the runtime: memory and copies
     provides = ("empty", "zeros", "from_host", "to_host", "copy", "copy_into", "fill",
-                "synchronize")
+                "synchronize", "prepare")
 
     def __init__(self, device: "str | cl.Device | None" = None, profiling: bool = False) -> None:
         self.device = device if (cl is not None and isinstance(device, cl.Device)) \
@@ -67,6 +68,7 @@ class CLRuntime:
                                                       self.device.max_work_group_size))
         # passed for absent optional array arguments (never read by the kernels)
         self.dummy = cl.Buffer(self.context, cl.mem_flags.READ_WRITE, 64)
+        self._recording: Recording | None = None  # set while record() runs
 
     def __repr__(self) -> str:
         return f"CLRuntime({self.device_name})"
@@ -95,8 +97,11 @@ class CLRuntime:
         else:
             ls = None
             gs = tuple(max(1, g) for g in gs)
-        k.set_args(*[a.data if isinstance(a, cl_array.Array) else a for a in args])
+        kernel_args = [a.data if isinstance(a, cl_array.Array) else a for a in args]
+        k.set_args(*kernel_args)
         event = cl.enqueue_nd_range_kernel(self.queue, k, gs, ls)
+        if self._recording is not None:
+            self._recording.ops.append(("kernel", stem, name, gs, ls, kernel_args))
         if self.kernel_events is not None:
             self.kernel_events.append((name, event))
 
@@ -149,6 +154,8 @@ class CLRuntime:
         if a.size:
             pattern = np.array([value], dtype=a.dtype)
             cl.enqueue_fill_buffer(self.queue, a.data, pattern, 0, a.nbytes)
+            if self._recording is not None:
+                self._recording.ops.append(("fill", a.data, pattern, a.nbytes))
 
     def from_host(self, host: np.ndarray, dtype=None) -> Array:
         host = np.asarray(host)
@@ -162,9 +169,12 @@ class CLRuntime:
             cl.enqueue_copy(self.queue, a.data, host, is_blocking=False)
             # the host array must outlive the non-blocking copy
             a._minidnn_host_ref = host
+            if self._recording is not None:
+                self._recording.ops.append(("write", a.data, host))
         return a
 
     def to_host(self, a: Array) -> np.ndarray:
+        self._check_not_recording("to_host")
         self.transfers.to_host += 1
         self.transfers.bytes_to_host += a.nbytes
         out = np.empty(a.shape, dtype=a.dtype)
@@ -174,6 +184,7 @@ class CLRuntime:
 
     def read_int(self, a: Array, index: int) -> int:
         """One int32 element of a device array (a counted 4-byte host transfer)."""
+        self._check_not_recording("read_int")
         out = np.empty(1, dtype=np.int32)
         cl.enqueue_copy(self.queue, out, a.data, src_offset=4 * index, is_blocking=True)
         self.transfers.to_host += 1
@@ -190,9 +201,34 @@ class CLRuntime:
             raise ShapeError(f"copy_into: {dst.shape} and {src.shape} differ in size")
         if src.size:
             cl.enqueue_copy(self.queue, dst.data, src.data, byte_count=src.nbytes)
+            if self._recording is not None:
+                self._recording.ops.append(("copy", dst.data, src.data, src.nbytes))
 
     def synchronize(self) -> None:
         self.queue.finish()
+
+    # ------------------------------------------------------------------ prepared work
+    def record(self, fn: Callable[[], Array]) -> tuple[Array, Recording]:
+        """(fn(), what it enqueued): kernels, fills, device copies and host writes, with their
+        arguments. Reading back to the host while recording is a StateError."""
+        if self._recording is not None:
+            raise StateError("record() cannot be nested")
+        self._recording = recording = Recording()
+        try:
+            out = fn()
+        finally:
+            self._recording = None
+        return out, recording
+
+    def _check_not_recording(self, what: str) -> None:
+        if self._recording is not None:
+            raise StateError(f"{what} while recording: work that reads values back to the host "
+                             "cannot be prepared (a replay could not repeat its decisions)")
+
+    def prepare(self, fn: Callable[[Array], Array], input_shape: Sequence[int]) -> PreparedCL:
+        """``fn`` recorded once on an input of ``input_shape`` and replayed per call with
+        kernel arguments bound once (see ``cl_prepared``)."""
+        return PreparedCL(self, fn, input_shape)
 
     def scratch(self, role: str, nfloats: int) -> Array:
         """A flat float32 buffer of at least ``nfloats`` kept per ``role`` and grown on demand:

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Array, Backend, conv_output_size, hash_uniform
+from .base import Array, Backend, check_conv_epilogue, conv_output_size, hash_uniform
 from ..errors import ShapeError
 
 
@@ -369,8 +369,10 @@ class NumpyBackend(Backend):
         ky, kx = np.divmod(r, kw)
         return ((cl << 16) | (ky << 8) | kx).astype(np.int32)
 
-    def csr_conv2d(self, x, row_ptr, taps, values, shape, bias, kh, kw, stride, pad, groups):
+    def csr_conv2d(self, x, row_ptr, taps, values, shape, bias, kh, kw, stride, pad, groups,
+                   residual=None, relu=False, pool=1):
         # Reference: rebuild the dense filter bank from the taps, then im2row + GEMM.
+        check_conv_epilogue(pool)
         o, k = shape
         rows = np.repeat(np.arange(o), np.diff(row_ptr))
         w = np.zeros((o, k // (kh * kw), kh, kw), dtype=x.dtype)
@@ -383,6 +385,13 @@ class NumpyBackend(Backend):
         y = np.ascontiguousarray(y).reshape(n, o, oh, ow)
         if bias is not None:
             y += bias[None, :, None, None]
+        if residual is not None:
+            y += residual
+        if relu:
+            np.maximum(y, 0, out=y)
+        if pool == 2:
+            y = y[:, :, :oh // 2 * 2, :ow // 2 * 2].reshape(n, o, oh // 2, 2, ow // 2, 2)
+            y = np.ascontiguousarray(y.max(axis=(3, 5)))
         return y
 
     def csr_sddmm(self, dy, x, row_ptr, col_idx, shape, out, accumulate=True):

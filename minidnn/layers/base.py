@@ -163,6 +163,14 @@ class Module:
         return lines[0] + (")" if len(lines) == 1 else "\n" + "\n".join(lines[1:]) + "\n)")
 
 
+def runs_children_in_order(forward):
+    """Mark a ``forward`` that only applies the children in order (Sequential, Model): an
+    inference plan may then expand the container. A subclass that writes its own forward loses
+    the mark."""
+    forward.runs_children_in_order = True
+    return forward
+
+
 class Sequential(Module):
     """Children applied in order; backward runs them in reverse."""
 
@@ -179,6 +187,7 @@ class Sequential(Module):
     def __len__(self) -> int:
         return len(self._modules)
 
+    @runs_children_in_order
     def forward(self, x):
         return forward_in_order(self, x)
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import NumpyBackend
 from ..backend.base import Array
-from .base import Module, backward_in_order, forward_in_order
+from .base import Module, backward_in_order, forward_in_order, runs_children_in_order
 
 
 class Model(Module):
@@ -36,6 +35,7 @@ class Model(Module):
         object.__setattr__(self, "config", dict(config))
         object.__setattr__(self, "arch", type(self).arch or type(self).__name__)
 
+    @runs_children_in_order
     def forward(self, x: Array) -> Array:
         """The children in the order they were assigned (the input shape is noted on first use)."""
         if not self.input_shape:
@@ -50,18 +50,10 @@ class Model(Module):
         return sum(p.numel for _, p in self.prox_parameters())
 
     def predict(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """Class predictions for host images (N, C, H, W), in eval mode."""
-        if self.backend is None:
-            self.to(NumpyBackend())
-        was_training = self.training
-        self.eval()
-        b = self.backend
-        out = []
-        for i in range(0, len(images), batch_size):
-            logits = self.forward(b.from_host(images[i:i + batch_size]))
-            out.append(b.to_host(logits).argmax(axis=1))
-        self.train(was_training)
-        return np.concatenate(out) if out else np.zeros(0, np.int64)
+        """Class predictions for host images (N, C, H, W), in eval mode: ``minidnn.predict``
+        (a prepared inference plan, or the regular forward when the model cannot be planned)."""
+        from ..inference import predict  # the plan builds on the layers: imported late
+        return predict(self, images, batch_size)
 
 
 class FeaturesClassifier(Model):
