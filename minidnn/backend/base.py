@@ -259,6 +259,17 @@ class Backend(ABC):
     def apply_mask(self, w: Array, mask: Array) -> None:
         """In place w *= mask."""
 
+    @abstractmethod
+    def l1_reweight(self, w: Array, eps: float, out: Array | None = None) -> Array:
+        """Per-weight l1 scales of reweighted l1: r = s / (|w| + eps * s), s the RMS of the
+        nonzero entries of w (1/eps everywhere when all are zero); computed on the device."""
+
+    @abstractmethod
+    def soft_threshold_scaled(self, w: Array, scale: Array, threshold: float,
+                              out: Array | None = None) -> Array:
+        """sign(w) * max(|w| - threshold * scale, 0), a per-element threshold (in place when
+        out is w)."""
+
     # ------------------------------------------------------------ CSR (see minidnn.sparse)
     @abstractmethod
     def csr_from_dense(self, w: Array) -> tuple[Array, Array, Array]:

@@ -373,3 +373,25 @@ class CLNNOps:
     def apply_mask(self, w: Array, mask: Array) -> None:
         """In place w *= mask."""
         self.mul(w, mask, out=w)
+
+    def l1_reweight(self, w: Array, eps: float, out: Array | None = None) -> Array:
+        """r = s / (|w| + eps s), s the RMS of the nonzero w: two device reductions (sum of
+        squares, zero count) read by the kernel from their buffers, nothing back to the host."""
+        out = self._like(w, out)
+        sumsq = self.sum(self.mul(w, w))
+        zeros = self.count_zeros(w)
+        n = int(w.size)
+        if n:
+            self.launch("reweight", "l1_reweight", ((n + 7) // 8,), (EW_LS,), w, out, sumsq,
+                        zeros, _f32(eps), _u32(n))
+        return out
+
+    def soft_threshold_scaled(self, w: Array, scale: Array, threshold: float,
+                              out: Array | None = None) -> Array:
+        """sign(w) * max(|w| - threshold * scale, 0); in place when out is w."""
+        out = self._like(w, out)
+        n = int(w.size)
+        if n:
+            self.launch("reweight", "soft_threshold_scaled", ((n + 7) // 8,), (EW_LS,), w,
+                        scale, out, _f32(threshold), _u32(n))
+        return out

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..compress.debias import retrain
+from ..compress.methods import get_method, l1_methods
 from ..compress.sparsify import to_inference_form
 from ..compress.spc import layer_lams
 from ..errors import ConfigError
@@ -15,6 +16,7 @@ from ..interrupt import StopOnInterrupt
 from ..io import load_checkpoint, save_checkpoint
 from ..names import parse_layer_spec
 from ..optim.base import Optimizer
+from ..optim.hooks import replace_prox
 from ..optim.target import (ControlSettings, FreezeSupport, TargetSparsity, check_target,
                             layer_targets)
 from ..outputs import check_outputs, write_or_rescue
@@ -24,7 +26,7 @@ from ..models import default_lam
 from ..train_config import Log, TrainConfig, training_steps
 from .common import Setup, save_model_file, set_up
 
-TRAIN_METHODS = ("spc", "dense")
+TRAIN_METHODS = (*l1_methods(), "dense")   # the l1 family of the method registry, or no l1
 
 
 @dataclass
@@ -36,7 +38,7 @@ class TrainSpec:
     data_root: str | None = None
     backend: str = "auto"
     device: str | None = None
-    method: str = "spc"                    # 'spc': l1 prox training; 'dense': no l1
+    method: str = "spc"                    # an l1-family method ('spc', 'rwl1'); 'dense': no l1
     lam: float | None = None
     lam_per_layer: str | dict | None = None   # 'fc1=0.5,conv1=0.1' or {layer: lam}: overrides
     target_sparsity: float | None = None   # steer lam so the weights end this fraction zero
@@ -62,6 +64,9 @@ class TrainSpec:
 def train_model(spec: TrainSpec, log: Log = print) -> dict:
     """Run the whole pipeline of ``spec``; returns the figures written to the model file."""
     config = spec.config or TrainConfig.for_model(spec.model)
+    if spec.method not in TRAIN_METHODS:
+        raise ConfigError(f"unknown training method {spec.method!r}: choose from "
+                          f"{', '.join(TRAIN_METHODS)}")
     _check_control(spec)
     check_outputs({"--out": _out_path(spec), "--json": spec.json,
                    "--checkpoint": spec.checkpoint})
@@ -126,6 +131,8 @@ def _main_phase(spec: TrainSpec, s: Setup, config: TrainConfig, lam: float, step
         per_layer = parse_layer_spec(per_layer)
     opt_lam = layer_lams(s.model, lam, per_layer) if lam else 0.0
     opt = config.make_optimizer(s.model, steps, lam=opt_lam)
+    if lam:
+        replace_prox(opt, get_method(spec.method).prox_hook())
     hooks = [opt.add_hook(h) for h in _control_hooks(spec, s, lam, steps, log)]
     trainer = Trainer(s.model, opt)
     with StopOnInterrupt() as interrupt:

@@ -1,6 +1,7 @@
 """SpC: l1 proximal training from scratch (the paper's method), optionally debiased."""
 from __future__ import annotations
 
+from ...optim.hooks import L1Prox
 from ..spc import train_spc
 from .common import debias, record
 from .registry import Method, MethodRun, register
@@ -14,6 +15,11 @@ class SpC(Method):
     label = "SpC"
     color = "tab:blue"
     params = ("lam",)
+    l1_family = True
+
+    def prox_hook(self) -> L1Prox:
+        """The plain soft-threshold by lr * lam."""
+        return L1Prox()
 
     def run(self, run: MethodRun):
         hist = train_spc(run.model, run.train_ds, run.test_ds, run.steps, run.value,
