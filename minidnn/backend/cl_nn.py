@@ -382,7 +382,7 @@ class CLNNOps:
         zeros = self.count_zeros(w)
         n = int(w.size)
         if n:
-            self.launch("reweight", "l1_reweight", ((n + 7) // 8,), (EW_LS,), w, out, sumsq,
+            self.launch("prox", "l1_reweight", ((n + 7) // 8,), (EW_LS,), w, out, sumsq,
                         zeros, _f32(eps), _u32(n))
         return out
 
@@ -392,6 +392,6 @@ class CLNNOps:
         out = self._like(w, out)
         n = int(w.size)
         if n:
-            self.launch("reweight", "soft_threshold_scaled", ((n + 7) // 8,), (EW_LS,), w,
+            self.launch("prox", "soft_threshold_scaled", ((n + 7) // 8,), (EW_LS,), w,
                         scale, out, _f32(threshold), _u32(n))
         return out

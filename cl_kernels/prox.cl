@@ -1,6 +1,7 @@
-/* Per-weight l1 strengths (reweighted l1, Candes, Wakin & Boyd 2008) and the prox that uses
- * them (cl_nn.py: l1_reweight, soft_threshold_scaled). Eight floats per work-item (float8), the
- * last work-item does the tail; global ceil(n / 8). */
+/* Proximal operators beyond the fused soft-threshold of optim.cl: per-weight l1 strengths
+ * (reweighted l1, Candes, Wakin & Boyd 2008) and the prox that uses them (cl_nn.py: l1_reweight,
+ * soft_threshold_scaled). Eight floats per work-item (float8), the last work-item does the tail;
+ * global ceil(n / 8). */
 #include "nn.h"
 
 #define I0 ((uint)get_global_id(0) * 8u)
