@@ -41,3 +41,15 @@ __kernel void soft_threshold_scaled(__global const float* w, __global const floa
         }
     }
 }
+
+/* out = w where |w| > thr, else 0: the prox of thr^2/2 ||w||_0 (hard threshold). */
+__kernel void hard_threshold(__global const float* w, __global float* out, const float thr,
+                             const uint n) {
+    const uint i0 = I0;
+    if (i0 + 8 <= n) {
+        const float8 W = LD8(w + i0);
+        ST8(fabs(W) > thr ? W : (float8)(0.0f), out + i0);
+    } else {
+        for (uint i = i0; i < n; ++i) out[i] = fabs(w[i]) > thr ? w[i] : 0.0f;
+    }
+}

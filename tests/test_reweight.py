@@ -1,5 +1,5 @@
-"""Reweighted l1: the two primitives (closed form, NumPy/OpenCL parity), the prox hook, the
-registered method."""
+"""Reweighted l1 and annealed l0: the prox primitives (closed form, NumPy/OpenCL parity), the
+prox hooks, the registered methods."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 from minidnn.compress.methods import get_method, l1_methods
 from minidnn.errors import ConfigError
 from minidnn.optim import ProxAdam, ProxSGD
-from minidnn.optim.hooks import L1Prox, ReweightedL1Prox, replace_prox
+from minidnn.optim.hooks import HardThresholdProx, L1Prox, ReweightedL1Prox, replace_prox
 from minidnn.parameter import Parameter
 
 
@@ -41,6 +41,8 @@ def test_reweight_ops_opencl_match_numpy(clb, np32, n):
     clb.soft_threshold_scaled(dw, r, 0.05, out=dw)
     np.testing.assert_allclose(clb.to_host(dw), ref, rtol=2e-5, atol=1e-6)
     assert np.array_equal(clb.to_host(dw) == 0, ref == 0) or n > 1000  # ties at float32 noise
+    hard = clb.hard_threshold(clb.from_host(w), 0.5)
+    np.testing.assert_array_equal(clb.to_host(hard), np32.hard_threshold(w, 0.5))
     z = clb.l1_reweight(clb.zeros((n,)), 0.25)
     np.testing.assert_array_equal(clb.to_host(z), np.full(n, 4.0, np.float32))
 
@@ -84,9 +86,36 @@ def test_replace_prox_keeps_the_order(np64):
         replace_prox(opt, ReweightedL1Prox())
 
 
+def test_hard_threshold_closed_form(np64):
+    w = np.array([-3.0, -0.5, 0.1, 0.0, 0.5, 2.0])
+    np.testing.assert_array_equal(np64.hard_threshold(w, 0.5), [-3.0, 0, 0, 0, 0, 2.0])
+    np64.hard_threshold(w, 2.5, out=w)
+    np.testing.assert_array_equal(w, [-3.0, 0, 0, 0, 0, 0])
+
+
+def test_annealed_l0_prox_ramps_its_threshold(np64):
+    """Threshold sqrt(2 lr lam a), a = step / anneal up to 1; zeros never revive by a step."""
+    p = Parameter(np.array([0.02, 0.05, 0.12, -0.3]), prox=True).to(np64)
+    p.grad = np64.zeros(p.shape)
+    opt = ProxSGD([("w", p)], lr=0.01, lam=0.5)   # full strength: sqrt(0.01) = 0.1
+    prox = replace_prox(opt, HardThresholdProx(anneal=4))
+    opt.step()                                       # a = 1/4: threshold 0.05
+    assert prox.threshold(opt, "w", p, 0.01) == pytest.approx(0.1 * np.sqrt(0.25))
+    np.testing.assert_array_equal(p.data, [0.0, 0.0, 0.12, -0.3])
+    for _ in range(3):
+        opt.step()                                   # a = 1: threshold 0.1
+    np.testing.assert_array_equal(p.data, [0.0, 0.0, 0.12, -0.3])
+    opt.lam = 1.0                                    # threshold 0.141
+    opt.step()
+    np.testing.assert_array_equal(p.data, [0.0, 0.0, 0.0, -0.3])
+    with pytest.raises(ConfigError):
+        HardThresholdProx(0)
+
+
 def test_rwl1_is_a_registered_l1_method():
-    assert l1_methods()[:2] == ["spc", "rwl1"]
+    assert l1_methods()[:3] == ["spc", "rwl1", "l0"]
+    assert isinstance(get_method("l0").prox_hook(100), HardThresholdProx)
     method = get_method("rwl1+retrain")
-    assert isinstance(method.prox_hook(), ReweightedL1Prox) and method.params == ("lam",)
-    assert type(get_method("spc").prox_hook()) is L1Prox
-    assert get_method("pru").prox_hook() is None
+    assert isinstance(method.prox_hook(100), ReweightedL1Prox) and method.params == ("lam",)
+    assert type(get_method("spc").prox_hook(100)) is L1Prox
+    assert get_method("pru").prox_hook(100) is None

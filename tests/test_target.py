@@ -39,7 +39,8 @@ def test_density_error_sign_and_clip():
 
 def test_settings_and_targets_are_validated():
     for bad in (dict(warmup=0.6, ramp=0.5), dict(freeze=0.3), dict(every=0), dict(gain=0),
-                dict(min_lam=1.0, max_lam=0.5), dict(margin=1.0), dict(proportional=-1)):
+                dict(min_lam=1.0, max_lam=0.5), dict(margin=1.0), dict(proportional=-1),
+                dict(trim=1.5)):
         with pytest.raises(ConfigError):
             ControlSettings(**bad).check()
     model = Sequential(fc1=Linear(4, 3, rng=np.random.default_rng(0)),
@@ -95,7 +96,7 @@ def test_controller_lowers_lam_when_too_sparse(np64):
     """Starting far too strong (everything zero), lam comes down and zeros revive to target."""
     p, w0 = _toy(np64, seed=1)
     opt = ProxSGD([("w", p)], lr=0.05, lam=3.0)
-    ctl = opt.add_hook(TargetSparsity({"w": 0.4}, 3000, ControlSettings(every=10, trim=False,
+    ctl = opt.add_hook(TargetSparsity({"w": 0.4}, 3000, ControlSettings(every=10, trim=0.0,
                                                                      margin=0.0)))
     _run_toy(np64, opt, p, w0, 3000)
     assert abs(zero_fraction([p]) - 0.4) <= 0.01
@@ -165,16 +166,18 @@ def test_controller_keeps_the_fused_update(np64):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", [0.95])
-def test_short_lenet300_run_lands_on_target(mnist_dir, tmp_path, target):
-    """A 2-epoch LeNet-300-100 run (936 steps) with --target-sparsity ends within +-0.3 points,
-    and the model file records the lam trajectory."""
+@pytest.mark.parametrize("method,epochs,target", [("spc", 2, 0.95), ("rwl1", 1, 0.97),
+                                                  ("l0", 1, 0.98)])
+def test_short_lenet300_run_lands_on_target(mnist_dir, tmp_path, method, epochs, target):
+    """Short LeNet-300-100 runs (468-936 steps) of each l1-family method with --target-sparsity
+    end within +-0.3 points, and the model file records the lam trajectory."""
     from minidnn.workflows import TrainSpec, train_model
     out = tmp_path / "l300.h5"
-    result = train_model(TrainSpec(model="lenet300", data_root=str(mnist_dir.parent), epochs=2,
-                                   target_sparsity=target, out=str(out)), log=lambda s: None)
+    result = train_model(TrainSpec(model="lenet300", method=method, epochs=epochs,
+                                   data_root=str(mnist_dir.parent), target_sparsity=target,
+                                   out=str(out)), log=lambda s: None)
     assert abs(result["zeros"] - target) <= TOLERANCE, result["zeros"]
-    assert result["accuracy"] > 0.9
+    assert result["accuracy"] > 0.85
     with h5py.File(out) as f:
         meta = json.loads(f.attrs["metadata"])
     control = meta["target_sparsity"]

@@ -270,6 +270,10 @@ class Backend(ABC):
         """sign(w) * max(|w| - threshold * scale, 0), a per-element threshold (in place when
         out is w)."""
 
+    @abstractmethod
+    def hard_threshold(self, w: Array, threshold: float, out: Array | None = None) -> Array:
+        """w where |w| > threshold, else 0 (in place when out is w)."""
+
     # ------------------------------------------------------------ CSR (see minidnn.sparse)
     @abstractmethod
     def csr_from_dense(self, w: Array) -> tuple[Array, Array, Array]:

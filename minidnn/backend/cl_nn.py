@@ -395,3 +395,12 @@ class CLNNOps:
             self.launch("prox", "soft_threshold_scaled", ((n + 7) // 8,), (EW_LS,), w,
                         scale, out, _f32(threshold), _u32(n))
         return out
+
+    def hard_threshold(self, w: Array, threshold: float, out: Array | None = None) -> Array:
+        """w where |w| > threshold, else 0; in place when out is w."""
+        out = self._like(w, out)
+        n = int(w.size)
+        if n:
+            self.launch("prox", "hard_threshold", ((n + 7) // 8,), (EW_LS,), w, out,
+                        _f32(threshold), _u32(n))
+        return out

@@ -312,6 +312,13 @@ class NumpyBackend(Backend):
         out[...] = r
         return out
 
+    def hard_threshold(self, w, threshold, out=None):
+        r = np.where(np.abs(w) > w.dtype.type(threshold), w, 0)
+        if out is None:
+            return r.astype(w.dtype)
+        out[...] = r
+        return out
+
     def soft_threshold_scaled(self, w, scale, threshold, out=None):
         t = w.dtype.type(threshold) * scale
         r = np.sign(w) * np.maximum(np.abs(w) - t, 0)

@@ -59,6 +59,30 @@ class FixedMask(UpdateHook):
             p.backend.apply_mask(p.values, mask)
 
 
+class HardThresholdProx(L1Prox):
+    """Annealed l0: the prox of lr * lam * ||w||_0, i.e. zero every weight with
+    |w| <= sqrt(2 * lr * lam * a), a = min(1, step / anneal) ramping the strength up from 0 over
+    the first ``anneal`` steps (a hard threshold at full strength on the first step would cut a
+    third of a freshly initialised LeNet at lam 0.3). A zeroed weight revives only if one update
+    carries it past the threshold, i.e. practically never: this is gradual magnitude pruning
+    written as a prox, and ``--target-sparsity`` steers its lam like the l1 proxes'."""
+
+    def __init__(self, anneal: int) -> None:
+        if isinstance(anneal, bool) or not isinstance(anneal, int) or anneal < 1:
+            raise ConfigError(f"annealed l0: anneal must be an integer >= 1, got {anneal!r}")
+        self.anneal = anneal
+
+    def threshold(self, optimizer, name, p, lr) -> float:
+        """sqrt(2 lr lam a) at this step (0: no prox)."""
+        strength = lr * optimizer.lam_for(name, p) * min(1.0, optimizer.step_count / self.anneal)
+        return (2.0 * strength) ** 0.5 if strength > 0 else 0.0
+
+    def post(self, optimizer, name, p, lr) -> None:
+        threshold = self.threshold(optimizer, name, p, lr)
+        if threshold > 0:
+            p.backend.hard_threshold(p.values, threshold, out=p.values)
+
+
 STANDARD_HOOKS = (L1Prox, FixedMask)
 
 

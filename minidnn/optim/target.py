@@ -20,7 +20,9 @@ measurement at or below the target (at the latest ``freeze_window`` later), the 
 and lam set to 0: the rest of the run debiases the survivors, so the run ends exactly at the
 zero fraction it had when frozen, and nothing revives as the lr decays. A group still short of
 its target by then (the zeros lag behind lam) is trimmed to it at the freeze: each of its
-layers loses the same share of its survivors, the smallest |w| first (``trim``).
+layers loses the same share of its survivors, the smallest |w| first, as long as that share is
+at most ``trim`` (a larger cut would be magnitude pruning, not a correction: the run then ends
+short of its target and says so).
 
 A group is either one layer with its own target (per-layer targets) or all remaining
 controlled layers together (the global target: their total zero fraction is steered, each
@@ -63,7 +65,8 @@ class ControlSettings:
     proportional: float = 0.3  # proportional: log-lam offset per unit of the current error
     max_error: float = 1.0    # the error is clipped to +-this
     margin: float = 0.1       # aim at (1 + margin) x the target density; the trim closes it
-    trim: bool = True         # at the freeze, cut a group still short of its target to it
+    trim: float = 0.5         # at the freeze, cut a group short of its target to it when that
+                              # removes at most this share of its survivors (0: never trim)
     min_lam: float = 1e-4     # lam stays within [min_lam, max_lam]
     max_lam: float = 10.0
 
@@ -85,6 +88,8 @@ class ControlSettings:
                 raise ConfigError(f"target control: {name} must be > 0")
         if not self.proportional >= 0:
             raise ConfigError("target control: proportional must be >= 0")
+        if not 0.0 <= self.trim <= 1.0:
+            raise ConfigError(f"target control: trim must be in [0, 1], got {self.trim}")
         if not 0 <= self.margin < 1:
             raise ConfigError(f"target control: margin must be in [0, 1), got {self.margin}")
         if self.min_lam >= self.max_lam:
@@ -229,8 +234,10 @@ class TargetSparsity(UpdateHook):
         names = [n for g in self.groups for n in g.names]
         for g in self.groups:
             zeros = zero_fraction([params[n] for n in g.names])
-            keep = (1.0 - g.target) / (1.0 - zeros) if self.settings.trim else 1.0
-            freeze_support([params[n] for n in g.names], min(1.0, keep))
+            keep = min(1.0, (1.0 - g.target) / max(1.0 - zeros, 1e-12))
+            if keep < 1.0 - self.settings.trim:   # far off: a cut that large would be pruning
+                keep = 1.0
+            freeze_support([params[n] for n in g.names], keep)
         for n in names:
             optimizer.lam[n] = 0.0
         for g in self.groups:

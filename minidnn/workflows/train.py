@@ -132,7 +132,7 @@ def _main_phase(spec: TrainSpec, s: Setup, config: TrainConfig, lam: float, step
     opt_lam = layer_lams(s.model, lam, per_layer) if lam else 0.0
     opt = config.make_optimizer(s.model, steps, lam=opt_lam)
     if lam:
-        replace_prox(opt, get_method(spec.method).prox_hook())
+        replace_prox(opt, get_method(spec.method).prox_hook(steps))
     hooks = [opt.add_hook(h) for h in _control_hooks(spec, s, lam, steps, log)]
     trainer = Trainer(s.model, opt)
     with StopOnInterrupt() as interrupt:
@@ -178,7 +178,7 @@ def _control_hooks(spec: TrainSpec, s: Setup, lam: float, steps: int, log: Log) 
     if not isinstance(per_layer, dict):
         per_layer = parse_layer_spec(per_layer)
     targets, grouped = layer_targets(s.model, spec.target_sparsity, per_layer)
-    settings = spec.control or ControlSettings()
+    settings = spec.control or get_method(spec.method).control
     if spec.freeze_support is not None:
         settings = replace(settings, freeze=spec.freeze_support,
                            ramp=min(settings.ramp, spec.freeze_support))

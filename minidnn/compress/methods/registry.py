@@ -15,6 +15,7 @@ from ...data import ArrayDataset
 from ...errors import ConfigError
 from ...layers.model import Model
 from ...optim.hooks import L1Prox
+from ...optim.target import ControlSettings
 
 RETRAIN = "+retrain"
 Log = Callable[[str], None]
@@ -50,10 +51,11 @@ class Method:
     from_reference: bool = False       # starts from the dense reference weights
     retrainable: bool = True           # has a '+retrain' variant
     l1_family: bool = False            # trains with a prox hook steered by lam: ``prox_hook``
+    control: ControlSettings = ControlSettings()   # how --target-sparsity steers its lam
 
-    def prox_hook(self) -> L1Prox | None:
-        """The l1-family prox this method trains with (``minidnn train --method`` and
-        ``--target-sparsity`` use it); None for methods outside the family."""
+    def prox_hook(self, steps: int) -> L1Prox | None:
+        """The l1-family prox this method trains with in a run of ``steps`` steps (``minidnn
+        train --method`` and ``--target-sparsity`` use it); None outside the family."""
         return None
 
     def run(self, run: MethodRun) -> tuple[list[dict], Any]:
