@@ -53,3 +53,14 @@ __kernel void hard_threshold(__global const float* w, __global float* out, const
         for (uint i = i0; i < n; ++i) out[i] = fabs(w[i]) > thr ? w[i] : 0.0f;
     }
 }
+
+/* mask *= (w != 0): every current zero of w joins the mask's zeros (sticky zeros). */
+__kernel void mask_zeros(__global const float* w, __global float* mask, const uint n) {
+    const uint i0 = I0;
+    if (i0 + 8 <= n) {
+        const float8 M = LD8(mask + i0);
+        ST8(LD8(w + i0) == 0.0f ? (float8)(0.0f) : M, mask + i0);
+    } else {
+        for (uint i = i0; i < n; ++i) if (w[i] == 0.0f) mask[i] = 0.0f;
+    }
+}

@@ -43,6 +43,13 @@ def test_reweight_ops_opencl_match_numpy(clb, np32, n):
     assert np.array_equal(clb.to_host(dw) == 0, ref == 0) or n > 1000  # ties at float32 noise
     hard = clb.hard_threshold(clb.from_host(w), 0.5)
     np.testing.assert_array_equal(clb.to_host(hard), np32.hard_threshold(w, 0.5))
+    mask = rng.integers(0, 2, n).astype(np.float32)
+    ref_mask = mask.copy()
+    np32.mask_zeros(w, ref_mask)
+    dmask = clb.from_host(mask)
+    clb.mask_zeros(clb.from_host(w), dmask)
+    np.testing.assert_array_equal(clb.to_host(dmask), ref_mask)
+    np.testing.assert_array_equal(ref_mask, mask * (w != 0))
     z = clb.l1_reweight(clb.zeros((n,)), 0.25)
     np.testing.assert_array_equal(clb.to_host(z), np.full(n, 4.0, np.float32))
 

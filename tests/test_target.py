@@ -140,19 +140,26 @@ def test_freeze_support_masks_zeros_and_trims_the_smallest(np64):
 
 
 def test_freeze_support_hook_stops_revival(np64):
-    """Without the freeze, zeros revive when lam drops; with it, none do."""
+    """Without the freeze, zeros revive when lam drops; with it none do, including the zeros
+    the prox makes after the freeze (the zero set only grows), and the update stays fused."""
     revived = {}
     for freeze in (False, True):
         p, w0 = _toy(np64, n=500)
-        opt = ProxSGD([("w", p)], lr=0.1, lam=0.6)
+        opt = ProxSGD([("w", p)], lr=0.1, lam=0.3)
         if freeze:
-            opt.add_hook(FreezeSupport(300))
+            opt.add_hook(FreezeSupport(200))
+            assert opt._fused_hooks([h for h in opt.hooks if h.timing == "post"]) is not None
+        _run_toy(np64, opt, p, w0, 200)
+        opt.lam = 0.6                                   # more zeros after the freeze ...
+        _run_toy(np64, opt, p, w0, 200)
+        held = p.data == 0
+        opt.lam = 0.1                                   # ... then a smaller threshold
         _run_toy(np64, opt, p, w0, 300)
-        held = zero_fraction([p])
-        opt.lam = 0.1                                   # e.g. lr decay shrinking the threshold
-        _run_toy(np64, opt, p, w0, 300)
-        revived[freeze] = held - zero_fraction([p])
-    assert revived[False] > 0.3 and revived[True] <= 0.0
+        revived[freeze] = int((held & (p.data != 0)).sum())
+        if freeze:
+            assert zero_fraction([p]) >= held.mean() > 0.55
+            np.testing.assert_array_equal(p.mask == 0, p.data == 0)
+    assert revived[False] > 100 and revived[True] == 0
     with pytest.raises(ConfigError):
         FreezeSupport(-1)
 

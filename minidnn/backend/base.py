@@ -274,6 +274,10 @@ class Backend(ABC):
     def hard_threshold(self, w: Array, threshold: float, out: Array | None = None) -> Array:
         """w where |w| > threshold, else 0 (in place when out is w)."""
 
+    @abstractmethod
+    def mask_zeros(self, w: Array, mask: Array) -> None:
+        """In place mask *= (w != 0): the zeros of w join the mask's (a 0/1 array like w)."""
+
     # ------------------------------------------------------------ CSR (see minidnn.sparse)
     @abstractmethod
     def csr_from_dense(self, w: Array) -> tuple[Array, Array, Array]:

@@ -404,3 +404,9 @@ class CLNNOps:
             self.launch("prox", "hard_threshold", ((n + 7) // 8,), (EW_LS,), w, out,
                         _f32(threshold), _u32(n))
         return out
+
+    def mask_zeros(self, w: Array, mask: Array) -> None:
+        """In place mask *= (w != 0)."""
+        n = int(w.size)
+        if n:
+            self.launch("prox", "mask_zeros", ((n + 7) // 8,), (EW_LS,), w, mask, _u32(n))

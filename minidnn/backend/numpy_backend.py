@@ -312,6 +312,9 @@ class NumpyBackend(Backend):
         out[...] = r
         return out
 
+    def mask_zeros(self, w, mask):
+        mask[w == 0] = 0
+
     def hard_threshold(self, w, threshold, out=None):
         r = np.where(np.abs(w) > w.dtype.type(threshold), w, 0)
         if out is None:

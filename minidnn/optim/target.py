@@ -304,8 +304,11 @@ def freeze_support(params, keep: float = 1.0) -> None:
 
 
 class FreezeSupport(UpdateHook):
-    """Freeze the support of the prox-enabled weights once, before step ``at``: from then on
-    zeros stay zero (no revival as the lr decays); the prox keeps shrinking the survivors."""
+    """From step ``at`` on, every zero of the prox-enabled weights stays zero: a 0/1 mask is set
+    at ``at`` (ones where w != 0) and, before every later step, the zeros the prox made in the
+    step before join it (``Backend.mask_zeros``, one kernel per weight on the device); the
+    standard ``FixedMask`` applies it inside the fused update. The zero set only grows from
+    there, whatever the lr schedule does, and the prox keeps shrinking the survivors."""
 
     timing = "pre"
 
@@ -316,14 +319,22 @@ class FreezeSupport(UpdateHook):
         self.frozen_at: int | None = None
 
     def pre(self, optimizer) -> None:
-        if self.frozen_at is not None or optimizer.step_count < self.at:
+        if optimizer.step_count < self.at:
             return
-        params = [p for _, p in optimizer.named_params if p.prox]
-        freeze_support(params)
-        self.frozen_at = optimizer.step_count
-        if self.log is not None:
-            self.log(f"support frozen at step {self.frozen_at}: "
-                     f"{100 * zero_fraction(params):.2f}% zeros held from here")
+        params = [p for _, p in optimizer.named_params if p.prox and not p.is_sparse]
+        if self.frozen_at is None:
+            for p in params:
+                if p.mask is None:
+                    ones = p.backend.zeros(p.shape)
+                    p.backend.fill(ones, 1.0)
+                    p.set_mask(ones)
+            self.frozen_at = optimizer.step_count
+            if self.log is not None:
+                self.log(f"support frozen at step {self.frozen_at}: "
+                         f"{100 * zero_fraction(params):.2f}% zeros, and every later zero, "
+                         f"held from here")
+        for p in params:
+            p.backend.mask_zeros(p.values, p.mask)
 
 
 def layer_targets(model, total: float | None, per_layer: dict | None) -> tuple[dict, set]:
