@@ -20,8 +20,10 @@ class AnnealedL0(ProxMethod):
     color = "tab:brown"
     # a hard threshold zeroes at once what falls below it (no lag, unlike the l1 proxes), and
     # its zeros never revive: steer faster and aim at the target itself (from below; the
-    # trim at the freeze closes the last tenths of a point)
-    control = ControlSettings(gain=0.5, proportional=1.0, max_error=2.0, margin=0.0)
+    # trim at the freeze closes the last tenths of a point); its lam is t^2 / (2 lr) for a
+    # threshold t, so it needs far more room than an l1 strength
+    control = ControlSettings(gain=0.5, proportional=1.0, max_error=2.0, margin=0.0,
+                              max_lam=1e4)
 
     def prox_hook(self, steps: int) -> HardThresholdProx:
         """The hard threshold, annealed over ANNEAL of a run of ``steps`` steps."""
