@@ -7,6 +7,8 @@ import numpy as np
 from minidnn.layers import Flatten, Linear, ReLU, Sequential
 from minidnn.layers.model import FeaturesClassifier
 
+from .common import MNIST_RECIPE
+
 
 class LeNet300(FeaturesClassifier):
     """flatten -> fc 784->300 -> ReLU -> fc 300->100 -> ReLU -> fc 100->10.
@@ -17,10 +19,7 @@ class LeNet300(FeaturesClassifier):
 
     arch = "lenet300"
     input_shape = (1, 28, 28)
-    # lam 0.3 as LeNet-5's (Adam's normalised step makes lam comparable across MNIST nets);
-    # --target-sparsity steers it from there.
-    recipe = {"data": "mnist", "optimizer": "adam", "lr": 0.001, "schedule": "constant",
-              "batch_size": 128, "steps": 60_000, "lam": 0.3, "augment": None}
+    recipe = dict(MNIST_RECIPE)   # lam 0.3 as LeNet-5's: a starting point for the controller
 
     def __init__(self, num_classes: int = 10, seed: int = 0) -> None:
         super().__init__(num_classes=num_classes, seed=seed)
