@@ -38,6 +38,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ConfigError
+from ..names import layer_labels
 from .hooks import UpdateHook
 
 Log = Callable[[str], None]
@@ -175,8 +176,9 @@ class TargetSparsity(UpdateHook):
             if any(self.targets[n] != target for n in together):
                 raise ConfigError("the grouped weights must share one target")
             groups.append(_Group("total", target, together, {n: base[n] for n in together}))
-        groups += [_Group(n, self.targets[n], [n], {n: base[n]})
-                   for n in self.targets if n not in self.grouped]
+        alone = [n for n in self.targets if n not in self.grouped]
+        groups += [_Group(label, self.targets[n], [n], {n: base[n]})
+                   for n, label in zip(alone, layer_labels(alone))]
         # layers without a target keep their own lam: the optimizer's lam becomes a dict
         optimizer.lam = {n: optimizer.lam_for(n, p) for n, p in optimizer.named_params}
         return groups
