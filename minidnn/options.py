@@ -12,7 +12,8 @@ from typing import Callable
 from .errors import ConfigError
 
 __all__ = ["positive_int", "nonneg_int", "finite_float", "positive_float", "nonneg_float",
-           "fraction", "unit_interval", "check_device_option"]
+           "fraction", "unit_interval", "open_fraction", "positive_fraction",
+           "check_device_option"]
 
 
 def _integer(text: str) -> int:
@@ -59,6 +60,11 @@ unit_interval = _checked(_real, lambda v: 0.0 <= v <= 1.0, "between 0 and 1", "u
                          "A number in [0, 1] (densities, sparsities, fractions).")
 fraction = _checked(_real, lambda v: 0.0 <= v < 1.0, "at least 0 and below 1", "fraction",
                     "A number in [0, 1) (momentum-like factors, where 1 never forgets).")
+
+open_fraction = _checked(_real, lambda v: 0.0 < v < 1.0, "strictly between 0 and 1",
+                         "open_fraction", "A number in (0, 1) (target zero fractions).")
+positive_fraction = _checked(_real, lambda v: 0.0 < v <= 1.0, "above 0 and at most 1",
+                             "positive_fraction", "A number in (0, 1] (a point of the run).")
 
 
 def check_device_option(backend: str, device: str | None) -> None:

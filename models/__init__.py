@@ -14,11 +14,12 @@ from minidnn.errors import ConfigError
 
 from .alexnet import AlexNet
 from .lenet5 import LeNet5
+from .lenet300 import LeNet300
 from .resnet32 import BasicBlock, ResNet32
 from .spec import default_data, default_lam, is_spec, load_model_class
 from .vgg16 import VGG16
 
-MODELS = {cls.arch: cls for cls in (LeNet5, AlexNet, VGG16, ResNet32)}
+MODELS = {cls.arch: cls for cls in (LeNet5, LeNet300, AlexNet, VGG16, ResNet32)}
 
 
 def model_class(name: str):
@@ -59,4 +60,4 @@ def training_augment(name: str) -> Callable | None:
 
 
 __all__ = ["MODELS", "build_model", "model_class", "training_recipe", "training_augment", "load_model_class",
-           "default_data", "default_lam", "LeNet5", "AlexNet", "VGG16", "ResNet32", "BasicBlock"]
+           "default_data", "default_lam", "LeNet5", "LeNet300", "AlexNet", "VGG16", "ResNet32", "BasicBlock"]

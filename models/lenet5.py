@@ -6,6 +6,8 @@ import numpy as np
 from minidnn.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
 from minidnn.layers.model import FeaturesClassifier
 
+from .common import MNIST_RECIPE
+
 
 class LeNet5(FeaturesClassifier):
     """conv 20@5x5 -> maxpool 2 -> conv 50@5x5 -> maxpool 2 -> fc 800->500 -> ReLU -> fc 500->10.
@@ -15,10 +17,7 @@ class LeNet5(FeaturesClassifier):
 
     arch = "lenet5"
     input_shape = (1, 28, 28)
-    # lam 0.3 gives ~97.5% zeros in 2 epochs and ~99% accuracy after debiasing in longer runs
-    # (docs/results.md).
-    recipe = {"data": "mnist", "optimizer": "adam", "lr": 0.001, "schedule": "constant",
-              "batch_size": 128, "steps": 60_000, "lam": 0.3, "augment": None}
+    recipe = dict(MNIST_RECIPE)
 
     def __init__(self, num_classes: int = 10, seed: int = 0) -> None:
         super().__init__(num_classes=num_classes, seed=seed)

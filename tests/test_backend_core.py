@@ -125,3 +125,26 @@ def test_core_only_backend_runs_csr_layers_like_numpy():
         model.eval()
         results.append(backend.to_host(model.forward(backend.from_host(x))))
     np.testing.assert_allclose(results[1], results[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["soft_threshold_scaled", "hard_threshold", "mask_zeros",
+                                  "l1_reweight"])
+def test_prox_variant_defaults_match_numpy(name):
+    """The defaults of the prox variants (built from relu, its gate and div_sqrt) equal the
+    NumPy overrides, zeros included."""
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal(1000).astype(np.float32)
+    w[::7] = 0.0
+    scale = rng.uniform(0.5, 2.0, 1000).astype(np.float32)
+    ref, core = NumpyBackend(), CoreOnlyBackend()
+    if name == "mask_zeros":
+        want, got = np.ones_like(w), np.ones_like(w)
+        ref.mask_zeros(w, want)
+        core.mask_zeros(w, got)
+    else:
+        args = {"soft_threshold_scaled": (w, scale, 0.3), "hard_threshold": (w, 0.5),
+                "l1_reweight": (w, 0.1)}[name]
+        want, got = getattr(ref, name)(*args), getattr(core, name)(*args)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    if name != "l1_reweight":
+        assert np.array_equal(got == 0, want == 0)

@@ -15,7 +15,8 @@ from minidnn.models import MODELS, build_model, training_augment, training_recip
 from minidnn.optim import ProxAdam
 from minidnn.train import Trainer
 
-ZOO = ["lenet5", "alexnet", "vgg16", "resnet32"]
+ZOO = ["lenet5", "lenet300", "alexnet", "vgg16", "resnet32"]
+MNIST_ZOO = ("lenet5", "lenet300")
 
 
 # Table A4 as printed: (layer, weights)
@@ -44,6 +45,9 @@ def _resnet_name(paper: str) -> str:
 PAPER_COUNTS = {
     "lenet5": [("conv1", "features.conv1.weight", 500), ("conv2", "features.conv2.weight", 25_000),
                ("fc1", "classifier.fc1.weight", 400_000), ("fc2", "classifier.fc2.weight", 5_000)],
+    # LeNet-300-100 (Han et al. 2015, Table 1; Guo et al. 2016): 784-300-100-10
+    "lenet300": [("fc1", "classifier.fc1.weight", 235_200), ("fc2", "classifier.fc2.weight", 30_000),
+                 ("fc3", "classifier.fc3.weight", 1_000)],
     "alexnet": [("conv1", "features.conv1.weight", 7_200),
                 ("conv2", "features.conv2.weight", 307_200),
                 ("conv3", "features.conv3.weight", 884_736),
@@ -70,12 +74,13 @@ PAPER_COUNTS = {
               ("fc3", "classifier.fc3.weight", 10_240)],
     "resnet32": [(paper, _resnet_name(paper), n) for paper, n in RESNET32_TABLE_A4],
 }
-PAPER_TOTALS = {"lenet5": 430_500, "alexnet": 7_558_176, "vgg16": 16_293_568,
+PAPER_TOTALS = {"lenet5": 430_500, "lenet300": 266_200, "alexnet": 7_558_176, "vgg16": 16_293_568,
                 "resnet32": 464_432}
 
 # output shape of each top-level child for a batch of 2 (children run in order)
 CHILD_SHAPES = {
     "lenet5": {"features": (2, 800), "classifier": (2, 10)},
+    "lenet300": {"features": (2, 784), "classifier": (2, 10)},
     "alexnet": {"features": (2, 4096), "classifier": (2, 10)},
     "vgg16": {"features": (2, 512), "classifier": (2, 10)},
     "resnet32": {"conv1": (2, 16, 32, 32), "stage1": (2, 16, 32, 32), "stage2": (2, 32, 16, 16),
@@ -135,7 +140,7 @@ def test_registry_and_recipes():
     for name in ZOO:
         assert MODELS[name].arch == name
         recipe = training_recipe(name)
-        assert recipe["data"] == ("mnist" if name == "lenet5" else "cifar10")
+        assert recipe["data"] == ("mnist" if name in MNIST_ZOO else "cifar10")
         assert recipe["lam"] > 0
         assert recipe["optimizer"] == "adam" and recipe["lr"] == 0.001
     assert training_augment("resnet32") is random_crop_flip
@@ -262,7 +267,7 @@ def test_opencl_matches_numpy(clb, np32, name):
 @pytest.mark.parametrize("name", ZOO)
 def test_prox_adam_lowers_loss_on_fixed_batch(np32, name):
     """Repeated Prox-Adam steps on one batch lower its loss and zero some weights."""
-    config = {} if name in ("lenet5", "resnet32") else {"dropout": 0.0}  # deterministic loss
+    config = {} if name in ("lenet5", "lenet300", "resnet32") else {"dropout": 0.0}  # deterministic loss
     m = _fresh(name, np32, **config)
     x, y = _batch(m, n=8, seed=3)
     opt = ProxAdam(m.named_parameters(), lr=1e-4, lam=1.0)

@@ -9,11 +9,12 @@ Two kinds of primitive (lists: ``CORE_PRIMITIVES``, ``OPTIONAL_PRIMITIVES``):
   relu_backward, dropout_mask, max pooling, softmax cross-entropy, count_correct, count_zeros
   and the six CSR ops that do integer work (compaction, scatter, transpose, gather, the forward
   product, SDDMM). A new backend implements these and is complete.
-- *optional* (24): fused or convenience ops with a default below written against the core only
+- *optional* (28): fused or convenience ops with a default below written against the core only
   (bias and channel sums as products with ones, average pooling as im2row + gemm, batch norm,
   the optimizer updates with the l1 prox and mask folded in, the backward CSR product as the
   forward one on the transpose, the direct sparse convolution as im2row + CSR product, the
-  segmented sum of shared weights as a CSR product with ones). The
+  segmented sum of shared weights as a CSR product with ones, the prox variants of reweighted
+  l1 / annealed l0 / sticky zeros from relu and its gate). The
   defaults are correct but allocate temporaries and run several ops; a backend overrides them
   for speed (NumpyBackend and OpenCLBackend override all of them).
 
@@ -106,7 +107,8 @@ OPTIONAL_PRIMITIVES = (
     "zeros", "copy", "nbytes", "synchronize", "add_channel_bias", "channel_sum", "relu", "axpy",
     "scale", "avgpool2d", "avgpool2d_backward", "batchnorm_train", "batchnorm_eval",
     "batchnorm_backward", "sum", "sgd_update", "rmsprop_update", "adam_update", "soft_threshold",
-    "apply_mask", "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum", "prepare",
+    "apply_mask", "l1_reweight", "soft_threshold_scaled", "hard_threshold", "mask_zeros",
+    "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum", "prepare",
 )
 
 
@@ -519,6 +521,70 @@ class Backend(ABC):
         if pool == 2:
             y = self.maxpool2d(y, 2, 2, 0)[0]
         return y
+
+    # ------------------------------------------------------------ prox variants
+    def _abs(self, w: Array) -> Array:
+        """|w| = relu(w) + relu(-w)."""
+        neg = self.copy(w)
+        self.scale(neg, -1.0)
+        return self.add(self.relu(w), self.relu(neg))
+
+    def soft_threshold_scaled(self, w: Array, scale: Array, threshold: float,
+                              out: Array | None = None) -> Array:
+        """sign(w) * max(|w| - threshold * scale, 0), a per-element threshold (in place when
+        out is w). Default: relu(w - t) - relu(-w - t) with t = threshold * scale."""
+        t = self.copy(scale)
+        self.scale(t, threshold)
+        up = self.copy(w)
+        self.axpy(-1.0, t, up)                     # w - t
+        down = self.copy(w)
+        self.scale(down, -1.0)
+        self.axpy(-1.0, t, down)                   # -w - t
+        result = self.add(self.relu(up), self._negated(self.relu(down)))
+        if out is None:
+            return result
+        self.copy_into(out, result)
+        return out
+
+    def _negated(self, a: Array) -> Array:
+        self.scale(a, -1.0)
+        return a
+
+    def hard_threshold(self, w: Array, threshold: float, out: Array | None = None) -> Array:
+        """w where |w| > threshold, else 0 (in place when out is w). Default: relu_backward's
+        gate on |w| - threshold."""
+        gap = self._abs(w)
+        self.axpy(-1.0, self._full(w.shape, threshold, w.dtype), gap)
+        result = self.relu_backward(w, gap)
+        if out is None:
+            return result
+        self.copy_into(out, result)
+        return out
+
+    def mask_zeros(self, w: Array, mask: Array) -> None:
+        """In place mask *= (w != 0): the zeros of w join the mask's (a 0/1 array like w).
+        Default: relu_backward's gate on |w|."""
+        self.copy_into(mask, self.relu_backward(mask, self._abs(w)))
+
+    def l1_reweight(self, w: Array, eps: float, out: Array | None = None) -> Array:
+        """Per-weight l1 scales of reweighted l1: r = s / (|w| + eps * s), s the RMS of the
+        nonzero entries of w (1/eps everywhere when all are zero); computed on the device.
+        Default: reads the two scalars (sum of squares, zero count) to build s on the host."""
+        n = int(w.size)
+        sumsq = float(self.to_host(self.sum(self.mul(w, w))).reshape(-1)[0])
+        nnz = n - int(self.to_host(self.count_zeros(w)).reshape(-1)[0])
+        s = (sumsq / nnz) ** 0.5 if nnz else 0.0
+        if s == 0.0:
+            result = self._full(w.shape, 1.0 / eps, w.dtype)
+        else:  # r = 1 / (|w| / s + eps) = div_sqrt(1, (|w| / s + eps)^2)
+            d = self._abs(w)
+            self.scale(d, 1.0 / s)
+            self.axpy(1.0, self._full(w.shape, eps, w.dtype), d)
+            result = self.div_sqrt(self._full(w.shape, 1.0, w.dtype), self.mul(d, d), 0.0)
+        if out is None:
+            return result
+        self.copy_into(out, result)
+        return out
 
     # ------------------------------------------------------------ shared (quantized) weights
     def segment_sum(self, values: Array, order: Array, offsets: Array,

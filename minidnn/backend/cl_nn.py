@@ -57,7 +57,8 @@ class NNOps:
                 "add", "axpy", "mul", "scale", "div_sqrt", "dropout_mask", "maxpool2d",
                 "maxpool2d_backward", "avgpool2d", "avgpool2d_backward",
                 "softmax_cross_entropy", "count_correct", "batchnorm_train", "batchnorm_eval",
-                "batchnorm_backward", "sum", "count_zeros")
+                "batchnorm_backward", "sum", "count_zeros", "l1_reweight",
+                "soft_threshold_scaled", "hard_threshold", "mask_zeros")
 
     def __init__(self, runtime: CLRuntime) -> None:
         self.rt = runtime
@@ -323,3 +324,41 @@ class NNOps:
     def count_zeros(self, a: Array) -> Array:
         """Number of exact zeros as a 1-element int32 array."""
         return self._reduce(a, "count_zeros_partial", np.int32)
+
+    # ------------------------------------------------------------ prox variants (prox.cl)
+    def l1_reweight(self, w: Array, eps: float, out: Array | None = None) -> Array:
+        """r = s / (|w| + eps s), s the RMS of the nonzero w: two device reductions (sum of
+        squares, zero count) read by the kernel from their buffers, nothing back to the host."""
+        out = self._like(w, out)
+        sumsq = self.sum(self.mul(w, w))
+        zeros = self.count_zeros(w)
+        n = int(w.size)
+        if n:
+            self.rt.launch("prox", "l1_reweight", ((n + 7) // 8,), (EW_LS,), w, out, sumsq,
+                           zeros, _f32(eps), _u32(n))
+        return out
+
+    def soft_threshold_scaled(self, w: Array, scale: Array, threshold: float,
+                              out: Array | None = None) -> Array:
+        """sign(w) * max(|w| - threshold * scale, 0); in place when out is w."""
+        out = self._like(w, out)
+        n = int(w.size)
+        if n:
+            self.rt.launch("prox", "soft_threshold_scaled", ((n + 7) // 8,), (EW_LS,), w,
+                           scale, out, _f32(threshold), _u32(n))
+        return out
+
+    def hard_threshold(self, w: Array, threshold: float, out: Array | None = None) -> Array:
+        """w where |w| > threshold, else 0; in place when out is w."""
+        out = self._like(w, out)
+        n = int(w.size)
+        if n:
+            self.rt.launch("prox", "hard_threshold", ((n + 7) // 8,), (EW_LS,), w, out,
+                           _f32(threshold), _u32(n))
+        return out
+
+    def mask_zeros(self, w: Array, mask: Array) -> None:
+        """In place mask *= (w != 0)."""
+        n = int(w.size)
+        if n:
+            self.rt.launch("prox", "mask_zeros", ((n + 7) // 8,), (EW_LS,), w, mask, _u32(n))

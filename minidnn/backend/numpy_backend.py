@@ -308,6 +308,33 @@ class NumpyBackend(Backend):
     def apply_mask(self, w, mask):
         w *= mask
 
+    def l1_reweight(self, w, eps, out=None):
+        alive = np.count_nonzero(w)
+        s = np.sqrt(np.sum(w.astype(np.float64) ** 2) / alive) if alive else 0.0
+        r = np.full(w.shape, 1.0 / eps) if s == 0 else s / (np.abs(w) + eps * s)
+        if out is None:
+            return r.astype(w.dtype)
+        out[...] = r
+        return out
+
+    def mask_zeros(self, w, mask):
+        mask[w == 0] = 0
+
+    def hard_threshold(self, w, threshold, out=None):
+        r = np.where(np.abs(w) > w.dtype.type(threshold), w, 0)
+        if out is None:
+            return r.astype(w.dtype)
+        out[...] = r
+        return out
+
+    def soft_threshold_scaled(self, w, scale, threshold, out=None):
+        t = w.dtype.type(threshold) * scale
+        r = np.sign(w) * np.maximum(np.abs(w) - t, 0)
+        if out is None:
+            return r.astype(w.dtype)
+        out[...] = r
+        return out
+
     # ------------------------------------------------------------ CSR
     def csr_from_dense(self, w):
         rows, cols = np.nonzero(w)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..options import nonneg_float, nonneg_int, positive_int, unit_interval
+from ..options import (nonneg_float, nonneg_int, open_fraction, positive_fraction, positive_int,
+                       unit_interval)
 from ..workflows import TRAIN_METHODS, TrainSpec, train_model
 from .options import add_retrain_args, add_training_args, train_config
 
@@ -14,12 +15,25 @@ def register(sub) -> None:
                                  "path/to/nets.py:TinyNet or package.module:TinyNet")
     add_training_args(t, time_budget=True)
     t.add_argument("--method", default="spc", choices=TRAIN_METHODS,
-                   help="spc: proximal l1 training (sparse coding); dense: no l1")
+                   help="spc: proximal l1 training (sparse coding); rwl1: reweighted l1 "
+                        "(per-weight lam ~ 1/(|w| + eps), refreshed every 100 steps); "
+                        "l0: annealed hard threshold (l0 prox); dense: no l1")
     t.add_argument("--lam", type=nonneg_float, default=None,
                    help="l1 strength (threshold lr*lam per step; default: the model recipe's); "
                         "paper value p -> ln(p) at lr 1e-3")
     t.add_argument("--lam-per-layer", default=None, metavar="SPEC",
                    help="per-layer lam overriding --lam, e.g. conv1=0.1,fc1=0.4")
+    t.add_argument("--target-sparsity", type=open_fraction, default=None, metavar="Z",
+                   help="steer lam during training so that this fraction of the conv/linear "
+                        "weights ends exactly zero (e.g. 0.99), no lam sweep: --lam is only "
+                        "the starting point; the support freezes at --freeze-support")
+    t.add_argument("--target-sparsity-per-layer", default=None, metavar="SPEC",
+                   help="per-layer targets, e.g. fc1=0.995,conv1=0.5 (the other layers follow "
+                        "--target-sparsity together, or keep their lam without it)")
+    t.add_argument("--freeze-support", type=positive_fraction, default=None, metavar="AT",
+                   help="at this fraction of the run, hold the zeros fixed so none revive as "
+                        "the lr decays; with a target, lam is 0 from there (debiasing in the "
+                        "run; default 0.85), else the prox goes on shrinking the survivors")
     t.add_argument("--bn-batches", type=nonneg_int, default=50,
                    help="before the final evaluation, re-estimate batch-norm statistics over "
                         "this many training batches (0: keep the running averages)")
@@ -42,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     train_model(TrainSpec(
         model=args.model, data=args.data, data_root=args.data_root, backend=args.backend,
         device=args.device, method=args.method, lam=args.lam, lam_per_layer=args.lam_per_layer,
+        target_sparsity=args.target_sparsity,
+        target_sparsity_per_layer=args.target_sparsity_per_layer,
+        freeze_support=args.freeze_support,
         config=train_config(args), steps=args.steps, epochs=args.epochs, minutes=args.minutes,
         bn_batches=args.bn_batches, retrain_steps=args.retrain_steps, retrain_lr=args.retrain_lr,
         retrain_form=args.retrain_form, csr_density=args.csr_density, out=args.out,

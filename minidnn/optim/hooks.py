@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..errors import ConfigError
+
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from ..parameter import Parameter
     from .base import Optimizer
@@ -57,4 +59,73 @@ class FixedMask(UpdateHook):
             p.backend.apply_mask(p.values, mask)
 
 
+class HardThresholdProx(L1Prox):
+    """Annealed l0: the prox of lr * lam * ||w||_0, i.e. zero every weight with
+    |w| <= sqrt(2 * lr * lam * a), a = min(1, step / anneal) ramping the strength up from 0 over
+    the first ``anneal`` steps (a hard threshold at full strength on the first step would cut a
+    third of a freshly initialised LeNet at lam 0.3). A zeroed weight revives only if one update
+    carries it past the threshold, i.e. practically never: this is gradual magnitude pruning
+    written as a prox, and ``--target-sparsity`` steers its lam like the l1 proxes'."""
+
+    def __init__(self, anneal: int) -> None:
+        if isinstance(anneal, bool) or not isinstance(anneal, int) or anneal < 1:
+            raise ConfigError(f"annealed l0: anneal must be an integer >= 1, got {anneal!r}")
+        self.anneal = anneal
+
+    def threshold(self, optimizer, name, p, lr) -> float:
+        """sqrt(2 lr lam a) at this step (0: no prox)."""
+        strength = lr * optimizer.lam_for(name, p) * min(1.0, optimizer.step_count / self.anneal)
+        return (2.0 * strength) ** 0.5 if strength > 0 else 0.0
+
+    def post(self, optimizer, name, p, lr) -> None:
+        threshold = self.threshold(optimizer, name, p, lr)
+        if threshold > 0:
+            p.backend.hard_threshold(p.values, threshold, out=p.values)
+
+
 STANDARD_HOOKS = (L1Prox, FixedMask)
+
+
+def replace_prox(optimizer: "Optimizer", prox: L1Prox) -> L1Prox:
+    """Put ``prox`` (an ``L1Prox`` or a subclass: reweighted l1, ...) in the place of the
+    optimizer's l1 prox hook, so it runs before ``FixedMask``; returns it."""
+    for i, hook in enumerate(optimizer.hooks):
+        if isinstance(hook, L1Prox):
+            optimizer.hooks[i] = prox
+            return prox
+    raise ConfigError("the optimizer has no l1 prox hook to replace")
+
+
+class ReweightedL1Prox(L1Prox):
+    """Reweighted l1 (Candes, Wakin & Boyd 2008) as a prox: each weight's threshold is
+    lr * lam * r with r = s / (|w| + eps * s) (s: the RMS of the layer's nonzero weights),
+    refreshed from the current weights every ``every`` steps. A typical weight gets about lam, a
+    small one more (up to lam / eps for a zero, so zeros hardly revive) and a large one less
+    (less shrinkage bias on the weights that matter). The scales stay on the device, one array
+    per weight; the optimizer's own update runs unfused, then this prox (two kernels)."""
+
+    def __init__(self, every: int = 100, eps: float = 0.1) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ConfigError(f"reweighted l1: every must be an integer >= 1, got {every!r}")
+        if not 0.0 < eps:
+            raise ConfigError(f"reweighted l1: eps must be > 0, got {eps!r}")
+        self.every, self.eps = every, float(eps)
+        self.scales: dict[int, tuple] = {}     # id(p) -> (scale array, step it was computed)
+
+    def scale_of(self, optimizer: "Optimizer", p: "Parameter"):
+        """The parameter's per-weight scales, recomputed when ``every`` steps old (or when the
+        parameter changed shape, e.g. became CSR)."""
+        held = self.scales.get(id(p))
+        if held is None or tuple(held[0].shape) != tuple(p.values.shape) or \
+                optimizer.step_count - held[1] >= self.every:
+            out = held[0] if held is not None and tuple(held[0].shape) == \
+                tuple(p.values.shape) else None
+            held = (p.backend.l1_reweight(p.values, self.eps, out=out), optimizer.step_count)
+            self.scales[id(p)] = held
+        return held[0]
+
+    def post(self, optimizer, name, p, lr) -> None:
+        threshold = self.threshold(optimizer, name, p, lr)
+        if threshold > 0:
+            p.backend.soft_threshold_scaled(p.values, self.scale_of(optimizer, p), threshold,
+                                            out=p.values)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..compress.debias import retrain
+from ..compress.methods import get_method, l1_methods
 from ..compress.sparsify import to_inference_form
 from ..compress.spc import layer_lams
+from ..errors import ConfigError
 from ..interrupt import StopOnInterrupt
 from ..io import load_checkpoint, save_checkpoint
 from ..names import parse_layer_spec
 from ..optim.base import Optimizer
+from ..optim.hooks import replace_prox
+from ..optim.target import (ControlSettings, FreezeSupport, TargetSparsity, check_target,
+                            layer_targets)
 from ..outputs import check_outputs, write_or_rescue
 from ..report import format_table, layer_stats, model_device_bytes, total_stats
 from ..train import Trainer
@@ -21,7 +26,7 @@ from ..models import default_lam
 from ..train_config import Log, TrainConfig, training_steps
 from .common import Setup, save_model_file, set_up
 
-TRAIN_METHODS = ("spc", "dense")
+TRAIN_METHODS = (*l1_methods(), "dense")   # the l1 family of the method registry, or no l1
 
 
 @dataclass
@@ -33,9 +38,13 @@ class TrainSpec:
     data_root: str | None = None
     backend: str = "auto"
     device: str | None = None
-    method: str = "spc"                    # 'spc': l1 prox training; 'dense': no l1
+    method: str = "spc"                    # an l1-family method ('spc', 'rwl1'); 'dense': no l1
     lam: float | None = None
     lam_per_layer: str | dict | None = None   # 'fc1=0.5,conv1=0.1' or {layer: lam}: overrides
+    target_sparsity: float | None = None   # steer lam so the weights end this fraction zero
+    target_sparsity_per_layer: str | dict | None = None   # 'fc1=0.995' or {layer: target}
+    freeze_support: float | None = None    # fraction of the run where the zeros freeze
+    control: ControlSettings | None = None  # how lam is steered (default ControlSettings())
     config: TrainConfig | None = None      # default: TrainConfig.for_model(model)
     steps: int | None = None
     epochs: float | None = None
@@ -55,6 +64,10 @@ class TrainSpec:
 def train_model(spec: TrainSpec, log: Log = print) -> dict:
     """Run the whole pipeline of ``spec``; returns the figures written to the model file."""
     config = spec.config or TrainConfig.for_model(spec.model)
+    if spec.method not in TRAIN_METHODS:
+        raise ConfigError(f"unknown training method {spec.method!r}: choose from "
+                          f"{', '.join(TRAIN_METHODS)}")
+    _check_control(spec)
     check_outputs({"--out": _out_path(spec), "--json": spec.json,
                    "--checkpoint": spec.checkpoint})
     s = set_up(spec.model, spec.data, spec.data_root, spec.backend, spec.device, config.seed)
@@ -66,11 +79,12 @@ def train_model(spec: TrainSpec, log: Log = print) -> dict:
     steps = training_steps(spec.model, len(s.train_ds), config.batch_size, spec.steps,
                            spec.epochs, spec.minutes)
     log(_header(spec, s, config, lam, steps))
-    trainer, hist = _main_phase(spec, s, config, lam, steps, log)
+    trainer, hist, hooks = _main_phase(spec, s, config, lam, steps, log)
     result = {"model": spec.model, "data": s.data, "method": spec.method, "lam": lam,
               "lam_per_layer": _spec_text(spec.lam_per_layer), "optimizer": config.optimizer,
               "lr": config.lr, "steps": trainer.optimizer.step_count, "seed": config.seed,
               "backend": s.backend.device_name, "train_seconds": round(hist.seconds, 2)}
+    result.update(_control_record(hooks))
     if spec.retrain_steps:
         result.update(_debias(spec, s, config, trainer, log))
     _finish(spec, s, config, result, log)
@@ -94,9 +108,19 @@ def _header(spec: TrainSpec, s: Setup, config: TrainConfig, lam: float, steps: i
     return (f"minidnn: {spec.model} on {s.data} from {s.train_ds.source} "
             f"({len(s.train_ds)} train / {len(s.test_ds)} test), "
             f"{s.backend.device_name}, {config.optimizer}{' prox' if lam else ''} lr {config.lr} "
-            f"lam {lam}{' (per layer ' + per_layer + ')' if per_layer else ''}, "
+            f"lam {lam}{' (per layer ' + per_layer + ')' if per_layer else ''}"
+            + _target_text(spec) + ", "
             f"{steps} steps of {config.batch_size}"
             + (f" or {spec.minutes:g} minutes" if spec.minutes is not None else ""))
+
+
+def _target_text(spec: TrainSpec) -> str:
+    """' steered to 99% zeros (per layer fc1=0.995)' for the header; '' without a target."""
+    per_layer = _spec_text(spec.target_sparsity_per_layer)
+    if spec.target_sparsity is None and not per_layer:
+        return ""
+    total = "" if spec.target_sparsity is None else f" to {100 * spec.target_sparsity:g}% zeros"
+    return f" (start), steered{total}" + (f" (per layer {per_layer})" if per_layer else "")
 
 
 def _main_phase(spec: TrainSpec, s: Setup, config: TrainConfig, lam: float, steps: int,
@@ -107,6 +131,9 @@ def _main_phase(spec: TrainSpec, s: Setup, config: TrainConfig, lam: float, step
         per_layer = parse_layer_spec(per_layer)
     opt_lam = layer_lams(s.model, lam, per_layer) if lam else 0.0
     opt = config.make_optimizer(s.model, steps, lam=opt_lam)
+    if lam:
+        replace_prox(opt, get_method(spec.method).prox_hook(steps))
+    hooks = [opt.add_hook(h) for h in _control_hooks(spec, s, lam, steps, log)]
     trainer = Trainer(s.model, opt)
     with StopOnInterrupt() as interrupt:
         # resumes from the checkpoint first: step_count moves before the steps left are counted
@@ -117,7 +144,56 @@ def _main_phase(spec: TrainSpec, s: Setup, config: TrainConfig, lam: float, step
                           max_seconds=None if spec.minutes is None else 60 * spec.minutes)
     log(f"trained {opt.step_count} steps in {hist.seconds:.1f} s "
         f"({hist.images_per_second:.0f} images/s)")
-    return trainer, hist
+    return trainer, hist, hooks
+
+
+def _check_control(spec: TrainSpec) -> None:
+    """ConfigError for target/freeze settings that cannot work, before any work is done."""
+    if spec.target_sparsity is not None:
+        check_target(spec.target_sparsity)
+    fs = spec.freeze_support
+    if fs is not None and (isinstance(fs, bool) or not isinstance(fs, (int, float))
+                           or not 0.0 < fs <= 1.0):
+        raise ConfigError(f"freeze_support must be a fraction of the run in (0, 1], got {fs!r}")
+    if spec.control is not None:
+        spec.control.check()
+    targeted = spec.target_sparsity is not None or bool(spec.target_sparsity_per_layer)
+    if spec.method == "dense" and (targeted or fs is not None):
+        raise ConfigError("--target-sparsity and --freeze-support act on the l1 prox: they need "
+                          "an l1 method, not --method dense")
+
+
+def _control_hooks(spec: TrainSpec, s: Setup, lam: float, steps: int, log: Log) -> list:
+    """The hooks of --target-sparsity (the lam controller, which also freezes the support) or
+    of --freeze-support alone; [] for a plain run."""
+    targeted = spec.target_sparsity is not None or bool(spec.target_sparsity_per_layer)
+    if not targeted:
+        if spec.freeze_support is None or not lam:
+            return []
+        return [FreezeSupport(int(round(spec.freeze_support * steps)), log)]
+    if not lam:
+        raise ConfigError("--target-sparsity steers the l1 strength from a starting lam > 0 "
+                          "(--lam 0 gives it nothing to steer)")
+    per_layer = spec.target_sparsity_per_layer
+    if not isinstance(per_layer, dict):
+        per_layer = parse_layer_spec(per_layer)
+    targets, grouped = layer_targets(s.model, spec.target_sparsity, per_layer)
+    settings = spec.control or get_method(spec.method).control
+    if spec.freeze_support is not None:
+        settings = replace(settings, freeze=spec.freeze_support,
+                           ramp=min(settings.ramp, spec.freeze_support))
+    return [TargetSparsity(targets, steps, settings, grouped, log, log_every=max(100, steps // 10))]
+
+
+def _control_record(hooks: list) -> dict:
+    """What the control hooks add to the result (and the model file's metadata)."""
+    out: dict = {}
+    for hook in hooks:
+        if isinstance(hook, TargetSparsity):
+            out["target_sparsity"] = hook.summary()
+        elif isinstance(hook, FreezeSupport):
+            out["support_frozen_at"] = hook.frozen_at
+    return out
 
 
 def checkpointing(path: str | None, every: int, model, optimizer: Optimizer, log: Log = print,

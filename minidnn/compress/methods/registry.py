@@ -14,6 +14,8 @@ from typing import Any, Callable
 from ...data import ArrayDataset
 from ...errors import ConfigError
 from ...layers.model import Model
+from ...optim.hooks import L1Prox
+from ...optim.target import ControlSettings
 
 RETRAIN = "+retrain"
 Log = Callable[[str], None]
@@ -48,6 +50,13 @@ class Method:
     aliases: dict[str, str] = {}       # sweep option name -> parameter (MM: 'lam' -> 'alpha')
     from_reference: bool = False       # starts from the dense reference weights
     retrainable: bool = True           # has a '+retrain' variant
+    l1_family: bool = False            # trains with a prox hook steered by lam: ``prox_hook``
+    control: ControlSettings = ControlSettings()   # how --target-sparsity steers its lam
+
+    def prox_hook(self, steps: int) -> L1Prox | None:
+        """The l1-family prox this method trains with in a run of ``steps`` steps (``minidnn
+        train --method`` and ``--target-sparsity`` use it); None outside the family."""
+        return None
 
     def run(self, run: MethodRun) -> tuple[list[dict], Any]:
         """Compress ``run.model``; returns (records, history). A record is ``{'method':
@@ -96,6 +105,11 @@ def get_method(name: str) -> Method:
     if method is None or name not in method.variants():
         raise ConfigError(f"unknown method {name!r}: choose from {', '.join(sweep_variants())}")
     return method
+
+
+def l1_methods() -> list[str]:
+    """The names of the l1-family methods (what ``minidnn train --method`` may train)."""
+    return [m.name for m in all_methods() if m.l1_family]
 
 
 def sweep_variants() -> list[str]:

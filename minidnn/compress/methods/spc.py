@@ -1,27 +1,14 @@
 """SpC: l1 proximal training from scratch (the paper's method), optionally debiased."""
 from __future__ import annotations
 
-from ..spc import train_spc
-from .common import debias, record
-from .registry import Method, MethodRun, register
+from .common import ProxMethod
+from .registry import register
 
 
 @register
-class SpC(Method):
+class SpC(ProxMethod):
     """Prox-<optimizer> with l1 strength ``lam`` (per-layer overrides: ``spec.lam_per_layer``)."""
 
     name = "spc"
     label = "SpC"
     color = "tab:blue"
-    params = ("lam",)
-
-    def run(self, run: MethodRun):
-        hist = train_spc(run.model, run.train_ds, run.test_ds, run.steps, run.value,
-                         run.spec.train, lam_per_layer=run.spec.lam_per_layer or None,
-                         log=run.log)
-        records = [record("spc", run, run.steps)]
-        history = {"spc": hist.evals}
-        if run.retrain:
-            rec, history["retrain"] = debias(run, "spc", run.steps)
-            records.append(rec)
-        return records, history
