@@ -12,7 +12,7 @@ from typing import Callable
 from .errors import ConfigError
 
 __all__ = ["positive_int", "nonneg_int", "finite_float", "positive_float", "nonneg_float",
-           "fraction", "unit_interval", "check_device_option"]
+           "fraction", "unit_interval", "bounded_int", "check_device_option"]
 
 
 def _integer(text: str) -> int:
@@ -59,6 +59,12 @@ unit_interval = _checked(_real, lambda v: 0.0 <= v <= 1.0, "between 0 and 1", "u
                          "A number in [0, 1] (densities, sparsities, fractions).")
 fraction = _checked(_real, lambda v: 0.0 <= v < 1.0, "at least 0 and below 1", "fraction",
                     "A number in [0, 1) (momentum-like factors, where 1 never forgets).")
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for an integer in [low, high] (bits per weight: 1..16)."""
+    return _checked(_integer, lambda v: low <= v <= high, f"an integer from {low} to {high}",
+                    f"int_{low}_{high}", f"An integer from {low} to {high}.")
 
 
 def check_device_option(backend: str, device: str | None) -> None:
