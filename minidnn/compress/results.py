@@ -17,7 +17,8 @@ from ..report import Column, counts_cell, format_columns
 from .methods import color_of, label_of, rank_of
 
 CSV_FIELDS = ["run", "method", "param", "value", "paper_p", "accuracy", "zeros", "compression",
-              "nnz", "weights", "loss", "steps", "retrain_steps", "seconds", "seed", "backend"]
+              "nnz", "weights", "loss", "steps", "retrain_steps", "seconds", "seed", "backend",
+              "file_bytes"]  # file_bytes: quantized runs (spc+retrain+q)
 
 
 def record_key(r: dict) -> tuple:

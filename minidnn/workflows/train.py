@@ -20,7 +20,8 @@ from ..train import Trainer
 from ..models import default_lam
 from ..train_config import Log, TrainConfig, training_steps
 from .common import Setup, save_model_file, set_up
-from .quantize import QuantizeSettings, quantize_stage, save_quantized
+from ..compress.quantize_stage import QuantizeSettings, quantize_stage
+from .quantize import save_quantized
 
 TRAIN_METHODS = ("spc", "dense")
 
