@@ -288,3 +288,18 @@ def test_quantize_command_and_options(tmp_path, quantized):
     assert cli_main(["quantize", str(src), "--out", str(tmp_path / "z.h5"),
                      "--finetune-steps", "5"]) == 2  # fine-tuning needs --data
     assert not (tmp_path / "y.h5").exists() and not (tmp_path / "z.h5").exists()
+
+
+def test_unused_biases_are_zeroed_without_changing_outputs():
+    from minidnn.compress.unused import zero_unused_biases
+    model = _model()
+    p = model.classifier.fc2.weight
+    w = p.host_dense()
+    w[:, :400] = 0                                   # fc1 outputs 0..399 are read by nothing
+    p.data = p.backend.from_host(w)
+    x = np.random.default_rng(1).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    before = model.backend.to_host(model.forward(model.backend.from_host(x)))
+    assert zero_unused_biases(model) >= 400
+    after = model.backend.to_host(model.forward(model.backend.from_host(x)))
+    assert np.array_equal(before, after)
+    assert not model.classifier.fc1.bias.host_dense()[:400].any()

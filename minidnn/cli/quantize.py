@@ -28,6 +28,9 @@ def add_quantize_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help="learning rate of the codebook fine-tuning")
     p.add_argument(f"--{prefix}bias-dtype", default="float16", choices=["float16", "float32"],
                    help="precision of the biases (and other unquantized parameters) in the file")
+    p.add_argument(f"--{prefix}keep-unused-biases", action="store_true",
+                   help="keep the biases of units that no later weight reads (by default "
+                        "they are set to 0, which changes no output and compresses)")
 
 
 def settings(args: argparse.Namespace, prefix: str = "", batch_size: int = 128,
@@ -36,7 +39,8 @@ def settings(args: argparse.Namespace, prefix: str = "", batch_size: int = 128,
     get = lambda key: getattr(args, prefix.replace("-", "_") + key)  # noqa: E731
     return QuantizeSettings(bits=get("bits"), per_layer=get("per_layer"), method=get("method"),
                             finetune_steps=get("finetune_steps"), finetune_lr=get("finetune_lr"),
-                            batch_size=batch_size, seed=seed, bias_dtype=get("bias_dtype"))
+                            batch_size=batch_size, seed=seed, bias_dtype=get("bias_dtype"),
+                            zero_unused=not get("keep_unused_biases"))
 
 
 def register(sub) -> None:

@@ -11,6 +11,7 @@ from ..layers.model import Model
 from ..names import parse_layer_spec
 from ..train_config import Log
 from .measure import evaluate
+from .unused import zero_unused_biases
 from .quantize import METHODS, QuantizedLayer, finetune_codebooks, layer_bits, quantize_model
 
 
@@ -26,6 +27,7 @@ class QuantizeSettings:
     batch_size: int = 128
     seed: int = 0
     bias_dtype: str = "float16"            # biases and other unquantized parameters
+    zero_unused: bool = True               # biases no later weight reads -> 0 (exact)
 
     def check(self, model: Model | None = None) -> None:
         """ConfigError for an unknown method or bits outside 1..16 (per layer too, by name
@@ -68,5 +70,9 @@ def quantize_stage(model: Model, q: QuantizeSettings, train_ds: ArrayDataset | N
         figures["accuracy"] = evaluate(model, test_ds)["accuracy"]
         log(f"after {q.finetune_steps} fine-tuning steps: test accuracy "
             f"{100 * figures['accuracy']:.2f}%")
+    if q.zero_unused:
+        figures["unused_biases_zeroed"] = zero_unused_biases(model)
+        log(f"{figures['unused_biases_zeroed']} biases of units no later weight reads set to 0 "
+            f"(outputs unchanged)")
     figures["codebook_sizes"] = {r.label: r.k for r in records}
     return records, figures
