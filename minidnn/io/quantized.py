@@ -185,6 +185,7 @@ def read_packed_params(pg: Node, path: Path) -> dict[str, ParamRecord]:
                f"{where(pg, path)}/{name}")
     check_finite(values, f"{where(pg, path)}/values")
     out, at = {}, {"quantized": 0, "dense": 0}
+    stored = pg.children["values"].storage_bytes
     for row in rows:
         name, shape, groups, prox, form, storage, mask, size = row
         start = at[storage]
@@ -196,7 +197,7 @@ def read_packed_params(pg: Node, path: Path) -> dict[str, ParamRecord]:
         if size != int(np.prod(shape, dtype=object)):
             raise ModelFileError(f"{what}: {size} values for shape {shape}")
         data = values[start:start + size].astype(np.float32).reshape(shape)
+        share = round(stored * size / values.size) if values.size else 0  # of a gzip'd pool
         out[name] = ParamRecord(shape, groups, prox, "dense", "dense", values.dtype.name,
-                                int(np.count_nonzero(data)), size * values.dtype.itemsize,
-                                dense=data)
+                                int(np.count_nonzero(data)), share, dense=data)
     return out
