@@ -198,10 +198,15 @@ def plot_results(records: list[dict], reference: dict | None, path: str | Path,
     if ymin is not None:
         ax.set_ylim(bottom=ymin)
     ax.set_xlabel("compression rate (fraction of weights equal to zero)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title or "Accuracy vs compression rate")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
+    return _finish_plot(plt, fig, ax, title or "Accuracy vs compression rate", path)
+
+
+def _finish_plot(plt, fig, ax, title: str, path: str | Path) -> Path:
+    """Label the accuracy axis, title the figure and write it to ``path`` (folders made)."""
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,13 +245,6 @@ def plot_bytes(records: list[dict], path: str | Path, title: str | None = None,
                    label=f"goal: <= {goal[0] / 1000:g} KB at >= {100 * goal[1]:.1f}%")
     ax.set_xscale("log")
     ax.set_xlabel("model file size (bytes, log scale)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title or "Accuracy vs model file bytes")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return _finish_plot(plt, fig, ax, title or "Accuracy vs model file bytes", path)
