@@ -34,7 +34,8 @@ def save_quantized(model: Model, records: list[QuantizedLayer], path: str | os.P
 # what a quantized file keeps of its source's metadata: the recipe, not every figure (a
 # trained file's metadata is ~700 B, 7% of a 10 KB LeNet-5; the source file keeps it all)
 KEPT_METADATA = ("model", "data", "method", "lam", "lam_per_layer", "steps", "retrain_steps",
-                 "seed", "zeros", "nnz")
+                 "seed")
+DROPPED_FIGURES = ("codebook_sizes",)   # the file itself holds them (minidnn info)
 
 
 @dataclass
@@ -69,8 +70,9 @@ def quantize_file(spec: QuantizeSpec, log: Log = print) -> dict:
     log(f"minidnn quantize: {spec.input} ({model.arch}) on {backend.device_name}")
     records, figures = quantize_stage(model, spec.settings, train_ds, test_ds, log)
     source = getattr(model, "metadata", {})
-    metadata = {**{k: source[k] for k in KEPT_METADATA if k in source}, **figures,
-                "quantized_from": str(spec.input)}
+    metadata = {k: v for k, v in {**{k: source.get(k) for k in KEPT_METADATA}, **figures,
+                                  "quantized_from": Path(spec.input).name}.items()
+                if v is not None and k not in DROPPED_FIGURES}
     size = save_quantized(model, records, spec.out, metadata, spec.settings.bias_dtype)
     figures.update(file=str(spec.out), file_bytes=size)
     log(f"saved {spec.out}: {size:,} bytes")
