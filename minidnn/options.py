@@ -12,7 +12,7 @@ from typing import Callable
 from .errors import ConfigError
 
 __all__ = ["positive_int", "nonneg_int", "finite_float", "positive_float", "nonneg_float",
-           "fraction", "unit_interval", "open_fraction", "positive_fraction",
+           "fraction", "unit_interval", "open_fraction", "positive_fraction", "bounded_int",
            "check_device_option"]
 
 
@@ -65,6 +65,12 @@ open_fraction = _checked(_real, lambda v: 0.0 < v < 1.0, "strictly between 0 and
                          "open_fraction", "A number in (0, 1) (target zero fractions).")
 positive_fraction = _checked(_real, lambda v: 0.0 < v <= 1.0, "above 0 and at most 1",
                              "positive_fraction", "A number in (0, 1] (a point of the run).")
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for an integer in [low, high] (bits per weight: 1..16)."""
+    return _checked(_integer, lambda v: low <= v <= high, f"an integer from {low} to {high}",
+                    f"int_{low}_{high}", f"An integer from {low} to {high}.")
 
 
 def check_device_option(backend: str, device: str | None) -> None:

@@ -1,14 +1,24 @@
 """``minidnn plot``: draw (and merge) sweep results; labels and colours from the registry."""
 from __future__ import annotations
 
-from ..compress.results import format_summary, load_results, merge_records, plot_results
+import os
+
+from ..compress.results import (format_summary, load_results, merge_records, plot_bytes,
+                                plot_results)
 from ..errors import ConfigError
 from ..options import finite_float, unit_interval
 
 
 def register(sub) -> None:
-    p = sub.add_parser("plot", help="draw (and merge) sweep results: accuracy vs compression")
-    p.add_argument("results", nargs="+", help="sweep folders or results.json files")
+    p = sub.add_parser("plot", help="draw (and merge) sweep results: accuracy vs compression "
+                                    "(or vs file bytes, --bytes)")
+    p.add_argument("results", nargs="*", help="sweep folders or results.json files")
+    p.add_argument("--bytes", action="store_true",
+                   help="accuracy vs model-file bytes (log x) instead, from the records with "
+                        "file_bytes (spc+retrain+q) and the --files; Deep Compression drawn in")
+    p.add_argument("--files", nargs="+", default=[], metavar="FILE.h5",
+                   help="--bytes: also these model files (size on disk, accuracy and method "
+                        "from their metadata; a quantized file is 'quantized')")
     p.add_argument("--out", default="accuracy.png", help="PNG to write")
     p.add_argument("--methods", default=None, help="only these methods, e.g. spc,pru+retrain")
     p.add_argument("--title", default=None)
@@ -37,7 +47,33 @@ def merged(sources: list[str]) -> tuple[list[dict], dict | None]:
     return records, reference
 
 
+def file_records(paths: list[str]) -> list[dict]:
+    """One record per model file: its size, the accuracy in its metadata, and a label."""
+    from ..io import file_report
+    out = []
+    for path in paths:
+        r = file_report(path)
+        meta = r["metadata"]
+        if not isinstance(meta.get("accuracy"), (int, float)):
+            raise ConfigError(f"plot: {path} has no accuracy in its metadata")
+        q = meta.get("quantize_bits")
+        out.append({"method": "quantized file" if r["format_version"] >= 3 else "float file",
+                    "accuracy": float(meta["accuracy"]), "file_bytes": os.path.getsize(path),
+                    "label": f"{meta.get('quantize_method', '')} {q} bits" if q else
+                    f"{r['layers'][0]['dtype']}"})
+    return out
+
+
 def run(args) -> int:
+    if args.bytes:
+        records = merged(args.results)[0] if args.results else []
+        records += file_records(args.files)
+        if not any(r.get("file_bytes") for r in records):
+            raise ConfigError("plot --bytes: no records with file_bytes and no --files")
+        print(f"plot: {plot_bytes(records, args.out, title=args.title)}")
+        return 0
+    if not args.results:
+        raise ConfigError("plot: give sweep folders or results.json files (or --bytes --files)")
     records, reference = merged(args.results)
     if args.methods:
         keep = {m.strip() for m in args.methods.split(",")}

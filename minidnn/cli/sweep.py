@@ -9,6 +9,9 @@ from ..models import default_data, model_class
 from ..names import parse_layer_spec
 from ..options import nonneg_int, positive_int
 from ..outputs import check_output_folder
+from ..compress.quantize_stage import QuantizeSettings
+from .quantize import add_quantize_args
+from .quantize import settings as quantize_settings
 from .options import (add_mm_args, add_retrain_args, add_training_args, mm_config,
                       parse_values, train_config)
 
@@ -41,6 +44,8 @@ def register(sub) -> None:
                    help="pru: prune->retrain rounds ramping up to the target")
     add_retrain_args(p, "spc+retrain, pru per round, mm+retrain")
     add_mm_args(p, sweep=True)
+    add_quantize_args(p.add_argument_group("spc+retrain+q: the quantize stage (default 5 bits)"),
+                      "quantize-")
     p.add_argument("--reference", default=None, metavar="FILE",
                    help="dense reference (.npz/.h5); default OUT/reference.npz, else trained")
     p.add_argument("--jobs", type=positive_int, default=1,
@@ -84,7 +89,9 @@ def run(args) -> int:
         retrain_lr=args.retrain_lr, retrain_form=args.retrain_form,
         lam_per_layer=parse_layer_spec(args.lam_per_layer), prune_rounds=args.rounds,
         prune_per_layer=parse_layer_spec(args.prune_per_layer), mm=mm_config(args),
-        out=args.out, save_models=args.save_models)
+        out=args.out, save_models=args.save_models,
+        quantize=quantize_settings(args, "quantize-", config.batch_size, config.seed)
+        if args.quantize_bits is not None else QuantizeSettings())
     print(f"minidnn sweep: {args.model} {args.method} over {param} = "
           f"{', '.join(f'{j.value:g}' for j in jobs)}; results in {args.out}")
     result = run_sweep(spec, jobs, workers=args.jobs, reference=args.reference,

@@ -7,6 +7,7 @@ from ..options import (nonneg_float, nonneg_int, open_fraction, positive_fractio
                        unit_interval)
 from ..workflows import TRAIN_METHODS, TrainSpec, train_model
 from .options import add_retrain_args, add_training_args, train_config
+from .quantize import add_quantize_args, settings
 
 
 def register(sub) -> None:
@@ -49,6 +50,8 @@ def register(sub) -> None:
                         "--checkpoint-every steps of the main training phase; if FILE exists, "
                         "resume from it (the same command continues an interrupted run exactly)")
     t.add_argument("--checkpoint-every", type=positive_int, default=500)
+    add_quantize_args(t.add_argument_group("final quantize stage (saves a quantized file)"),
+                      "quantize-")
     t.set_defaults(func=run)
 
 
@@ -63,5 +66,7 @@ def run(args: argparse.Namespace) -> int:
         bn_batches=args.bn_batches, retrain_steps=args.retrain_steps, retrain_lr=args.retrain_lr,
         retrain_form=args.retrain_form, csr_density=args.csr_density, out=args.out,
         values=args.values, json=args.json, checkpoint=args.checkpoint,
-        checkpoint_every=args.checkpoint_every))
+        checkpoint_every=args.checkpoint_every,
+        quantize=None if args.quantize_bits is None
+        else settings(args, "quantize-", args.batch_size or 128, args.seed)))
     return 0

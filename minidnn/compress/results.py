@@ -17,7 +17,8 @@ from ..report import Column, counts_cell, format_columns
 from .methods import color_of, label_of, rank_of
 
 CSV_FIELDS = ["run", "method", "param", "value", "paper_p", "accuracy", "zeros", "compression",
-              "nnz", "weights", "loss", "steps", "retrain_steps", "seconds", "seed", "backend"]
+              "nnz", "weights", "loss", "steps", "retrain_steps", "seconds", "seed", "backend",
+              "file_bytes"]  # file_bytes: quantized runs (spc+retrain+q)
 
 
 def record_key(r: dict) -> tuple:
@@ -197,13 +198,53 @@ def plot_results(records: list[dict], reference: dict | None, path: str | Path,
     if ymin is not None:
         ax.set_ylim(bottom=ymin)
     ax.set_xlabel("compression rate (fraction of weights equal to zero)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title or "Accuracy vs compression rate")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
+    return _finish_plot(plt, fig, ax, title or "Accuracy vs compression rate", path)
+
+
+def _finish_plot(plt, fig, ax, title: str, path: str | Path) -> Path:
+    """Label the accuracy axis, title the figure and write it to ``path`` (folders made)."""
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
+
+
+# Deep Compression (Han et al., ICLR 2016, Table 1/3): LeNet-5 in 44 KB at 99.26%
+PUBLISHED_BYTES = (("Deep Compression (Han et al. 2016)", 44_000, 0.9926),)
+
+
+def plot_bytes(records: list[dict], path: str | Path, title: str | None = None,
+               goal: tuple[float, float] | None = (10_000, 0.99),
+               published: tuple = PUBLISHED_BYTES) -> Path:
+    """Accuracy vs model-file bytes (log x): one line per method over the records that have
+    ``file_bytes``, the ``published`` points drawn in, and the ``goal`` (bytes, accuracy) as
+    a dotted box. Each point is labelled with its record's ``label`` when it has one."""
+    records = [r for r in records if r.get("file_bytes")]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for method in sorted({r["method"] for r in records}, key=rank_of):
+        pts = sorted((r for r in records if r["method"] == method), key=lambda r: r["file_bytes"])
+        line, = ax.plot([r["file_bytes"] for r in pts], [r["accuracy"] for r in pts],
+                        marker="o", markersize=4, label=label_of(method), color=color_of(method))
+        for r in pts:
+            if r.get("label"):
+                ax.annotate(r["label"], (r["file_bytes"], r["accuracy"]), fontsize=6,
+                            textcoords="offset points", xytext=(3, 3), color=line.get_color())
+    for name, size, acc in published:
+        ax.plot([size], [acc], marker="*", markersize=11, linestyle="none", color="black",
+                label=f"{name}: {size / 1000:g} KB, {100 * acc:.2f}%")
+    if goal is not None:
+        ax.axvline(goal[0], color="gray", linestyle=":", linewidth=1)
+        ax.axhline(goal[1], color="gray", linestyle=":", linewidth=1,
+                   label=f"goal: <= {goal[0] / 1000:g} KB at >= {100 * goal[1]:.1f}%")
+    ax.set_xscale("log")
+    ax.set_xlabel("model file size (bytes, log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return _finish_plot(plt, fig, ax, title or "Accuracy vs model file bytes", path)

@@ -24,7 +24,11 @@ from ..errors import DTypeError, ModelFileError
 from .atomic import write_atomically
 
 FORMAT = "minidnn"
-FORMAT_VERSION = 2                # 2: the architecture record (io/architecture.py)
+FORMAT_VERSION = 3                # the newest version read: 2 added the architecture record
+#                                   (io/architecture.py), 3 quantized weights (io/quantized.py)
+PLAIN_VERSION = 2                 # written unless something is quantized
+MAX_COMPACT_ATTRS = 64            # attributes kept in the object header (HDF5's default, 8,
+#                                   moves a 9th into a fractal heap + B-tree: ~1.7 KB more)
 CHECKSUM_ATTR = "checksum"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 LIBVER = ("v110", "v110")         # readable by HDF5 >= 1.10; checksummed metadata
@@ -45,10 +49,23 @@ def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
     temp file, fsync, rename, the old file's mode kept; FileWriteError on failure).
     """
     buffer = io.BytesIO()
-    with h5py.File(buffer, "w", libver=LIBVER, track_order=False) as f:
+    with h5py.File(_memory_file(buffer)) as f:
         yield f
     with buffer.getbuffer() as image:
         write_atomically(path, image)
+
+
+def _memory_file(buffer: io.BytesIO) -> h5py.h5f.FileID:
+    """A new HDF5 file in ``buffer``: version bounds ``LIBVER``, no timestamps, and the root's
+    attributes kept in its object header (up to ``MAX_COMPACT_ATTRS``; h5py.File cannot set
+    that, hence the low-level calls)."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_fileobj_driver(h5py.h5fd.fileobj_driver, buffer)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)
+    fcpl.set_attr_phase_change(MAX_COMPACT_ATTRS, 0)
+    return h5py.h5f.create(b"minidnn-image", h5py.h5f.ACC_TRUNC, fcpl=fcpl, fapl=fapl)
 
 
 def set_attrs(obj: h5py.HLObject, **values: Any) -> None:
@@ -108,7 +125,7 @@ def to_json(value: Any, what: str) -> str:
             return os.fspath(o)
         raise DTypeError(f"{type(o).__name__} is not JSON-serializable")
     try:
-        return json.dumps(value, default=convert, sort_keys=True)
+        return json.dumps(value, default=convert, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"cannot save: {what} is not JSON-serializable ({exc})") from None
 

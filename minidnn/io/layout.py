@@ -16,9 +16,10 @@ import numpy as np
 from ..errors import ConfigError, DTypeError, ModelFileError
 from ..layers.base import Module
 from .architecture import parse_architecture, record_architecture
-from .h5 import (FORMAT, FORMAT_VERSION, Node, array, attr_int, attr_json, attr_shape,
+from .h5 import (FORMAT, PLAIN_VERSION, Node, array, attr_int, attr_json, attr_shape,
                  attr_str, check_finite, check_members, child, read_h5, set_attrs, to_json,
                  where, write_array)
+from .quantized import read_packed_params, write_packed_params
 from .tensors import (FLOAT32_KINDS, ParamRecord, read_param, write_buffer, write_param)
 
 KINDS = ("model", "checkpoint")
@@ -70,11 +71,15 @@ class FileContents:
 # ---------------------------------------------------------------------- write
 def write_model(f: h5py.File, model: Module, kind: str, metadata: dict | None,
                 values_dtype: np.dtype, exact: bool, compression: str,
-                architecture: str = "try") -> None:
+                architecture: str = "try", quantized: dict | None = None,
+                other_dtype: np.dtype = np.dtype(np.float32)) -> None:
     """Header attributes, /params and /buffers of ``model``.
 
     ``architecture``: 'require', 'try' or 'skip' recording the module tree
-    (``architecture.record_architecture``).
+    (``architecture.record_architecture``). ``quantized`` ({weight name: QuantizedLayer},
+    one per conv/linear weight) writes format version 3: the weights as codec blobs and the
+    other parameters packed as ``other_dtype`` (io/quantized.py); a zoo model's record then
+    leaves out its module tree (it is rebuilt by name), which saves ~1 KB.
     """
     arch = getattr(model, "arch", "") or type(model).__name__
     config = getattr(model, "config", {})
@@ -84,20 +89,20 @@ def write_model(f: h5py.File, model: Module, kind: str, metadata: dict | None,
     if metadata is not None and not isinstance(metadata, dict):
         raise DTypeError(f"metadata must be a dict, got {type(metadata).__name__}")
     record = record_architecture(model, architecture)
+    if quantized is not None and record is not None and record["zoo"]:
+        record = {**record, "module": None}
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    set_attrs(f, format=FORMAT, format_version=FORMAT_VERSION, kind=kind,
+    set_attrs(f, format=FORMAT, format_version=PLAIN_VERSION if quantized is None else 3,
+              kind=kind,
               minidnn_version=minidnn_version(), created=created, arch=arch,
               config=to_json(config, "the model config"),
               architecture=to_json(record, "the architecture record"),
               metadata=to_json(metadata or {}, "metadata"))
-    params = f.create_group("params")
-    names, nnz, total = [], 0, 0
-    for name, p in model.named_parameters():
-        n = write_param(params, name, p, values_dtype, exact, compression)
-        names.append(name)
-        if p.prox:
-            nnz, total = nnz + n, total + p.numel
-    set_attrs(params, order=to_json(names, "parameter names"))
+    total = sum(p.numel for _, p in model.prox_parameters())
+    if quantized is not None:
+        nnz = write_packed_params(f, model, quantized, other_dtype, compression)
+    else:
+        nnz = _write_params(f, model, values_dtype, other_dtype, exact, compression)
     set_attrs(f, sparsity=to_json({"weights": total, "nnz": nnz,
                                    "zeros": 1 - nnz / total if total else 0.0}, "sparsity"))
     buffers = f.create_group("buffers")
@@ -107,6 +112,20 @@ def write_model(f: h5py.File, model: Module, kind: str, metadata: dict | None,
         write_buffer(buffers, name, host, compression)
         names.append(name)
     set_attrs(buffers, order=to_json(names, "buffer names"))
+
+
+def _write_params(f: h5py.File, model: Module, values_dtype: np.dtype, other_dtype: np.dtype,
+                  exact: bool, compression: str) -> int:
+    """/params of a version 2 file, one group per parameter; returns the weights' nnz."""
+    params = f.create_group("params")
+    names, nnz = [], 0
+    for name, p in model.named_parameters():
+        n = write_param(params, name, p, values_dtype if p.prox else other_dtype, exact,
+                        compression)
+        names.append(name)
+        nnz += n if p.prox else 0
+    set_attrs(params, order=to_json(names, "parameter names"))
+    return nnz
 
 
 # ---------------------------------------------------------------------- read
@@ -159,9 +178,14 @@ def _decode(root: Node, path: Path) -> FileContents:
         contents.architecture = parse_architecture(attr_str(root, "architecture", path),
                                                    f"{path}: architecture")
     pg = child(root, "params", path, group=True)
-    check_param_count(pg, path)
-    for name in _ordered_members(pg, path):
-        contents.params[name] = read_param(child(pg, name, path, group=True), path)
+    if contents.format_version >= 3:
+        if kind != "model":
+            raise ModelFileError(f"{path}: a checkpoint is never quantized (format version 3)")
+        contents.params = read_packed_params(pg, path)
+    else:
+        check_param_count(pg, path)
+        for name in _ordered_members(pg, path):
+            contents.params[name] = read_param(child(pg, name, path, group=True), path)
     bg = child(root, "buffers", path, group=True)
     for name in _ordered_members(bg, path):
         a = array(bg, name, path, None, BUFFER_KINDS)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
@@ -18,7 +19,11 @@ from ..text import printable
 from .architecture import build_from_record, expected_tensors, format_architecture
 from .h5 import COMPRESSIONS, atomic_h5, seal
 from .layout import FileContents, read_file, write_model
+from .quantized import records_by_name
 from .tensors import install_param
+
+if TYPE_CHECKING:
+    from ..compress.quantize import QuantizedLayer
 
 BUILD_SLACK = 1 << 20   # weights a rebuilt model may have beyond the file's before it is refused
 INFO_LINE = 300         # ``describe`` cuts each line (file strings) to this many characters
@@ -46,19 +51,29 @@ def compression_of(compression) -> str:
 
 def save(model: Model, path: str | os.PathLike, metadata: dict | None = None,
          values_dtype: str = "float32", compression: str = "auto",
-         architecture: bool = True) -> None:
+         architecture: bool = True, quantized: Iterable[QuantizedLayer] | None = None,
+         bias_dtype: str = "float32") -> None:
     """Write ``model`` (architecture, weights in their smallest form, buffers, metadata) atomically.
 
     The file records the module tree, so ``load`` rebuilds the network without its class; a
     model that cannot be described that way (a ``forward`` of its own, a layer type minidnn
     does not have) is refused, unless ``architecture=False``: then only the weights are saved,
     and the file loads into an instance, ``load(path, model=...)``. ``values_dtype='float16'``
-    halves the conv/linear weight values; see docs/format.md.
+    halves the conv/linear weight values, ``bias_dtype='float16'`` the other parameters
+    (biases, batch-norm weights); see docs/format.md.
+
+    ``quantized``: the records of ``quantize_model`` (one per conv/linear weight, matching the
+    weights exactly) write format version 3, each weight as its entropy-coded codebook,
+    assignments and relative indices (``values_dtype`` then does not apply). A model loaded
+    from such a file carries them as ``model.quantized``.
     """
     dtype, compression = values_dtype_of(values_dtype), compression_of(compression)
+    other = values_dtype_of(bias_dtype)
+    records = None if quantized is None else records_by_name(model, quantized)
     with atomic_h5(path) as f:
         write_model(f, model, "model", metadata, dtype, exact=False, compression=compression,
-                    architecture="require" if architecture else "skip")
+                    architecture="require" if architecture else "skip", quantized=records,
+                    other_dtype=other)
         seal(f)
 
 
@@ -194,6 +209,8 @@ def load(path: str | os.PathLike, backend: Backend | str | None = None,
         model.to(target)
     install(model, contents, target)
     model.metadata = dict(contents.metadata)
+    quantized = [r.quantized["record"] for r in contents.params.values() if r.quantized]
+    model.quantized = quantized or None
     return model
 
 
@@ -212,7 +229,7 @@ def file_report(path: str | os.PathLike) -> dict:
                            zeros=1 - r.nnz / r.numel if r.numel else 0.0,
                            compression=r.numel / r.nnz if r.nnz else float("inf"),
                            form=form, storage=r.storage, dtype=r.stored_dtype,
-                           file_bytes=r.file_bytes))
+                           file_bytes=r.file_bytes, quantized=_quant_row(r)))
     weights = [row for row in layers if row["prox"]]
     nnz, total = sum(r["nnz"] for r in weights), sum(r["total"] for r in weights)
     dense = 4 * (sum(r.numel for r in c.params.values())
@@ -227,10 +244,31 @@ def file_report(path: str | os.PathLike) -> dict:
                 + sum(b.size for b in c.buffers.values()),
                 other_file_bytes=sum(r["file_bytes"] for r in layers if not r["prox"])
                 + c.buffer_bytes,
-                file_bytes=c.file_bytes, dense_bytes=dense,
+                file_bytes=c.file_bytes, dense_bytes=dense, other_buffer_bytes=c.buffer_bytes,
                 ratio=dense / c.file_bytes if c.file_bytes else 0.0,
                 optimizer=c.optimizer, step_count=c.step_count, extra=c.extra,
                 optimizer_state=sorted(c.optimizer_state))
+
+
+def _quant_row(r) -> dict | None:
+    """bits, codebook size, bits per value / per index and bytes of a quantized layer."""
+    q = r.quantized
+    if not q:
+        return None
+    per = lambda n: 8 * n / r.nnz if r.nnz else 0.0  # noqa: E731
+    return dict(bits=q["bits"], k=q["k"], index_bits=q["index_bits"], compact=q["compact"],
+                bits_per_value=per(q["values_bytes"]), bits_per_index=per(q["indices_bytes"]),
+                codebook_bytes=q["codebook_bytes"], bytes=r.file_bytes)
+
+
+QUANT_COLUMNS = (
+    Column("quantized layer", 28, lambda row: row["name"], "<"),
+    Column("bits", 5, lambda row: str(row["quantized"]["bits"])),
+    Column("k", 6, lambda row: str(row["quantized"]["k"])),
+    Column("bits/value", 11, lambda row: f"{row['quantized']['bits_per_value']:.2f}"),
+    Column("bits/index", 11, lambda row: f"{row['quantized']['bits_per_index']:.2f}"),
+    Column("codebook B", 11, lambda row: f"{row['quantized']['codebook_bytes']:,}"),
+    Column("bytes", 9, lambda row: f"{row['quantized']['bytes']:,}"))
 
 
 FILE_COLUMNS = (
@@ -240,8 +278,21 @@ FILE_COLUMNS = (
     Column("zeros", 8, lambda row: percent_cell(row["zeros"])),
     Column("x", 8, lambda row: times_cell(row["compression"])),
     Column("in memory", 10, lambda row: row["form"]),
-    Column("stored", 10, lambda row: f"{row['storage']} f{row['dtype'][-2:]}"),
+    Column("stored", 12, lambda row: f"{row['storage']} "
+           f"{ {'float32': 'f32', 'float16': 'f16'}.get(row['dtype'], row['dtype'])}"),
     Column("file KiB", 9, lambda row: f"{row['file_bytes'] / 1024:,.1f}"))
+
+
+def _quant_lines(r: dict) -> list[str]:
+    """The quantized-layer table of ``describe`` (nothing for an unquantized file), with the
+    HDF5 container's share: file bytes beyond the bytes of every parameter and buffer."""
+    rows = [row for row in r["layers"] if row["quantized"]]
+    if not rows:
+        return []
+    payload = sum(row["file_bytes"] for row in r["layers"]) + r["other_buffer_bytes"]
+    return [*format_columns(QUANT_COLUMNS, rows).splitlines(),
+            f"payload {payload:,} bytes; HDF5 container and header "
+            f"{r['file_bytes'] - payload:,} bytes", ""]
 
 
 def rebuilt_from(c: FileContents) -> str:
@@ -277,6 +328,7 @@ def describe(path: str | os.PathLike) -> str:
                               total_columns=5).splitlines(),
               f"other parameters and buffers (biases, BN): {r['other_values']:,} values, "
               f"{kib(r['other_file_bytes'])} KiB in the file", "",
+              *_quant_lines(r),
               f"file size {r['file_bytes']:,} bytes ({kib(r['file_bytes'])} KiB); dense float32 "
               f"equivalent {r['dense_bytes']:,} bytes ({kib(r['dense_bytes'])} KiB): "
               f"{r['ratio']:.1f}x smaller"]

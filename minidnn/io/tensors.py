@@ -41,6 +41,7 @@ class ParamRecord:
     csr: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None      # form 'csr' (int32, f32)
     matrix_shape: tuple[int, int] | None = None
     mask: np.ndarray | None = None                                    # float32 0/1
+    quantized: dict | None = None   # storage 'quantized': bits, k, index_bits, bytes per part
 
     @property
     def numel(self) -> int:
@@ -57,7 +58,8 @@ def _host(p: Parameter, a) -> np.ndarray:
     return np.asarray(a if p.backend is None else p.backend.to_host(a))
 
 
-def _cast_values(a: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
+def cast_values(a: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
+    """``a`` as ``dtype`` (float16/32); ModelFileError for NaN/Inf or float16 overflow."""
     check_finite(a, f"cannot save {what}")
     if dtype == np.float16 and a.size and float(np.abs(a).max()) > FLOAT16_MAX:
         raise ModelFileError(f"cannot save {what} as float16: |value| up to "
@@ -79,10 +81,12 @@ def write_param(parent: h5py.Group, name: str, p: Parameter, values_dtype: np.dt
                 exact: bool, compression: str) -> int:
     """Group ``name``: CSR params as CSR, dense prox weights as CSR when smaller; returns nnz.
 
-    ``exact`` (checkpoints): float32, dense stays dense with its mask, bit for bit.
+    ``values_dtype``: float32 or float16 for its values (the caller picks it per parameter:
+    weights and biases may differ). ``exact`` (checkpoints): float32, dense stays dense with
+    its mask, bit for bit.
     """
     what = f"parameter {name!r}"
-    dtype = np.dtype(np.float32) if exact or not p.prox else values_dtype
+    dtype = np.dtype(np.float32) if exact else values_dtype
     g = parent.create_group(name)
     set_attrs(g, shape=np.asarray(p.shape, np.int64), groups=int(p.groups), prox=bool(p.prox),
               form="csr" if p.is_sparse else "dense")
@@ -92,7 +96,7 @@ def write_param(parent: h5py.Group, name: str, p: Parameter, values_dtype: np.dt
         check_csr(row_ptr.astype(np.int64), col_idx, len(values), rows, cols,
                   f"cannot save {what}")
         set_attrs(g, storage="csr", mask="none")
-        _write_csr(g, row_ptr, col_idx, _cast_values(values, dtype, what), (rows, cols),
+        _write_csr(g, row_ptr, col_idx, cast_values(values, dtype, what), (rows, cols),
                    compression)
         return int(np.count_nonzero(values))
     dense = np.asarray(p.host_dense(), np.float32).reshape(p.shape)
@@ -114,11 +118,11 @@ def write_param(parent: h5py.Group, name: str, p: Parameter, values_dtype: np.dt
                 row_ptr = np.zeros(rows + 1, np.int64)
                 np.cumsum(np.bincount(r, minlength=rows), out=row_ptr[1:])
                 set_attrs(g, storage="csr", mask="none" if mask is None else "pattern")
-                _write_csr(g, row_ptr, c, _cast_values(mat[r, c], dtype, what), (rows, cols),
+                _write_csr(g, row_ptr, c, cast_values(mat[r, c], dtype, what), (rows, cols),
                            compression)
                 return int(np.count_nonzero(dense))
     set_attrs(g, storage="dense", mask="none" if mask is None else "dataset")
-    write_array(g, "data", _cast_values(dense, dtype, what), compression)
+    write_array(g, "data", cast_values(dense, dtype, what), compression)
     if mask is not None:
         write_array(g, "mask", mask.astype(np.uint8), compression)
     return int(np.count_nonzero(dense))
@@ -128,7 +132,7 @@ def write_buffer(parent: h5py.Group, name: str, host: np.ndarray, compression: s
     """A buffer as float32 (floats) or int64 (integers)."""
     host = np.asarray(host)
     if host.dtype.kind == "f":
-        write_array(parent, name, _cast_values(host, np.dtype(np.float32), f"buffer {name!r}"),
+        write_array(parent, name, cast_values(host, np.dtype(np.float32), f"buffer {name!r}"),
                     compression)
     elif host.dtype.kind in "iub":
         write_array(parent, name, host.astype(np.int64), compression)

@@ -25,6 +25,8 @@ from ..train import Trainer
 from ..models import default_lam
 from ..train_config import Log, TrainConfig, training_steps
 from .common import Setup, save_model_file, set_up
+from ..compress.quantize_stage import QuantizeSettings, quantize_stage
+from .quantize import save_quantized
 
 TRAIN_METHODS = (*l1_methods(), "dense")   # the l1 family of the method registry, or no l1
 
@@ -59,6 +61,7 @@ class TrainSpec:
     json: str | None = None
     checkpoint: str | None = None
     checkpoint_every: int = 500
+    quantize: QuantizeSettings | None = None   # a final quantize stage (saves format 3)
 
 
 def train_model(spec: TrainSpec, log: Log = print) -> dict:
@@ -70,6 +73,8 @@ def train_model(spec: TrainSpec, log: Log = print) -> dict:
     _check_control(spec)
     check_outputs({"--out": _out_path(spec), "--json": spec.json,
                    "--checkpoint": spec.checkpoint})
+    if spec.quantize is not None:
+        spec.quantize.check()
     s = set_up(spec.model, spec.data, spec.data_root, spec.backend, spec.device, config.seed)
     lam = 0.0 if spec.method == "dense" else spec.lam
     if lam is None:  # the recipe's; a class without one gets the tested value for its dataset
@@ -254,8 +259,13 @@ def _finish(spec: TrainSpec, s: Setup, config: TrainConfig, result: dict, log: L
     result.update(accuracy=final["accuracy"], test_loss=final["loss"], zeros=total.zeros,
                   nnz=total.nnz, weights=total.total, device_bytes=held, dense_device_bytes=dense)
     out = _out_path(spec)
-    size = save_model_file(s.model, out, result, spec.values)
-    log(f"test accuracy {100 * final['accuracy']:.2f}%  zeros {100 * total.zeros:.2f}% "
+    if spec.quantize is None:
+        size = save_model_file(s.model, out, result, spec.values)
+    else:
+        records, figures = quantize_stage(s.model, spec.quantize, s.train_ds, s.test_ds, log)
+        result.update(figures)
+        size = save_quantized(s.model, records, out, result, spec.quantize.bias_dtype)
+    log(f"test accuracy {100 * result['accuracy']:.2f}%  zeros {100 * total.zeros:.2f}% "
         f"({total.nnz:,} of {total.total:,} weights nonzero, {total.compression:.1f}x)  "
         f"device {held / 1024:.1f} KiB (dense {dense / 1024:.1f} KiB)")
     result.update(file=str(out), file_bytes=size)

@@ -1,0 +1,78 @@
+"""The quantize stage shared by ``minidnn quantize``, ``minidnn train --quantize-bits`` and the
+sweep method ``spc+retrain+q``: share the nonzero weights of every layer (k-means or DP),
+optionally fine-tune the shared values, and report the accuracies."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data import ArrayDataset
+from ..errors import ConfigError
+from ..layers.model import Model
+from ..names import parse_layer_spec
+from ..train_config import Log
+from .measure import evaluate
+from .unused import zero_unused_biases
+from .quantize import METHODS, QuantizedLayer, finetune_codebooks, layer_bits, quantize_model
+
+
+@dataclass
+class QuantizeSettings:
+    """How to quantize: bits (per layer overrides), quantizer, centroid fine-tuning."""
+
+    bits: int = 5
+    per_layer: str | dict | None = None   # 'conv1=8,fc2=6' or {'conv1': 8}
+    method: str = "kmeans"                 # 'kmeans' or 'dp'
+    finetune_steps: int = 0
+    finetune_lr: float = 1e-4
+    batch_size: int = 128
+    seed: int = 0
+    bias_dtype: str = "float16"            # biases and other unquantized parameters
+    zero_unused: bool = True               # biases no later weight reads -> 0 (exact)
+
+    def check(self, model: Model | None = None) -> None:
+        """ConfigError for an unknown method or bits outside 1..16 (per layer too, by name
+        when ``model`` is given), before any work."""
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown quantization method {self.method!r}: choose from "
+                              f"{METHODS}")
+        per = self.per_layer if isinstance(self.per_layer, dict) \
+            else parse_layer_spec(self.per_layer, int)
+        if model is not None:
+            layer_bits(model, self.bits, per)
+        if self.bias_dtype not in ("float16", "float32"):
+            raise ConfigError(f"bias dtype must be float16 or float32, got {self.bias_dtype!r}")
+
+
+def quantize_stage(model: Model, q: QuantizeSettings, train_ds: ArrayDataset | None,
+                   test_ds: ArrayDataset | None, log: Log = print
+                   ) -> tuple[list[QuantizedLayer], dict]:
+    """Quantize ``model`` in place and fine-tune its codebooks (needs ``train_ds`` when
+    ``q.finetune_steps``); returns the records and the figures (accuracies when ``test_ds``)."""
+    q.check(model)
+    per = q.per_layer if isinstance(q.per_layer, dict) else parse_layer_spec(q.per_layer, int)
+    figures: dict = {"quantize_bits": q.bits, "quantize_per_layer": q.per_layer or None,
+                     "quantize_method": q.method, "finetune_steps": q.finetune_steps}
+    if test_ds is not None:
+        figures["accuracy_float"] = evaluate(model, test_ds)["accuracy"]
+    records = quantize_model(model, q.bits, per, q.method)
+    if test_ds is not None:
+        figures["accuracy_quantized"] = evaluate(model, test_ds)["accuracy"]
+        log(f"quantized ({q.method}, {q.bits} bits{', ' + str(q.per_layer) if per else ''}): "
+            f"test accuracy {100 * figures['accuracy_float']:.2f}% -> "
+            f"{100 * figures['accuracy_quantized']:.2f}%")
+    if q.finetune_steps:
+        if train_ds is None:
+            raise ConfigError("fine-tuning the codebooks needs training data (--data)")
+        records, _ = finetune_codebooks(model, records, train_ds, q.finetune_steps,
+                                        q.finetune_lr, q.batch_size, q.seed, log=log,
+                                        test_ds=None)
+    if test_ds is not None:
+        figures["accuracy"] = evaluate(model, test_ds)["accuracy"]
+        log(f"after {q.finetune_steps} fine-tuning steps: test accuracy "
+            f"{100 * figures['accuracy']:.2f}%")
+    if q.zero_unused:
+        figures["unused_biases_zeroed"] = zero_unused_biases(model)
+        log(f"{figures['unused_biases_zeroed']} biases of units no later weight reads set to 0 "
+            f"(outputs unchanged)")
+    figures["codebook_sizes"] = {r.label: r.k for r in records}
+    return records, figures

@@ -1,0 +1,305 @@
+"""Quantized model files (format version 3): round trips, size, and every bad input of a
+quantized layer crafted at the file level with h5py (docs/format.md, issue 16 item 6)."""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from minidnn import models as zoo
+from minidnn.backend import NumpyBackend
+from minidnn.cli import main as cli_main
+from minidnn.compress.codec import HUFFMAN, PACKED, encode_layer
+from minidnn.compress.quantize import QuantizedLayer, quantize_model
+from minidnn.errors import ConfigError, ModelFileError
+from minidnn.io import describe, file_report, load, save
+from minidnn.io.h5 import seal, set_attrs
+
+FC2 = "classifier.fc2.weight"
+
+
+def _model(seed: int = 0):
+    """A LeNet-5 at ~97% zeros with nonzero biases; fc1 held as CSR in memory."""
+    model = zoo.build_model("lenet5").to(NumpyBackend())
+    rng = np.random.default_rng(seed)
+    for name, p in model.named_parameters():
+        host = p.host_dense()
+        if p.prox:
+            host = np.where(rng.random(host.shape) < 0.03, host, 0)
+        else:
+            host = rng.standard_normal(host.shape) * 0.1
+        p.data = model.backend.from_host(host.astype(np.float32))
+    model.classifier.fc1.weight.to_csr()
+    return model
+
+
+@pytest.fixture
+def quantized(tmp_path):
+    """(model, records, path of its quantized file)."""
+    model = _model()
+    records = quantize_model(model, 5, "conv1=8")
+    path = tmp_path / "q.h5"
+    save(model, path, quantized=records, bias_dtype="float16")
+    return model, records, path
+
+
+def test_round_trip_is_bit_identical_and_keeps_the_form(quantized):
+    model, records, path = quantized
+    back = load(path)
+    for (name, p), (_, q) in zip(model.named_parameters(), back.named_parameters()):
+        a, b = p.host_dense(), q.host_dense()
+        if p.prox:
+            assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), name
+            assert p.is_sparse == q.is_sparse, name
+        else:
+            np.testing.assert_allclose(a, b, rtol=2 ** -10, atol=1e-7)
+    assert [r.name for r in back.quantized] == [r.name for r in records]
+    for r, s in zip(records, back.quantized):
+        assert np.array_equal(r.codebook, s.codebook) and np.array_equal(r.positions,
+                                                                         s.positions)
+    # saving the reloaded model again gives the same weights
+    save(back, path.with_name("again.h5"), quantized=back.quantized, bias_dtype="float16")
+    again = load(path.with_name("again.h5"))
+    assert np.array_equal(again.classifier.fc1.weight.host_dense(),
+                          back.classifier.fc1.weight.host_dense())
+
+
+def test_version_3_only_when_quantized_and_small(quantized, tmp_path):
+    model, _, path = quantized
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format_version"] == 3
+        assert set(f["params"]) == {"codes", "values"}
+        assert json.loads(f.attrs["architecture"])["module"] is None  # zoo: rebuilt by name
+    save(model, tmp_path / "plain.h5")
+    with h5py.File(tmp_path / "plain.h5", "r") as f:
+        assert f.attrs["format_version"] == 2
+    report = file_report(path)
+    payload = sum(row["file_bytes"] for row in report["layers"])
+    assert report["file_bytes"] - payload < 2500     # the HDF5 container stays small (~2.3 KB)
+    text = describe(path)
+    assert "bits/value" in text and "bits/index" in text and "HDF5 container" in text
+
+
+def test_save_refuses_stale_or_partial_records(quantized, tmp_path):
+    model, records, _ = quantized
+    with pytest.raises(ConfigError, match="missing"):
+        save(model, tmp_path / "x.h5", quantized=records[:2])
+    p = model.features.conv2.weight
+    p.data = p.backend.from_host(p.host_dense() * 1.5)
+    with pytest.raises(ModelFileError, match="no longer"):
+        save(model, tmp_path / "x.h5", quantized=records)
+    assert not (tmp_path / "x.h5").exists()
+
+
+# ---------------------------------------------------------------------- crafted bad files
+def _table(f) -> list:
+    return json.loads(f["params"].attrs["table"])
+
+
+def _blob(f, name: str) -> bytes:
+    table = _table(f)
+    start = sum(r[7] for r in table[:[r[0] for r in table].index(name)]
+                if r[5] == "quantized")
+    size = next(r[7] for r in table if r[0] == name)
+    return f["params/codes"][start:start + size].tobytes()
+
+
+def _put_blob(path: Path, name: str, blob: bytes, size: int | None = None) -> None:
+    """Replace one layer's blob (table updated to ``size``, default its length), resealed."""
+    with h5py.File(path, "r+") as f:
+        table = _table(f)
+        blobs = [(r[0], _blob(f, r[0])) for r in table if r[5] == "quantized"]
+        codes = b"".join(blob if n == name else b for n, b in blobs)
+        for r in table:
+            if r[0] == name:
+                r[7] = len(blob) if size is None else size
+        del f["params/codes"]
+        f["params"].create_dataset("codes", data=np.frombuffer(codes, np.uint8))
+        set_attrs(f["params"], table=json.dumps(table))
+        seal(f)
+
+
+def _record_blob(record: QuantizedLayer, **kw) -> bytearray:
+    return bytearray(encode_layer(record, **kw).to_bytes())
+
+
+def _fc2(records) -> QuantizedLayer:
+    return next(r for r in records if r.name == FC2)
+
+
+def _stream_offsets(blob: bytes, ndim: int, k: int) -> tuple[int, int]:
+    """(offset of the values length field, of the values stream) of a blob without COMPACT."""
+    off = 19 + 4 * ndim + 4 * k
+    return off, off + 4
+
+
+def _bits_17(records):
+    b = _record_blob(_fc2(records))
+    b[2] = 17
+    return b
+
+
+def _bits_0(records):
+    b = _record_blob(_fc2(records))
+    b[2] = 0
+    return b
+
+
+def _past_codebook(records):
+    r = _fc2(records)
+    a = r.assignments.copy()
+    a[0] = r.k                     # one past the codebook (still fits the bits)
+    bad = QuantizedLayer(r.name, r.shape, r.bits, r.codebook, a, r.positions)
+    return _record_blob(bad, values_codec=PACKED)
+
+
+def _packed_short(records):
+    r = _fc2(records)
+    b = _record_blob(r, values_codec=PACKED, compact=False)
+    lf, vs = _stream_offsets(b, len(r.shape), r.k)
+    (nv,) = struct.unpack_from("<I", b, lf)
+    del b[vs + nv - 1]             # one byte short
+    struct.pack_into("<I", b, lf, nv - 1)
+    return b
+
+
+def _huffman_garbled(records):
+    r = _fc2(records)
+    b = _record_blob(r, values_codec=HUFFMAN, compact=False)
+    lf, vs = _stream_offsets(b, len(r.shape), r.k)
+    (nv,) = struct.unpack_from("<I", b, lf)
+    for i in range(vs + nv // 2, vs + nv):
+        b[i] ^= 0xA5               # the code bits no longer decode to nnz symbols
+    return b
+
+
+def _nan_codebook(records):
+    r = _fc2(records)
+    b = _record_blob(r, compact=False)
+    struct.pack_into("<f", b, 19 + 4 * len(r.shape), float("nan"))
+    return b
+
+
+def _wrong_shape(records):
+    r = _fc2(records)
+    b = _record_blob(r)
+    struct.pack_into("<I", b, 19, 5)   # dims[0]: 5 rows instead of 10
+    struct.pack_into("<I", b, 23, 1000)
+    return b
+
+
+def _truncated(records):
+    return _record_blob(_fc2(records))[:-3]
+
+
+def _trailing(records):
+    return _record_blob(_fc2(records)) + b"\0\0"
+
+
+BAD_BLOBS = {
+    "bits 17": (_bits_17, "bits 17 outside 1..16"),
+    "bits 0": (_bits_0, "bits 0 outside 1..16"),
+    "assignment past the codebook": (_past_codebook, "past the codebook"),
+    "packed stream of the wrong length": (_packed_short, "expected for"),
+    "Huffman stream that does not decode": (_huffman_garbled, "Huffman|decode|symbols|bits"),
+    "NaN in the codebook": (_nan_codebook, "NaN"),
+    "shape other than the parameter's": (_wrong_shape, "encodes shape"),
+    "truncated blob": (_truncated, "truncated|bytes"),
+    "trailing bytes": (_trailing, "trailing"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BLOBS))
+def test_bad_quantized_layer_is_a_model_file_error(quantized, case):
+    _, records, path = quantized
+    make, message = BAD_BLOBS[case]
+    _put_blob(path, FC2, bytes(make(records)))
+    with pytest.raises(ModelFileError, match=message) as info:
+        load(path)
+    assert FC2 in str(info.value)
+    assert cli_main(["info", str(path)]) == 2
+
+
+def _edit_table(edit):
+    def apply(f):
+        table = _table(f)
+        edit(table)
+        set_attrs(f["params"], table=json.dumps(table))
+    return apply
+
+
+BAD_EDITS = {
+    "sizes do not tile the codes": (_edit_table(lambda t: t[0].__setitem__(7, t[0][7] + 1)),
+                                    "the dataset holds"),
+    "unknown storage": (_edit_table(lambda t: t[0].__setitem__(5, "zip")), "invalid combination"),
+    "entry too short": (_edit_table(lambda t: t[0].pop()), "must be a list"),
+    "listed twice": (_edit_table(lambda t: t.__setitem__(1, list(t[0]))), "twice"),
+    "huge declared shape": (_edit_table(lambda t: t[1].__setitem__(1, [1 << 20, 1 << 20])),
+                            "declare"),
+    "dense size wrong": (_edit_table(lambda t: t[1].__setitem__(7, t[1][7] - 1)),
+                         "the dataset holds|values for shape"),
+    "codes not uint8": (lambda f: (f["params"].__delitem__("codes"), f["params"].create_dataset(
+        "codes", data=np.zeros(3, np.float32))), "dtype"),
+    "extra member": (lambda f: f["params"].create_dataset("extra", data=np.zeros(2)),
+                     "unexpected"),
+    "NaN bias": (lambda f: f["params/values"].__setitem__(0, np.nan), "NaN"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_EDITS))
+def test_bad_quantized_file_structure(quantized, case):
+    _, _, path = quantized
+    edit, message = BAD_EDITS[case]
+    with h5py.File(path, "r+") as f:
+        edit(f)
+        seal(f)
+    with pytest.raises(ModelFileError, match=message):
+        load(path)
+
+
+def test_unsealed_edit_of_a_code_byte_is_caught(quantized):
+    _, _, path = quantized
+    with h5py.File(path, "r+") as f:
+        f["params/codes"][40] ^= 1
+    with pytest.raises(ModelFileError, match="checksum"):
+        load(path)
+
+
+def test_quantize_command_and_options(tmp_path, quantized):
+    model, _, _ = quantized
+    src = tmp_path / "float.h5"
+    save(model, src)
+    out = tmp_path / "out" / "q.h5"
+    assert cli_main(["quantize", str(src), "--bits", "4", "--per-layer", "conv1=6",
+                     "--method", "dp", "--backend", "numpy", "--out", str(out)]) == 0
+    back = load(out)
+    assert back.metadata["quantize_bits"] == 4 and back.metadata["quantize_method"] == "dp"
+    assert max(r.k for r in back.quantized if r.name != "features.conv1.weight") <= 16
+    for argv in (["--bits", "0"], ["--bits", "17"], ["--method", "median"],
+                 ["--finetune-steps", "-1"], ["--finetune-lr", "nan"]):
+        assert cli_main(["quantize", str(src), "--out", str(tmp_path / "y.h5"), *argv]) == 2
+    assert cli_main(["quantize", str(src), "--out", str(tmp_path), "--bits", "4"]) == 2
+    assert cli_main(["quantize", str(src), "--out", str(tmp_path / "z.h5"),
+                     "--per-layer", "conv7=3"]) == 2
+    assert cli_main(["quantize", str(src), "--out", str(tmp_path / "z.h5"),
+                     "--finetune-steps", "5"]) == 2  # fine-tuning needs --data
+    assert not (tmp_path / "y.h5").exists() and not (tmp_path / "z.h5").exists()
+
+
+def test_unused_biases_are_zeroed_without_changing_outputs():
+    from minidnn.compress.unused import zero_unused_biases
+    model = _model()
+    p = model.classifier.fc2.weight
+    w = p.host_dense()
+    w[:, :400] = 0                                   # fc1 outputs 0..399 are read by nothing
+    p.data = p.backend.from_host(w)
+    x = np.random.default_rng(1).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    before = model.backend.to_host(model.forward(model.backend.from_host(x)))
+    assert zero_unused_biases(model) >= 400
+    after = model.backend.to_host(model.forward(model.backend.from_host(x)))
+    assert np.array_equal(before, after)
+    assert not model.classifier.fc1.bias.host_dense()[:400].any()
