@@ -523,11 +523,15 @@ class Backend(ABC):
         return y
 
     # ------------------------------------------------------------ prox variants
-    def _abs(self, w: Array) -> Array:
-        """|w| = relu(w) + relu(-w)."""
+    def _negative(self, w: Array) -> Array:
+        """A new array -w."""
         neg = self.copy(w)
         self.scale(neg, -1.0)
-        return self.add(self.relu(w), self.relu(neg))
+        return neg
+
+    def _abs(self, w: Array) -> Array:
+        """|w| = relu(w) + relu(-w)."""
+        return self.add(self.relu(w), self.relu(self._negative(w)))
 
     def soft_threshold_scaled(self, w: Array, scale: Array, threshold: float,
                               out: Array | None = None) -> Array:
@@ -535,20 +539,15 @@ class Backend(ABC):
         out is w). Default: relu(w - t) - relu(-w - t) with t = threshold * scale."""
         t = self.copy(scale)
         self.scale(t, threshold)
-        up = self.copy(w)
+        up, down = self.copy(w), self._negative(w)
         self.axpy(-1.0, t, up)                     # w - t
-        down = self.copy(w)
-        self.scale(down, -1.0)
         self.axpy(-1.0, t, down)                   # -w - t
-        result = self.add(self.relu(up), self._negated(self.relu(down)))
+        result = self.relu(up)
+        self.axpy(-1.0, self.relu(down), result)
         if out is None:
             return result
         self.copy_into(out, result)
         return out
-
-    def _negated(self, a: Array) -> Array:
-        self.scale(a, -1.0)
-        return a
 
     def hard_threshold(self, w: Array, threshold: float, out: Array | None = None) -> Array:
         """w where |w| > threshold, else 0 (in place when out is w). Default: relu_backward's

@@ -77,6 +77,11 @@ def save(model: Model, path: str | os.PathLike, metadata: dict | None = None,
         seal(f)
 
 
+def _build_budget(contents: FileContents) -> int:
+    """Weights a model rebuilt from the file may initialise: the file's own, plus BUILD_SLACK."""
+    return sum(r.numel for r in contents.params.values()) + BUILD_SLACK
+
+
 def _zoo_model(contents: FileContents) -> Model:
     from ..models import MODELS, build_model
     if contents.arch not in MODELS:
@@ -86,10 +91,9 @@ def _zoo_model(contents: FileContents) -> Model:
         raise ModelFileError(f"{contents.path}: unknown architecture "
                              f"{printable(repr(contents.arch), 100)} "
                              f"(this minidnn knows {sorted(MODELS)}){hint}")
-    budget = sum(r.numel for r in contents.params.values()) + BUILD_SLACK
     config = printable(json.dumps(contents.config, sort_keys=True), 200)
     try:
-        with init_budget(budget):
+        with init_budget(_build_budget(contents)):
             return build_model(contents.arch, **contents.config)
     except InitBudgetExceeded:
         raise ModelFileError(f"{contents.path}: config {config} describes a larger "
@@ -111,9 +115,8 @@ def build_from(contents: FileContents) -> Model:
                              f"instance, minidnn.load(path, model={contents.arch}(...))")
     where = f"{contents.path}: architecture"
     check_tensors(contents, *expected_tensors(record, where), "its architecture record")
-    budget = sum(r.numel for r in contents.params.values()) + BUILD_SLACK
     try:
-        with init_budget(budget):
+        with init_budget(_build_budget(contents)):
             model = build_from_record(record, where)
     except InitBudgetExceeded:
         raise ModelFileError(f"{where} describes more weights than the file holds") from None

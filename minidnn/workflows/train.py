@@ -79,7 +79,7 @@ def train_model(spec: TrainSpec, log: Log = print) -> dict:
     lam = 0.0 if spec.method == "dense" else spec.lam
     if lam is None:  # the recipe's; a class without one gets the tested value for its dataset
         lam, why = default_lam(s.model, s.data)
-        if "no recipe" in why:
+        if "lam" not in getattr(s.model, "recipe", {}):  # not the model's own setting: say so
             log(f"note: lam {lam:g}: {why}; set it with --lam")
     steps = training_steps(spec.model, len(s.train_ds), config.batch_size, spec.steps,
                            spec.epochs, spec.minutes)
