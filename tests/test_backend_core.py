@@ -148,3 +148,16 @@ def test_prox_variant_defaults_match_numpy(name):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     if name != "l1_reweight":
         assert np.array_equal(got == 0, want == 0)
+
+
+def test_group_soft_threshold_default_matches_numpy():
+    """The default group prox (row norms by GEMM, scales by div_sqrt and relu) equals the NumPy
+    override, vanished rows included."""
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((40, 3, 5, 5)) * rng.uniform(0, 0.1, (40, 1, 1, 1))).astype(np.float32)
+    w[5] = 0.0
+    want = NumpyBackend().group_soft_threshold(w, 0.01)
+    got = CoreOnlyBackend().group_soft_threshold(w, 0.01)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    rows = lambda a: np.all(a.reshape(40, -1) == 0, axis=1)  # noqa: E731
+    assert np.array_equal(rows(got), rows(want)) and rows(want).sum() > 5

@@ -126,3 +126,49 @@ def test_rwl1_is_a_registered_l1_method():
     assert isinstance(method.prox_hook(100), ReweightedL1Prox) and method.params == ("lam",)
     assert type(get_method("spc").prox_hook(100)) is L1Prox
     assert get_method("pru").prox_hook(100) is None
+
+
+def test_group_soft_threshold_closed_form(np64):
+    """Rows shrink as a whole by threshold * sqrt(n) in norm; a row below it vanishes."""
+    w = np.array([[3.0, 4.0], [0.3, -0.4], [0.0, 0.0]])          # norms 5, 0.5, 0; n = 2
+    t = 0.5 / np.sqrt(2.0)                                        # t sqrt(n) = 0.5
+    np.testing.assert_allclose(np64.group_soft_threshold(w, t),
+                               [[2.7, 3.6], [0.0, 0.0], [0.0, 0.0]], atol=1e-15)
+    conv = np.arange(24, dtype=np.float64).reshape(2, 3, 2, 2)    # a filter is a row
+    np64.group_soft_threshold(conv, 1e-3, out=conv)
+    norm = np.linalg.norm(np.arange(12.0))
+    np.testing.assert_allclose(conv[0].ravel(), np.arange(12.0) * (1 - 1e-3 * np.sqrt(12) / norm))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (20, 1, 5, 5), (50, 20, 5, 5), (500, 800),
+                                   (10, 7)])
+def test_group_soft_threshold_opencl_matches_numpy(clb, np32, shape):
+    rng = np.random.default_rng(sum(shape))
+    w = (rng.standard_normal(shape) * rng.uniform(0.0, 0.2, (shape[0],) + (1,) *
+                                                   (len(shape) - 1))).astype(np.float32)
+    w[0] = 0.0
+    t = 0.02
+    ref = np32.group_soft_threshold(w, t)
+    dw = clb.from_host(w)
+    clb.group_soft_threshold(dw, t, out=dw)
+    got = clb.to_host(dw)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
+    assert np.array_equal(np.all(got.reshape(shape[0], -1) == 0, axis=1),
+                          np.all(ref.reshape(shape[0], -1) == 0, axis=1))
+
+
+def test_group_prox_zeros_whole_rows(np64):
+    """Under the group prox a row with no gradient to hold it shrinks to zero as a whole,
+    a row with one keeps all its entries (no single zeros); gl21 is a registered l1 method."""
+    from minidnn.optim.hooks import GroupL21Prox
+    w0 = np.array([[0.05, -0.05, 0.05], [1.0, 0.001, -1.0]])
+    p = Parameter(w0.copy(), prox=True).to(np64)
+    p.grad = np64.zeros(p.shape)
+    opt = ProxSGD([("w", p)], lr=0.01, lam=1.0)
+    replace_prox(opt, GroupL21Prox())
+    for _ in range(20):
+        p.grad[...] = np.array([[0.0, 0.0, 0.0], [-1.0, 0.0, 1.0]])   # holds row 1's big entries
+        opt.step()
+    assert np.all(p.data[0] == 0.0) and np.all(p.data[1] != 0.0)
+    method = get_method("gl21+retrain")
+    assert isinstance(method.prox_hook(100), GroupL21Prox) and "gl21" in l1_methods()

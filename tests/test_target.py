@@ -40,7 +40,7 @@ def test_density_error_sign_and_clip():
 def test_settings_and_targets_are_validated():
     for bad in (dict(warmup=0.6, ramp=0.5), dict(freeze=0.3), dict(every=0), dict(gain=0),
                 dict(min_lam=1.0, max_lam=0.5), dict(margin=1.0), dict(proportional=-1),
-                dict(trim=1.5)):
+                dict(trim=1.5), dict(guard=-0.1), dict(guard=1.0)):
         with pytest.raises(ConfigError):
             ControlSettings(**bad).check()
     model = Sequential(fc1=Linear(4, 3, rng=np.random.default_rng(0)),
@@ -90,6 +90,46 @@ def test_controller_steers_a_known_problem_to_its_target(np64):
     summary = ctl.summary()
     assert summary["targets"] == {"w": 0.7} and summary["frozen_at"] == ctl.frozen_at
     json.dumps(summary)   # goes into the model file's metadata
+
+
+@pytest.mark.parametrize("lr,target", [(0.006, 0.85), (0.007, 0.85), (0.006, 0.9), (0.008, 0.9)])
+def test_short_run_with_lagging_zeros_lands_on_target(np64, lr, target):
+    """A short run whose zeros lag lam by a fifth of it (the toy at lr 0.006-0.008: a time
+    constant of ~150 steps in 936, like SpC on LeNet-5 in the README's 2-epoch job): without
+    the overshoot guard lam winds up while the zeros lag, and they run past the target by
+    points; with it the run lands within tolerance."""
+    zeros = {}
+    for guard in (None, 0.0005):
+        p, w0 = _toy(np64, n=4000)
+        opt = ProxSGD([("w", p)], lr=lr, lam=0.05)
+        ctl = opt.add_hook(TargetSparsity({"w": target}, 936, ControlSettings(guard=guard)))
+        _run_toy(np64, opt, p, w0, 936)
+        zeros[guard] = zero_fraction([p])
+    assert abs(zeros[0.0005] - target) <= TOLERANCE, zeros
+    assert ctl.frozen_at is not None and ctl.trajectory[-1]["lam"]["w"] == 0.0
+    assert ctl.summary()["group_frozen_at"] == {"w": ctl.frozen_at}
+    if (lr, target) in ((0.006, 0.85), (0.007, 0.85)):
+        assert zeros[None] - target > 0.01, zeros   # the miss the guard prevents
+
+
+def test_guard_freezes_only_the_group_that_overshoots(np64):
+    """Per-layer groups: the lagging one that overshoots is frozen at once (lam 0 for it
+    only), the other goes on to the regular freeze; both land."""
+    params, w0s = [], []
+    for seed in range(2):
+        p, w0 = _toy(np64, n=4000, seed=seed)
+        params.append((f"l{seed}", p))
+        w0s.append(w0)
+    opt = ProxSGD(params, lr=0.007, lam=0.05)
+    ctl = opt.add_hook(TargetSparsity({"l0": 0.9, "l1": 0.5}, 936, ControlSettings()))
+    for _ in range(936):
+        for (_, p), w0 in zip(params, w0s):
+            p.grad[...] = p.data - w0
+        opt.step()
+    frozen = ctl.summary()["group_frozen_at"]
+    assert frozen["l0"] < frozen["l1"] == ctl.frozen_at
+    assert abs(zero_fraction([params[0][1]]) - 0.9) <= TOLERANCE
+    assert abs(zero_fraction([params[1][1]]) - 0.5) <= TOLERANCE
 
 
 def test_controller_lowers_lam_when_too_sparse(np64):

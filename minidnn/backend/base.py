@@ -108,6 +108,7 @@ OPTIONAL_PRIMITIVES = (
     "scale", "avgpool2d", "avgpool2d_backward", "batchnorm_train", "batchnorm_eval",
     "batchnorm_backward", "sum", "sgd_update", "rmsprop_update", "adam_update", "soft_threshold",
     "apply_mask", "l1_reweight", "soft_threshold_scaled", "hard_threshold", "mask_zeros",
+    "group_soft_threshold",
     "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum", "prepare",
 )
 
@@ -555,6 +556,27 @@ class Backend(ABC):
         gap = self._abs(w)
         self.axpy(-1.0, self._full(w.shape, threshold, w.dtype), gap)
         result = self.relu_backward(w, gap)
+        if out is None:
+            return result
+        self.copy_into(out, result)
+        return out
+
+    def group_soft_threshold(self, w: Array, threshold: float, out: Array | None = None) -> Array:
+        """The group soft-threshold over the rows of w (row g = w[g] flattened, n entries: a
+        conv filter, or a linear neuron's incoming weights): w_g * max(0, 1 - threshold *
+        sqrt(n) / ||w_g||_2), a zero row staying zero; the prox of threshold * sum_g sqrt(n)
+        ||w_g||_2 (group lasso, l2,1). In place when out is w. Default: row norms by a GEMM
+        with ones, the scales by div_sqrt and relu, broadcast back by a GEMM."""
+        rows = int(w.shape[0]) if len(w.shape) else 0
+        n = int(w.size) // rows if rows else 0
+        if not n:
+            return w if out is None else out
+        w2 = w.reshape(rows, n)
+        sq = self.gemm(self.mul(w2, w2), self._full((n, 1), 1.0, w.dtype))          # ||w_g||^2
+        s = self.div_sqrt(self._full((rows, 1), -threshold * n ** 0.5, w.dtype), sq, 1e-30)
+        self.axpy(1.0, self._full((rows, 1), 1.0, w.dtype), s)          # 1 - t sqrt(n) / ||w_g||
+        wide = self.gemm(self.relu(s), self._full((1, n), 1.0, w.dtype))
+        result = self.mul(w2, wide).reshape(w.shape)
         if out is None:
             return result
         self.copy_into(out, result)

@@ -58,7 +58,7 @@ class NNOps:
                 "maxpool2d_backward", "avgpool2d", "avgpool2d_backward",
                 "softmax_cross_entropy", "count_correct", "batchnorm_train", "batchnorm_eval",
                 "batchnorm_backward", "sum", "count_zeros", "l1_reweight",
-                "soft_threshold_scaled", "hard_threshold", "mask_zeros")
+                "soft_threshold_scaled", "hard_threshold", "mask_zeros", "group_soft_threshold")
 
     def __init__(self, runtime: CLRuntime) -> None:
         self.rt = runtime
@@ -355,6 +355,17 @@ class NNOps:
         if n:
             self.rt.launch("prox", "hard_threshold", ((n + 7) // 8,), (EW_LS,), w, out,
                            _f32(threshold), _u32(n))
+        return out
+
+    def group_soft_threshold(self, w: Array, threshold: float, out: Array | None = None) -> Array:
+        """Each row g of w (n entries) times max(0, 1 - threshold sqrt(n) / ||w_g||): one
+        work-item per row (prox.cl); in place when out is w."""
+        out = self._like(w, out)
+        rows = int(w.shape[0]) if len(w.shape) else 0
+        n = int(w.size) // rows if rows else 0
+        if n:
+            self.rt.launch("prox", "group_soft_threshold", (rows,), (EW_LS,), w, out,
+                           _f32(threshold), _u32(rows), _u32(n))
         return out
 
     def mask_zeros(self, w: Array, mask: Array) -> None:

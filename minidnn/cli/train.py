@@ -18,7 +18,8 @@ def register(sub) -> None:
     t.add_argument("--method", default="spc", choices=TRAIN_METHODS,
                    help="spc: proximal l1 training (sparse coding); rwl1: reweighted l1 "
                         "(per-weight lam ~ 1/(|w| + eps), refreshed every 100 steps); "
-                        "l0: annealed hard threshold (l0 prox); dense: no l1")
+                        "l0: annealed hard threshold (l0 prox); gl21: group lasso (whole "
+                        "filters/neurons to zero); dense: no l1")
     t.add_argument("--lam", type=nonneg_float, default=None,
                    help="l1 strength (threshold lr*lam per step; default: the model recipe's); "
                         "paper value p -> ln(p) at lr 1e-3")

@@ -24,6 +24,15 @@ layers loses the same share of its survivors, the smallest |w| first, as long as
 at most ``trim`` (a larger cut would be magnitude pruning, not a correction: the run then ends
 short of its target and says so).
 
+The zeros lag lam: under the l1 prox a weight needs |w| / (lr x lam) steps to reach zero, a few
+hundred at lr 1e-3, so in a short run the zeros go on rising long after lam has come down, and a
+zero made too many cannot be taken back in time (revival is slow). Hence the overshoot guard:
+after the warm-up, the first measurement at which a group's zeros have risen from at most
+``target + guard`` to above it freezes that group at once (its support as it is, its lam 0).
+Whatever the lag, a group then ends at most ``guard`` plus one measurement interval's rise above
+its target; a group that never overshoots (the normal case: the aim is denser than the target)
+is unaffected.
+
 A group is either one layer with its own target (per-layer targets) or all remaining
 controlled layers together (the global target: their total zero fraction is steered, each
 layer's lam keeps its ratio to the others, e.g. from ``--lam-per-layer``). Any prox hook that
@@ -68,6 +77,8 @@ class ControlSettings:
     margin: float = 0.1       # aim at (1 + margin) x the target density; the trim closes it
     trim: float = 0.5         # at the freeze, cut a group short of its target to it when that
                               # removes at most this share of its survivors (0: never trim)
+    guard: float | None = 0.0005  # a group whose zeros rise past target + guard is frozen at
+                                  # once (the lag would carry it further; None: never)
     min_lam: float = 1e-4     # lam stays within [min_lam, max_lam]
     max_lam: float = 10.0
 
@@ -91,6 +102,8 @@ class ControlSettings:
             raise ConfigError("target control: proportional must be >= 0")
         if not 0.0 <= self.trim <= 1.0:
             raise ConfigError(f"target control: trim must be in [0, 1], got {self.trim}")
+        if self.guard is not None and not 0.0 <= self.guard < 1.0:
+            raise ConfigError(f"target control: guard must be in [0, 1) or None, got {self.guard}")
         if not 0 <= self.margin < 1:
             raise ConfigError(f"target control: margin must be in [0, 1), got {self.margin}")
         if self.min_lam >= self.max_lam:
@@ -110,6 +123,9 @@ class _Group:
     log_scale: float = 0.0
     start_zeros: float | None = None  # zeros at the end of the warm-up (the ramp's start)
     last_zeros: float = 0.0
+    rise: float = 0.0                 # recent rise of the zeros per step (peak held, halving)
+    armed: bool = False               # zeros measured at or below target + guard since warm-up
+    frozen_at: int | None = None      # the step its support was frozen (lam 0 from there)
 
 
 def ramp_target(start: float, final: float, t: float, t0: float, t1: float) -> float:
@@ -157,6 +173,8 @@ class TargetSparsity(UpdateHook):
         self.frozen_at: int | None = None
         self._next_log = 0
         self._peak_lr = 0.0
+        self._next = 0                     # the step of the next measurement
+        self._last: int | None = None      # the step of the last one
 
     # ------------------------------------------------------------------ setup
     def _build_groups(self, optimizer) -> list[_Group]:
@@ -189,30 +207,64 @@ class TargetSparsity(UpdateHook):
             self.groups = self._build_groups(optimizer)
         step = optimizer.step_count        # steps done before this one
         s = self.settings
-        if self.frozen_at is not None or step % s.every:
+        if self.frozen_at is not None or step < self._next:
             return
+        since = step - self._last if self._last is not None else s.every
+        moved = since / s.every
+        self._last, self._next = step, step + s.every
         t = step / self.steps
         params = dict(optimizer.named_params)
         if s.freeze is not None and t >= s.freeze and self._ready(params, t):
-            self._freeze(optimizer, step)
+            self._freeze(optimizer, step, self._active())
             return
         lr = optimizer.lr
         self._peak_lr = max(self._peak_lr, lr)
         pace = lr / self._peak_lr if self._peak_lr > 0 else 0.0
-        for g in self.groups:
-            g.last_zeros = zero_fraction([params[n] for n in g.names])
+        for g in self._active():
+            before, g.last_zeros = g.last_zeros, zero_fraction([params[n] for n in g.names])
             if t < s.warmup:
+                continue
+            self._next = min(self._next, self._approach(g, before, step, since))
+            if self._overshoots(g):
+                self._freeze(optimizer, step, [g], "overshoot guard: ")
                 continue
             aim = 1.0 - (1.0 - g.target) * (1.0 + s.margin)
             if g.start_zeros is None:
                 g.start_zeros = min(g.last_zeros, aim)
             target = ramp_target(g.start_zeros, aim, t, s.warmup, s.ramp)
             error = density_error(g.last_zeros, target, s.max_error)
-            g.integral = self._clamp(g, g.integral + s.gain * pace * error)
+            g.integral = self._clamp(g, g.integral + s.gain * moved * pace * error)
             g.log_scale = self._clamp(g, g.integral + s.proportional * error)
             for n in g.names:
                 optimizer.lam[n] = g.base[n] * math.exp(g.log_scale)
-        self._record(step, optimizer)
+        if self.frozen_at is None:
+            self._record(step, optimizer)
+
+    def _active(self) -> list[_Group]:
+        """The groups not frozen yet."""
+        return [g for g in self.groups or () if g.frozen_at is None]
+
+    def _approach(self, g: _Group, before: float, step: int, since: int) -> int:
+        """The step of the next measurement as far as ``g`` is concerned: sooner than
+        ``every`` steps while its zeros rise towards target + guard, at half the time their
+        rise (per step: the last one's, or half the one before, whichever is larger) would take to get there (at least the next step), so that the
+        guard catches the crossing within a step or two however fast the zeros climb."""
+        s = self.settings
+        g.rise = max(0.5 * g.rise, (g.last_zeros - before) / max(since, 1))
+        line = g.target + (s.guard or 0.0)
+        if s.guard is None or g.rise <= 0 or g.last_zeros > line:
+            return step + s.every
+        return step + max(1, min(s.every, int((line - g.last_zeros) / g.rise / 2)))
+
+    def _overshoots(self, g: _Group) -> bool:
+        """Has the group just risen past target + guard (from at or below it)? The guard arms
+        at a measurement at or below target + guard, so a group that starts too sparse comes
+        down first (its lam is lowered) instead of being frozen there."""
+        line = g.target + (self.settings.guard if self.settings.guard is not None else 0.0)
+        if g.last_zeros <= line:
+            g.armed = True
+            return False
+        return self.settings.guard is not None and g.armed
 
     def _ready(self, params: dict, t: float) -> bool:
         """Freeze now? Yes once every group is at most at its target (the trim then closes the
@@ -220,7 +272,8 @@ class TargetSparsity(UpdateHook):
         a point between measurements), or at the end of the freeze window regardless."""
         if t >= self.settings.freeze + self.settings.freeze_window:
             return True
-        return all(zero_fraction([params[n] for n in g.names]) <= g.target for g in self.groups)
+        return all(zero_fraction([params[n] for n in g.names]) <= g.target
+                   for g in self._active())
 
     def _clamp(self, g: _Group, log_scale: float) -> float:
         """``log_scale`` limited so that every lam of the group stays in [min_lam, max_lam]
@@ -230,25 +283,30 @@ class TargetSparsity(UpdateHook):
         hi = min(math.log(s.max_lam / b) for b in g.base.values())
         return min(max(log_scale, lo), hi)
 
-    def _freeze(self, optimizer, step: int) -> None:
-        """Freeze the support of every steered weight and stop the l1 prox (debias the rest)."""
+    def _freeze(self, optimizer, step: int, groups: list[_Group], why: str = "") -> None:
+        """Freeze the support of ``groups`` and stop their l1 prox (debias the rest); each
+        group short of its target is trimmed to it first (at most ``trim`` of its survivors).
+        Once every group is frozen, the controller is done (``frozen_at``)."""
         params = dict(optimizer.named_params)
-        names = [n for g in self.groups for n in g.names]
-        for g in self.groups:
+        for g in groups:
             zeros = zero_fraction([params[n] for n in g.names])
             keep = min(1.0, (1.0 - g.target) / max(1.0 - zeros, 1e-12))
             if keep < 1.0 - self.settings.trim:   # far off: a cut that large would be pruning
                 keep = 1.0
             freeze_support([params[n] for n in g.names], keep)
-        for n in names:
-            optimizer.lam[n] = 0.0
-        for g in self.groups:
+            for n in g.names:
+                optimizer.lam[n] = 0.0
             g.last_zeros = zero_fraction([params[n] for n in g.names])
-        self.frozen_at = step
+            g.frozen_at = step
+        done = not self._active()
+        if done:
+            self.frozen_at = step
         self._record(step, optimizer, force=True)
         if self.log is not None:
-            self.log(f"target sparsity: support frozen at step {step} ({self.zeros_text()}); "
-                     f"lam 0 from here (debiasing the survivors)")
+            which = ", ".join(g.label for g in groups)
+            rest = "" if done else f" (the others go on: {', '.join(g.label for g in self._active())})"
+            self.log(f"target sparsity: {why}support of {which} frozen at step {step} "
+                     f"({self.zeros_text()}); lam 0 from here (debiasing the survivors){rest}")
 
     def _record(self, step: int, optimizer, force: bool = False) -> None:
         """Keep one trajectory point; log it every ``log_every`` steps."""
@@ -274,7 +332,9 @@ class TargetSparsity(UpdateHook):
             stride = math.ceil(len(points) / TRAJECTORY_POINTS)
             points = points[::stride] + ([points[-1]] if (len(points) - 1) % stride else [])
         return {"targets": {g.label: g.target for g in self.groups or ()},
-                "frozen_at": self.frozen_at, "trajectory": points}
+                "frozen_at": self.frozen_at,
+                "group_frozen_at": {g.label: g.frozen_at for g in self.groups or ()},
+                "trajectory": points}
 
 
 def zero_fraction(params) -> float:
