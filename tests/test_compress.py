@@ -279,6 +279,12 @@ def test_sweep_end_to_end_writes_csv_json_summary_and_plot(tmp_path):
         assert main(["plot", str(tmp_path), "--out", str(tmp_path / "zoom.png"), "--xmin", "0.6",
                      "--ymin", "0.1"]) == 0
         assert (tmp_path / "zoom.png").stat().st_size > 1000
+        assert main(["plot", str(tmp_path), "--anchors", "lenet5", "--goal", "111,0.991",
+                     "--methods", "spc+retrain", "--out", str(tmp_path / "anchors.png")]) == 0
+        assert (tmp_path / "anchors.png").stat().st_size > 1000
+        for bad in (["--anchors", "lenet5", "--goal", "x"], ["--anchors", "lenet5", "--goal",
+                                                             "0.5,0.99"]):
+            assert main(["plot", str(tmp_path), *bad, "--out", str(tmp_path / "b.png")]) != 0
 
 
 def test_summary_picks_most_compressed_run_within_one_percent(tmp_path):

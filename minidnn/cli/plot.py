@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from ..compress.results import (format_summary, load_results, merge_records, plot_bytes,
-                                plot_results)
+from ..compress.results import (PUBLISHED_SPARSITY, format_summary, load_results,
+                                merge_records, plot_anchored, plot_bytes, plot_results)
 from ..errors import ConfigError
 from ..options import finite_float, unit_interval
 
@@ -17,8 +17,14 @@ def register(sub) -> None:
                    help="accuracy vs model-file bytes (log x) instead, from the records with "
                         "file_bytes (spc+retrain+q) and the --files; Deep Compression drawn in")
     p.add_argument("--files", nargs="+", default=[], metavar="FILE.h5",
-                   help="--bytes: also these model files (size on disk, accuracy and method "
-                        "from their metadata; a quantized file is 'quantized')")
+                   help="--bytes / --anchors: also these model files (size on disk, "
+                        "accuracy, zeros and method from their metadata)")
+    p.add_argument("--anchors", default=None, choices=sorted(PUBLISHED_SPARSITY),
+                   help="accuracy vs compression (log x) with the published points for this "
+                        "network drawn in (Han 2015, DNS 2016, soft weight sharing, Sparse VD), "
+                        "from the sweeps' records and the --files")
+    p.add_argument("--goal", default=None, metavar="X,ACC",
+                   help="--anchors: draw the goal corner, e.g. 111,0.991")
     p.add_argument("--out", default="accuracy.png", help="PNG to write")
     p.add_argument("--methods", default=None, help="only these methods, e.g. spc,pru+retrain")
     p.add_argument("--title", default=None)
@@ -64,7 +70,47 @@ def file_records(paths: list[str]) -> list[dict]:
     return out
 
 
+def anchored_records(args) -> list[dict]:
+    """The records for --anchors: the sweeps' (filtered by --methods) and one per --files
+    file (method from its metadata, labelled with the file's name)."""
+    records = merged(args.results)[0] if args.results else []
+    if args.methods:
+        keep = {m.strip() for m in args.methods.split(",")}
+        records = [r for r in records if r["method"] in keep]
+    from ..io import file_report
+    for path, rec in zip(args.files, file_records(args.files)):
+        r = file_report(path)
+        method = r["metadata"].get("method") or "file"
+        retrained = bool(r["metadata"].get("retrain_steps"))
+        records.append({"method": method + ("+retrain" if retrained and method != "file"
+                                            else ""),
+                        "accuracy": rec["accuracy"], "zeros": r["weights"]["zeros"],
+                        "label": os.path.splitext(os.path.basename(path))[0]})
+    if not records:
+        raise ConfigError("plot --anchors: no records (give sweep folders or --files)")
+    return records
+
+
+def _goal(text: str | None) -> tuple[float, float] | None:
+    """'111,0.991' -> (111.0, 0.991); ConfigError for anything else."""
+    if text is None:
+        return None
+    try:
+        x, acc = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"plot --goal: expected X,ACC like 111,0.991, got {text!r}") from None
+    if not (x >= 1 and 0 < acc <= 1):
+        raise ConfigError(f"plot --goal: need X >= 1 and 0 < ACC <= 1, got {text!r}")
+    return x, acc
+
+
 def run(args) -> int:
+    if args.anchors:
+        path = plot_anchored(anchored_records(args), args.out, PUBLISHED_SPARSITY[args.anchors],
+                             title=args.title, goal=_goal(args.goal),
+                             annotate=not args.no_annotate)
+        print(f"plot: {path}")
+        return 0
     if args.bytes:
         records = merged(args.results)[0] if args.results else []
         records += file_records(args.files)

@@ -248,3 +248,55 @@ def plot_bytes(records: list[dict], path: str | Path, title: str | None = None,
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return _finish_plot(plt, fig, ax, title or "Accuracy vs model file bytes", path)
+
+
+# Published sparse networks trained on MNIST, (method and source, compression = weights /
+# nonzeros, test accuracy): Han et al. 2015 (Learning both weights and connections, NIPS),
+# Guo et al. 2016 (Dynamic Network Surgery, NIPS), Ullrich et al. 2017 (Soft weight sharing,
+# ICLR), Molchanov et al. 2017 (Variational dropout sparsifies DNNs, ICML).
+PUBLISHED_SPARSITY = {
+    "lenet5": (("Han et al. 2015, prune + retrain", 12.0, 0.9923),
+               ("Dynamic Network Surgery 2016", 108.0, 0.9909),
+               ("Soft weight sharing 2017", 200.0, 0.9903),
+               ("Sparse VD 2017", 280.0, 0.9925)),
+    "lenet300": (("Han et al. 2015, prune + retrain", 12.0, 0.9841),
+                 ("Dynamic Network Surgery 2016", 56.0, 0.9801),
+                 ("Sparse VD 2017", 68.0, 0.9808)),
+}
+
+
+def plot_anchored(records: list[dict], path: str | Path, anchors: tuple,
+                  title: str | None = None, goal: tuple[float, float] | None = None,
+                  annotate: bool = True) -> Path:
+    """Accuracy vs compression (weights / nonzeros, log x): one line per method, the
+    published ``anchors`` ((name, compression, accuracy), ...) drawn in as stars, the ``goal``
+    (compression, accuracy) as a dotted corner. A record's ``label`` is written beside it."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.2, 5.0))
+    rate = lambda r: 1.0 / max(1.0 - r["zeros"], 1e-9)   # noqa: E731
+    markers = "*^vDP"
+    for method in sorted({r["method"] for r in records}, key=rank_of):
+        pts = sorted((r for r in records if r["method"] == method), key=rate)
+        retrained = method.endswith("+retrain")
+        line, = ax.plot([rate(r) for r in pts], [r["accuracy"] for r in pts],
+                        marker="s" if retrained else "o", markersize=4,
+                        linestyle=":" if retrained else "-", label=label_of(method),
+                        color=color_of(method))
+        for r in pts:
+            if annotate and r.get("label"):
+                ax.annotate(r["label"], (rate(r), r["accuracy"]), fontsize=6,
+                            textcoords="offset points", xytext=(3, 3), color=line.get_color())
+    for i, (name, compression, acc) in enumerate(anchors):
+        ax.plot([compression], [acc], marker=markers[i % len(markers)], markersize=9,
+                linestyle="none", color="black", markerfacecolor="none" if i % 2 else "black",
+                label=f"{name}: {compression:g}x, {100 * acc:.2f}%")
+    if goal is not None:
+        ax.axvline(goal[0], color="gray", linestyle=":", linewidth=1)
+        ax.axhline(goal[1], color="gray", linestyle=":", linewidth=1,
+                   label=f"goal: >= {goal[0]:g}x at >= {100 * goal[1]:.1f}%")
+    ax.set_xscale("log")
+    ax.set_xlabel("compression (weights / nonzero weights, log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6.5, loc="lower left")
+    return _finish_plot(plt, fig, ax, title or "Accuracy vs compression, with published points",
+                        path)
