@@ -232,6 +232,24 @@ def test_short_lenet300_run_lands_on_target(mnist_dir, tmp_path, method, epochs,
     assert len(control["trajectory"]) > 10 and control["trajectory"][0]["lam"]["total"] == 0.3
 
 
+@pytest.mark.slow
+def test_short_lenet5_spc_run_lands_on_target(mnist_dir, tmp_path):
+    """SpC on LeNet-5 in 300 steps of 64: the zeros lag lam by about the whole run (without
+    the overshoot guard this run ends at 96.65% zeros for a 95% target); it lands within
+    +-0.3 points, frozen by the guard before the freeze window."""
+    from dataclasses import replace
+    from minidnn.train_config import TrainConfig
+    from minidnn.workflows import TrainSpec, train_model
+    config = replace(TrainConfig.for_model("lenet5"), batch_size=64)
+    result = train_model(TrainSpec(model="lenet5", method="spc", steps=300, config=config,
+                                   target_sparsity=0.95, bn_batches=0,
+                                   data_root=str(mnist_dir.parent), out=str(tmp_path / "l5.h5")),
+                         log=lambda s: None)
+    assert abs(result["zeros"] - 0.95) <= TOLERANCE, result["zeros"]
+    assert result["target_sparsity"]["frozen_at"] < 0.85 * 300    # the guard froze it
+    assert result["accuracy"] > 0.85
+
+
 def test_cli_rejects_bad_targets(capsys):
     from minidnn.cli import main
     for args in (["--target-sparsity", "1.0"], ["--target-sparsity", "-0.1"],
