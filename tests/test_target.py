@@ -112,6 +112,21 @@ def test_short_run_with_lagging_zeros_lands_on_target(np64, lr, target):
         assert zeros[None] - target > 0.01, zeros   # the miss the guard prevents
 
 
+def test_time_budget_moves_the_schedule(np64):
+    """A run whose time budget runs out at 60% of its steps: the schedule follows the clock,
+    so the support is frozen and the target reached before the budget ends it."""
+    p, w0 = _toy(np64)
+    opt = ProxSGD([("w", p)], lr=0.05, lam=0.05)
+    clock = lambda: opt.step_count / 1800.0          # noqa: E731  (1 s = 1800 steps)
+    ctl = opt.add_hook(TargetSparsity({"w": 0.7}, 3000, ControlSettings(every=10), seconds=1.0,
+                                      clock=clock))
+    _run_toy(np64, opt, p, w0, 1800)                  # the budget stops the run here
+    assert ctl.frozen_at is not None and ctl.frozen_at <= int(0.9 * 1800) + 10
+    assert abs(zero_fraction([p]) - 0.7) <= TOLERANCE
+    with pytest.raises(ConfigError):
+        TargetSparsity({"w": 0.7}, 100, seconds=0.0)
+
+
 def test_guard_freezes_only_the_group_that_overshoots(np64):
     """Per-layer groups: the lagging one that overshoots is frozen at once (lam 0 for it
     only), the other goes on to the regular freeze; both land."""

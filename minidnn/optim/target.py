@@ -41,6 +41,7 @@ reads ``optimizer.lam_for`` (``L1Prox``, reweighted l1, hard threshold) is steer
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -151,14 +152,18 @@ class TargetSparsity(UpdateHook):
 
     ``targets``: {parameter name: target} for every steered weight (``layer_targets`` builds it
     from a global target and per-layer ones); ``grouped``: the names whose zeros count together
-    (the global target's layers; every other name is its own group). ``steps``: the run's length.
+    (the global target's layers; every other name is its own group). ``steps``: the run's length;
+    ``seconds``: its time budget, if it has one (the schedule then follows whichever of steps and
+    time is further along, so a run cut short by its budget still freezes and lands; the clock
+    starts at the first step and counts evaluations too, so it errs early).
     """
 
     timing = "pre"
 
     def __init__(self, targets: dict[str, float], steps: int, settings: ControlSettings | None =
                  None, grouped: set[str] | None = None, log: Log | None = None,
-                 log_every: int = 500) -> None:
+                 log_every: int = 500, seconds: float | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         if not targets:
             raise ConfigError("target control needs at least one layer with a target")
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
@@ -166,6 +171,9 @@ class TargetSparsity(UpdateHook):
         self.settings = (settings or ControlSettings()).check()
         self.targets = {n: check_target(t) for n, t in targets.items()}
         self.steps = int(steps)
+        if seconds is not None and not seconds > 0:
+            raise ConfigError(f"target control: the time budget must be > 0 s, got {seconds!r}")
+        self.seconds, self.clock, self._t0 = seconds, clock, None
         self.grouped = set(grouped or ())
         self.log, self.log_every = log, max(1, int(log_every))
         self.groups: list[_Group] | None = None   # built on the first step (needs the optimizer)
@@ -212,7 +220,7 @@ class TargetSparsity(UpdateHook):
         since = step - self._last if self._last is not None else s.every
         moved = since / s.every
         self._last, self._next = step, step + s.every
-        t = step / self.steps
+        t = self._progress(step)
         params = dict(optimizer.named_params)
         if s.freeze is not None and t >= s.freeze and self._ready(params, t):
             self._freeze(optimizer, step, self._active())
@@ -239,6 +247,16 @@ class TargetSparsity(UpdateHook):
                 optimizer.lam[n] = g.base[n] * math.exp(g.log_scale)
         if self.frozen_at is None:
             self._record(step, optimizer)
+
+    def _progress(self, step: int) -> float:
+        """The fraction of the run done: of its steps, or of its time budget if further."""
+        t = step / self.steps
+        if self.seconds is not None:
+            now = self.clock()
+            if self._t0 is None:
+                self._t0 = now
+            t = max(t, (now - self._t0) / self.seconds)
+        return t
 
     def _active(self) -> list[_Group]:
         """The groups not frozen yet."""

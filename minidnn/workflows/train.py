@@ -187,7 +187,9 @@ def _control_hooks(spec: TrainSpec, s: Setup, lam: float, steps: int, log: Log) 
     if spec.freeze_support is not None:
         settings = replace(settings, freeze=spec.freeze_support,
                            ramp=min(settings.ramp, spec.freeze_support))
-    return [TargetSparsity(targets, steps, settings, grouped, log, log_every=max(100, steps // 10))]
+    seconds = None if spec.minutes is None else 60.0 * spec.minutes
+    return [TargetSparsity(targets, steps, settings, grouped, log, log_every=max(100, steps // 10),
+                           seconds=seconds)]
 
 
 def _control_record(hooks: list) -> dict:
