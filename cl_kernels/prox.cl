@@ -65,19 +65,23 @@ __kernel void mask_zeros(__global const float* w, __global float* mask, const ui
     }
 }
 
-/* The group soft-threshold (group lasso, l2,1) over the rows of w, each of n entries (a conv
- * filter, a linear neuron's incoming weights): out_g = w_g * max(0, 1 - thr * sqrt(n) / ||w_g||),
- * a zero row staying zero. One work-item per row, which sums its squares in order (the result
- * does not depend on the work-group size). */
+/* The group soft-threshold (group lasso, l2,1): group g holds the n entries
+ * w[g * gs + k * es], k < n (rows of a (rows, cols) view: gs = cols, es = 1; its columns:
+ * gs = 1, es = cols), and becomes w_g * max(0, 1 - thr * sqrt(n) / ||w_g||), a zero group
+ * staying zero. One work-item per group, which sums its squares in order (the result does not
+ * depend on the work-group size). */
 __kernel void group_soft_threshold(__global const float* w, __global float* out, const float thr,
-                                   const uint rows, const uint n) {
+                                   const uint groups, const uint n, const uint gs,
+                                   const uint es) {
     const uint g = (uint)get_global_id(0);
-    if (g >= rows) return;
-    __global const float* wg = w + (size_t)g * n;
-    __global float* og = out + (size_t)g * n;
+    if (g >= groups) return;
+    const size_t base = (size_t)g * gs;
     float ss = 0.0f;
-    for (uint i = 0; i < n; ++i) ss += wg[i] * wg[i];
+    for (uint k = 0; k < n; ++k) {
+        const float v = w[base + (size_t)k * es];
+        ss += v * v;
+    }
     const float norm = sqrt(ss);
     const float keep = norm > 0.0f ? fmax(0.0f, 1.0f - thr * sqrt((float)n) / norm) : 0.0f;
-    for (uint i = 0; i < n; ++i) og[i] = wg[i] * keep;
+    for (uint k = 0; k < n; ++k) out[base + (size_t)k * es] = w[base + (size_t)k * es] * keep;
 }

@@ -161,3 +161,8 @@ def test_group_soft_threshold_default_matches_numpy():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     rows = lambda a: np.all(a.reshape(40, -1) == 0, axis=1)  # noqa: E731
     assert np.array_equal(rows(got), rows(want)) and rows(want).sum() > 5
+    lin = w.reshape(40, -1).T.copy()                                  # 75 inputs x 40 outputs
+    want = NumpyBackend().group_soft_threshold(lin, 0.01, columns=True)
+    got = CoreOnlyBackend().group_soft_threshold(lin, 0.01, columns=True)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert np.array_equal(np.all(got == 0, axis=0), np.all(want == 0, axis=0))

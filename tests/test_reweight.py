@@ -134,6 +134,8 @@ def test_group_soft_threshold_closed_form(np64):
     t = 0.5 / np.sqrt(2.0)                                        # t sqrt(n) = 0.5
     np.testing.assert_allclose(np64.group_soft_threshold(w, t),
                                [[2.7, 3.6], [0.0, 0.0], [0.0, 0.0]], atol=1e-15)
+    np.testing.assert_allclose(np64.group_soft_threshold(w.T.copy(), t, columns=True),
+                               [[2.7, 0.0, 0.0], [3.6, 0.0, 0.0]], atol=1e-15)
     conv = np.arange(24, dtype=np.float64).reshape(2, 3, 2, 2)    # a filter is a row
     np64.group_soft_threshold(conv, 1e-3, out=conv)
     norm = np.linalg.norm(np.arange(12.0))
@@ -148,27 +150,32 @@ def test_group_soft_threshold_opencl_matches_numpy(clb, np32, shape):
                                                    (len(shape) - 1))).astype(np.float32)
     w[0] = 0.0
     t = 0.02
-    ref = np32.group_soft_threshold(w, t)
-    dw = clb.from_host(w)
-    clb.group_soft_threshold(dw, t, out=dw)
-    got = clb.to_host(dw)
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
-    assert np.array_equal(np.all(got.reshape(shape[0], -1) == 0, axis=1),
-                          np.all(ref.reshape(shape[0], -1) == 0, axis=1))
+    for columns in (False, True):
+        ref = np32.group_soft_threshold(w, t, columns=columns)
+        dw = clb.from_host(w)
+        clb.group_soft_threshold(dw, t, out=dw, columns=columns)
+        got = clb.to_host(dw)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
+        axis = 0 if columns else 1
+        assert np.array_equal(np.all(got.reshape(shape[0], -1) == 0, axis=axis),
+                              np.all(ref.reshape(shape[0], -1) == 0, axis=axis))
 
 
-def test_group_prox_zeros_whole_rows(np64):
-    """Under the group prox a row with no gradient to hold it shrinks to zero as a whole,
-    a row with one keeps all its entries (no single zeros); gl21 is a registered l1 method."""
+def test_group_prox_zeros_whole_groups(np64):
+    """Under the group prox a group with no gradient to hold it shrinks to zero as a whole, a
+    group with one keeps all its entries (no single zeros): a conv weight by filter (rows), a
+    linear weight by input (columns); gl21 is a registered l1 method."""
     from minidnn.optim.hooks import GroupL21Prox
     w0 = np.array([[0.05, -0.05, 0.05], [1.0, 0.001, -1.0]])
-    p = Parameter(w0.copy(), prox=True).to(np64)
-    p.grad = np64.zeros(p.shape)
-    opt = ProxSGD([("w", p)], lr=0.01, lam=1.0)
+    conv = Parameter(w0.reshape(2, 3, 1, 1).copy(), prox=True).to(np64)
+    lin = Parameter(w0.T.copy(), prox=True).to(np64)                  # (3 outputs, 2 inputs)
+    opt = ProxSGD([("conv", conv), ("lin", lin)], lr=0.01, lam=1.0)
     replace_prox(opt, GroupL21Prox())
+    hold = np.array([[0.0, 0.0, 0.0], [-1.0, 0.0, 1.0]])             # holds group 1's big entries
     for _ in range(20):
-        p.grad[...] = np.array([[0.0, 0.0, 0.0], [-1.0, 0.0, 1.0]])   # holds row 1's big entries
+        conv.grad, lin.grad = hold.reshape(2, 3, 1, 1).copy(), hold.T.copy()
         opt.step()
-    assert np.all(p.data[0] == 0.0) and np.all(p.data[1] != 0.0)
+    assert np.all(conv.data[0] == 0.0) and np.all(conv.data[1] != 0.0)
+    assert np.all(lin.data[:, 0] == 0.0) and np.all(lin.data[:, 1] != 0.0)
     method = get_method("gl21+retrain")
     assert isinstance(method.prox_hook(100), GroupL21Prox) and "gl21" in l1_methods()

@@ -561,22 +561,28 @@ class Backend(ABC):
         self.copy_into(out, result)
         return out
 
-    def group_soft_threshold(self, w: Array, threshold: float, out: Array | None = None) -> Array:
-        """The group soft-threshold over the rows of w (row g = w[g] flattened, n entries: a
-        conv filter, or a linear neuron's incoming weights): w_g * max(0, 1 - threshold *
-        sqrt(n) / ||w_g||_2), a zero row staying zero; the prox of threshold * sum_g sqrt(n)
-        ||w_g||_2 (group lasso, l2,1). In place when out is w. Default: row norms by a GEMM
-        with ones, the scales by div_sqrt and relu, broadcast back by a GEMM."""
+    def group_soft_threshold(self, w: Array, threshold: float, out: Array | None = None,
+                             columns: bool = False) -> Array:
+        """The group soft-threshold over the rows of w viewed as (shape[0], rest) (a conv
+        filter, a linear neuron's incoming weights), or with ``columns`` over its columns (a
+        linear layer's input: one neuron of the layer below, its outgoing weights): each group
+        of n entries becomes w_g * max(0, 1 - threshold * sqrt(n) / ||w_g||_2), a zero group
+        staying zero; the prox of threshold * sum_g sqrt(n) ||w_g||_2 (group lasso, l2,1). In
+        place when out is w. Default: group norms by a GEMM with ones, the scales by div_sqrt
+        and relu, broadcast back by a GEMM (columns: on the transpose)."""
         rows = int(w.shape[0]) if len(w.shape) else 0
         n = int(w.size) // rows if rows else 0
         if not n:
             return w if out is None else out
-        w2 = w.reshape(rows, n)
+        w2 = self.transpose(w.reshape(rows, n), (1, 0)) if columns else w.reshape(rows, n)
+        g, n = (n, rows) if columns else (rows, n)
         sq = self.gemm(self.mul(w2, w2), self._full((n, 1), 1.0, w.dtype))          # ||w_g||^2
-        s = self.div_sqrt(self._full((rows, 1), -threshold * n ** 0.5, w.dtype), sq, 1e-30)
-        self.axpy(1.0, self._full((rows, 1), 1.0, w.dtype), s)          # 1 - t sqrt(n) / ||w_g||
-        wide = self.gemm(self.relu(s), self._full((1, n), 1.0, w.dtype))
-        result = self.mul(w2, wide).reshape(w.shape)
+        s = self.div_sqrt(self._full((g, 1), -threshold * n ** 0.5, w.dtype), sq, 1e-30)
+        self.axpy(1.0, self._full((g, 1), 1.0, w.dtype), s)             # 1 - t sqrt(n) / ||w_g||
+        result = self.mul(w2, self.gemm(self.relu(s), self._full((1, n), 1.0, w.dtype)))
+        if columns:
+            result = self.transpose(result, (1, 0))
+        result = result.reshape(w.shape)
         if out is None:
             return result
         self.copy_into(out, result)

@@ -357,15 +357,20 @@ class NNOps:
                            _f32(threshold), _u32(n))
         return out
 
-    def group_soft_threshold(self, w: Array, threshold: float, out: Array | None = None) -> Array:
-        """Each row g of w (n entries) times max(0, 1 - threshold sqrt(n) / ||w_g||): one
-        work-item per row (prox.cl); in place when out is w."""
+    def group_soft_threshold(self, w: Array, threshold: float, out: Array | None = None,
+                             columns: bool = False) -> Array:
+        """Each row (``columns``: column) g of w viewed as (shape[0], rest), n entries, times
+        max(0, 1 - threshold sqrt(n) / ||w_g||): one work-item per group (prox.cl); in place
+        when out is w."""
         out = self._like(w, out)
         rows = int(w.shape[0]) if len(w.shape) else 0
-        n = int(w.size) // rows if rows else 0
-        if n:
-            self.rt.launch("prox", "group_soft_threshold", (rows,), (EW_LS,), w, out,
-                           _f32(threshold), _u32(rows), _u32(n))
+        cols = int(w.size) // rows if rows else 0
+        if cols:
+            groups, n, group_stride, stride = (cols, rows, 1, cols) if columns else \
+                (rows, cols, cols, 1)
+            self.rt.launch("prox", "group_soft_threshold", (groups,), (EW_LS,), w, out,
+                           _f32(threshold), _u32(groups), _u32(n), _u32(group_stride),
+                           _u32(stride))
         return out
 
     def mask_zeros(self, w: Array, mask: Array) -> None:

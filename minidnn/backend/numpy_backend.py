@@ -327,11 +327,12 @@ class NumpyBackend(Backend):
         out[...] = r
         return out
 
-    def group_soft_threshold(self, w, threshold, out=None):
+    def group_soft_threshold(self, w, threshold, out=None, columns=False):
         rows = w.shape[0] if w.ndim else 0
         w2 = w.reshape(rows, -1) if rows else w.reshape(0, 0)
-        norm = np.sqrt(np.sum(w2.astype(np.float64) ** 2, axis=1, keepdims=True))
-        t = threshold * np.sqrt(w2.shape[1])
+        axis = 0 if columns else 1
+        norm = np.sqrt(np.sum(w2.astype(np.float64) ** 2, axis=axis, keepdims=True))
+        t = threshold * np.sqrt(w2.shape[axis])
         with np.errstate(divide="ignore", invalid="ignore"):
             keep = np.where(norm > 0, np.maximum(0.0, 1.0 - t / norm), 0.0)
         r = (w2 * keep).reshape(w.shape)

@@ -132,17 +132,21 @@ class ReweightedL1Prox(L1Prox):
 
 
 class GroupL21Prox(L1Prox):
-    """Group lasso (l2,1) as a prox: every conv filter / linear neuron (a row of the weight,
-    n entries) is shrunk as a whole, w_g *= max(0, 1 - lr lam sqrt(n) / ||w_g||), so rows
-    vanish whole instead of single weights (Yuan & Lin 2006; Wen et al. 2016 for filters). The
-    sqrt(n) makes lam comparable to an l1 strength: a row of weights of size a loses lr lam per
-    weight per step, as under the l1 prox. One kernel per weight (``Backend.group_soft_threshold``);
-    the optimizer's own update runs unfused before it."""
+    """Group lasso (l2,1) as a prox: a conv weight is grouped by output filter, a linear weight
+    by input (the outgoing weights of one neuron of the layer below, or of one input feature),
+    and each group of n entries is shrunk as a whole, w_g *= max(0, 1 - lr lam sqrt(n) /
+    ||w_g||), so groups vanish whole instead of single weights (Yuan & Lin 2006; filters: Wen
+    et al. 2016). A vanished filter or input column means a channel or neuron that can be
+    removed; a linear layer is not grouped by its outputs, which for the last layer are the
+    classes. The sqrt(n) makes lam comparable to an l1 strength (a group of weights of size a
+    loses lr lam per weight per step, as under the l1 prox). One kernel per weight
+    (``Backend.group_soft_threshold``); the optimizer's own update runs unfused before it."""
 
     def post(self, optimizer, name, p, lr) -> None:
         threshold = self.threshold(optimizer, name, p, lr)
         if threshold <= 0:
             return
         if p.is_sparse:
-            raise ConfigError(f"the group prox needs dense rows; {name} is CSR")
-        p.backend.group_soft_threshold(p.values, threshold, out=p.values)
+            raise ConfigError(f"the group prox needs dense weights; {name} is CSR")
+        p.backend.group_soft_threshold(p.values, threshold, out=p.values,
+                                       columns=len(p.shape) == 2)

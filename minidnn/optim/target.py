@@ -265,8 +265,9 @@ class TargetSparsity(UpdateHook):
     def _approach(self, g: _Group, before: float, step: int, since: int) -> int:
         """The step of the next measurement as far as ``g`` is concerned: sooner than
         ``every`` steps while its zeros rise towards target + guard, at half the time their
-        rise (per step: the last one's, or half the one before, whichever is larger) would take to get there (at least the next step), so that the
-        guard catches the crossing within a step or two however fast the zeros climb."""
+        rise (per step: the last one's, or half the one before, whichever is larger) would take
+        to get there (at least the next step), so that the guard catches the crossing within
+        a step or two however fast the zeros climb."""
         s = self.settings
         g.rise = max(0.5 * g.rise, (g.last_zeros - before) / max(since, 1))
         line = g.target + (s.guard or 0.0)
@@ -322,7 +323,8 @@ class TargetSparsity(UpdateHook):
         self._record(step, optimizer, force=True)
         if self.log is not None:
             which = ", ".join(g.label for g in groups)
-            rest = "" if done else f" (the others go on: {', '.join(g.label for g in self._active())})"
+            others = ", ".join(g.label for g in self._active())
+            rest = "" if done else f" (the others go on: {others})"
             self.log(f"target sparsity: {why}support of {which} frozen at step {step} "
                      f"({self.zeros_text()}); lam 0 from here (debiasing the survivors){rest}")
 
