@@ -108,7 +108,7 @@ def run(args) -> int:
     if args.anchors:
         path = plot_anchored(anchored_records(args), args.out, PUBLISHED_SPARSITY[args.anchors],
                              title=args.title, goal=_goal(args.goal),
-                             annotate=not args.no_annotate)
+                             annotate=not args.no_annotate, ymin=args.ymin)
         print(f"plot: {path}")
         return 0
     if args.bytes:

@@ -267,10 +267,12 @@ PUBLISHED_SPARSITY = {
 
 def plot_anchored(records: list[dict], path: str | Path, anchors: tuple,
                   title: str | None = None, goal: tuple[float, float] | None = None,
-                  annotate: bool = True) -> Path:
+                  annotate: bool = True, ymin: float | None = None) -> Path:
     """Accuracy vs compression (weights / nonzeros, log x): one line per method, the
-    published ``anchors`` ((name, compression, accuracy), ...) drawn in as stars, the ``goal``
-    (compression, accuracy) as a dotted corner. A record's ``label`` is written beside it."""
+    published ``anchors`` ((name, compression, accuracy), ...) drawn in as black markers, the
+    ``goal`` (compression, accuracy) as a dotted corner. A record's ``label`` is written beside
+    it; ``ymin`` zooms in (records below it dropped)."""
+    records = [r for r in records if ymin is None or r["accuracy"] >= ymin]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.2, 5.0))
     rate = lambda r: 1.0 / max(1.0 - r["zeros"], 1e-9)   # noqa: E731
@@ -294,6 +296,8 @@ def plot_anchored(records: list[dict], path: str | Path, anchors: tuple,
         ax.axvline(goal[0], color="gray", linestyle=":", linewidth=1)
         ax.axhline(goal[1], color="gray", linestyle=":", linewidth=1,
                    label=f"goal: >= {goal[0]:g}x at >= {100 * goal[1]:.1f}%")
+    if ymin is not None:
+        ax.set_ylim(bottom=ymin)
     ax.set_xscale("log")
     ax.set_xlabel("compression (weights / nonzero weights, log scale)")
     ax.grid(True, which="both", alpha=0.3)
