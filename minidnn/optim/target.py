@@ -28,7 +28,10 @@ The zeros lag lam: under the l1 prox a weight needs |w| / (lr x lam) steps to re
 hundred at lr 1e-3, so in a short run the zeros go on rising long after lam has come down, and a
 zero made too many cannot be taken back in time (revival is slow). Hence the overshoot guard:
 after the warm-up, the first measurement at which a group's zeros have risen from at most
-``target + guard`` to above it freezes that group at once (its support as it is, its lam 0).
+``target + guard`` to above it freezes that group at the next step (its lam 0, its support
+the weights that were zero at both steps: a zero count flickers by tenths of a point from step
+to step, weights at the threshold zeroed by one step's prox and moved off zero by the next
+update, and a spike would otherwise be locked in; if that leaves it short, it is trimmed).
 Whatever the lag, a group then ends at most ``guard`` plus one measurement interval's rise above
 its target; a group that never overshoots (the normal case: the aim is denser than the target)
 is unaffected.
@@ -126,6 +129,7 @@ class _Group:
     last_zeros: float = 0.0
     rise: float = 0.0                 # recent rise of the zeros per step (peak held, halving)
     armed: bool = False               # zeros measured at or below target + guard since warm-up
+    held: dict | None = None          # the guard fired: {name: host bool zeros} to confirm
     frozen_at: int | None = None      # the step its support was frozen (lam 0 from there)
 
 
@@ -233,8 +237,12 @@ class TargetSparsity(UpdateHook):
             if t < s.warmup:
                 continue
             self._next = min(self._next, self._approach(g, before, step, since))
-            if self._overshoots(g):
+            if g.held is not None:            # the step after the guard fired: freeze now
                 self._freeze(optimizer, step, [g], "overshoot guard: ")
+                continue
+            if self._overshoots(g):
+                g.held = {n: params[n].backend.to_host(params[n].data) == 0 for n in g.names}
+                self._next = step + 1
                 continue
             aim = 1.0 - (1.0 - g.target) * (1.0 + s.margin)
             if g.start_zeros is None:
@@ -308,11 +316,17 @@ class TargetSparsity(UpdateHook):
         Once every group is frozen, the controller is done (``frozen_at``)."""
         params = dict(optimizer.named_params)
         for g in groups:
-            zeros = zero_fraction([params[n] for n in g.names])
+            held = None
+            if g.held is not None:   # zero at the guard's step and now: transient zeros revive
+                held = [g.held[n] & (params[n].backend.to_host(params[n].data) == 0)
+                        for n in g.names]
+                zeros = sum(int(h.sum()) for h in held) / sum(h.size for h in held)
+            else:
+                zeros = zero_fraction([params[n] for n in g.names])
             keep = min(1.0, (1.0 - g.target) / max(1.0 - zeros, 1e-12))
             if keep < 1.0 - self.settings.trim:   # far off: a cut that large would be pruning
                 keep = 1.0
-            freeze_support([params[n] for n in g.names], keep)
+            freeze_support([params[n] for n in g.names], keep, held)
             for n in g.names:
                 optimizer.lam[n] = 0.0
             g.last_zeros = zero_fraction([params[n] for n in g.names])
@@ -365,18 +379,22 @@ def zero_fraction(params) -> float:
     return 1.0 - nonzero / total if total else 0.0
 
 
-def freeze_support(params, keep: float = 1.0) -> None:
+def freeze_support(params, keep: float = 1.0, held: list | None = None) -> None:
     """Hold the current zeros of dense ``params`` fixed from now on (a 0/1 mask, re-applied by
     ``FixedMask`` after every update; CSR parameters' zeros are structural already). With
     ``keep`` < 1 each keeps only that share of its nonzeros (round(keep * nnz), the largest
-    |w|; ties: lower flat index). A one-off host round trip per parameter, like pruning's."""
+    |w|; ties: lower flat index). ``held`` (one host bool array per parameter) names the zeros
+    to hold instead of w == 0: the other current zeros count as survivors of size 0 (the first
+    to go when trimming; kept ones revive). A one-off host round trip per parameter, like
+    pruning's."""
     if not 0.0 <= keep <= 1.0:
         raise ConfigError(f"keep must be in [0, 1], got {keep}")
-    for p in params:
+    for i, p in enumerate(params):
         if p.is_sparse:
             continue
         w = p.backend.to_host(p.data)
-        mask = (w != 0).ravel().astype(np.float32)
+        zero = (w == 0) if held is None else np.asarray(held[i], dtype=bool)
+        mask = (~zero).ravel().astype(np.float32)
         alive = np.flatnonzero(mask)
         drop = alive.size - int(round(keep * alive.size))
         if drop > 0:
