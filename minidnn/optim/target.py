@@ -82,7 +82,7 @@ class ControlSettings:
     trim: float = 0.5         # at the freeze, cut a group short of its target to it when that
                               # removes at most this share of its survivors (0: never trim)
     guard: float | None = 0.0005  # a group whose zeros rise past target + guard is frozen at
-                                  # once (the lag would carry it further; None: never)
+                                  # the next step (the lag would carry it further; None: never)
     min_lam: float = 1e-4     # lam stays within [min_lam, max_lam]
     max_lam: float = 10.0
 
