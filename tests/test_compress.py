@@ -282,6 +282,14 @@ def test_sweep_end_to_end_writes_csv_json_summary_and_plot(tmp_path):
         assert main(["plot", str(tmp_path), "--anchors", "lenet5", "--goal", "111,0.991",
                      "--methods", "spc+retrain", "--out", str(tmp_path / "anchors.png")]) == 0
         assert (tmp_path / "anchors.png").stat().st_size > 1000
+        from minidnn.io import save
+        model = tiny()
+        model.net.fc1.weight.data[:, ::2] = 0.0                  # some zeros to count
+        save(model, tmp_path / "m.h5", architecture=False,
+             metadata={"accuracy": 0.97, "method": "l0", "retrain_steps": 10})
+        assert main(["plot", "--anchors", "lenet300", "--files", str(tmp_path / "m.h5"),
+                     "--out", str(tmp_path / "files.png")]) == 0
+        assert (tmp_path / "files.png").stat().st_size > 1000
         for bad in (["--anchors", "lenet5", "--goal", "x"], ["--anchors", "lenet5", "--goal",
                                                              "0.5,0.99"]):
             assert main(["plot", str(tmp_path), *bad, "--out", str(tmp_path / "b.png")]) != 0
