@@ -109,6 +109,7 @@ OPTIONAL_PRIMITIVES = (
     "batchnorm_backward", "sum", "sgd_update", "rmsprop_update", "adam_update", "soft_threshold",
     "apply_mask", "l1_reweight", "soft_threshold_scaled", "hard_threshold", "mask_zeros",
     "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum", "prepare",
+    "qcsr_matmul_t", "qcsr_conv2d",
 )
 
 
@@ -489,6 +490,29 @@ class Backend(ABC):
         g = int(dy.shape[0]) if len(dy.shape) == 3 else 1
         # the transposed CSR is the (G*K, O/G) matrix whose group blocks are the W_g^T
         return self.csr_matmul_t(dy, t_row_ptr, t_col_idx, t_values, (g * k, o // g))
+
+    # ------------------------------------------------------------ quantized CSR (inference)
+    def codebook_values(self, codes: Array, codebook: Array) -> Array:
+        """float32 ``codebook[codes]`` of uint8/uint16 codes (the defaults of the ``qcsr_*``
+        products decode with it; the codes go through the host once)."""
+        index = self.from_host(np.asarray(self.to_host(codes)).astype(np.int32), np.int32)
+        return self.gather(codebook, index)
+
+    def qcsr_matmul_t(self, x: Array, row_ptr: Array, col_idx: Array, codes: Array,
+                      codebook: Array, shape: Sequence[int]) -> Array:
+        """``csr_matmul_t`` of a quantized CSR weight: the value of nonzero e is
+        ``codebook[codes[e]]`` (uint8 or uint16 codes, float32 codebook), so the device holds
+        one or two bytes per value instead of four."""
+        return self.csr_matmul_t(x, row_ptr, col_idx, self.codebook_values(codes, codebook),
+                                 shape)
+
+    def qcsr_conv2d(self, x: Array, row_ptr: Array, taps: Array, codes: Array, codebook: Array,
+                    shape: Sequence[int], bias: Array | None, kh: int, kw: int, stride: int,
+                    pad: int, groups: int, residual: Array | None = None, relu: bool = False,
+                    pool: int = 1) -> Array:
+        """``csr_conv2d`` of a quantized filter bank (values ``codebook[codes]``)."""
+        return self.csr_conv2d(x, row_ptr, taps, self.codebook_values(codes, codebook), shape,
+                               bias, kh, kw, stride, pad, groups, residual, relu, pool)
 
     def csr_conv_taps(self, col_idx: Array, kh: int, kw: int) -> Array:
         """Decode the columns (cl*kh + ky)*kw + kx of a CSR filter bank into int32 taps
