@@ -138,7 +138,8 @@ def _put_blob(path: Path, name: str, blob: bytes, size: int | None = None) -> No
 
 
 def _record_blob(record: QuantizedLayer, **kw) -> bytearray:
-    return bytearray(encode_layer(record, **kw).to_bytes())
+    """A layer format version 1 blob (fixed-width fields: the offsets below)."""
+    return bytearray(encode_layer(record, **kw).to_bytes(version=1))
 
 
 def _fc2(records) -> QuantizedLayer:

@@ -109,7 +109,7 @@ OPTIONAL_PRIMITIVES = (
     "batchnorm_backward", "sum", "sgd_update", "rmsprop_update", "adam_update", "soft_threshold",
     "apply_mask", "l1_reweight", "soft_threshold_scaled", "hard_threshold", "mask_zeros",
     "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum", "prepare",
-    "qcsr_matmul_t", "qcsr_conv2d",
+    "qcsr_matmul_t", "qcsr_conv2d", "nearest_centroid",
 )
 
 
@@ -610,6 +610,17 @@ class Backend(ABC):
         return out
 
     # ------------------------------------------------------------ shared (quantized) weights
+    def nearest_centroid(self, values: Array, mids: Array, out: Array) -> Array:
+        """``out[i]`` (int32) = how many of the ascending float32 ``mids`` (midpoints between
+        consecutive centroids) lie below ``values[i]``: the index of its nearest centroid, as
+        ``numpy.searchsorted(mids, values)``. Quantization-aware retraining re-assigns every
+        weight with it each step.
+
+        Default: on the host (``to_host``, ``searchsorted``, ``copy_into``)."""
+        idx = np.searchsorted(np.asarray(self.to_host(mids)), np.asarray(self.to_host(values)))
+        self.copy_into(out, self.from_host(idx.astype(np.int32), np.int32))
+        return out
+
     def segment_sum(self, values: Array, order: Array, offsets: Array,
                     out: Array | None = None) -> Array:
         """``out[s] = sum_{offsets[s] <= j < offsets[s+1]} values[order[j]]`` for s < k, with

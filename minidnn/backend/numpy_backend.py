@@ -442,6 +442,10 @@ class NumpyBackend(Backend):
             out[...] = vals
 
     # ------------------------------------------------------------ shared (quantized) weights
+    def nearest_centroid(self, values, mids, out):
+        out[...] = np.searchsorted(mids, values.reshape(-1))
+        return out
+
     def segment_sum(self, values, order, offsets, out=None):
         k = int(offsets.size) - 1
         sums = np.zeros(k, dtype=values.dtype)
