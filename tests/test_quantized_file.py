@@ -293,15 +293,21 @@ def test_quantize_command_and_options(tmp_path, quantized):
                      "--method", "dp", "--backend", "numpy", "--out", str(out)]) == 0
     back = load(out)
     assert back.metadata["quantize_bits"] == 4 and back.metadata["quantize_method"] == "dp"
+    for r in back.quantized:       # codebooks rounded to float16 by default
+        assert np.array_equal(r.codebook.astype(np.float16).astype(np.float32), r.codebook)
     assert max(r.k for r in back.quantized if r.name != "features.conv1.weight") <= 16
     for argv in (["--bits", "0"], ["--bits", "17"], ["--method", "median"],
-                 ["--finetune-steps", "-1"], ["--finetune-lr", "nan"]):
+                 ["--finetune-steps", "-1"], ["--finetune-lr", "nan"],
+                 ["--retrain-steps", "-2"], ["--retrain-lr", "0"],
+                 ["--codebook-dtype", "float8"]):
         assert cli_main(["quantize", str(src), "--out", str(tmp_path / "y.h5"), *argv]) == 2
     assert cli_main(["quantize", str(src), "--out", str(tmp_path), "--bits", "4"]) == 2
     assert cli_main(["quantize", str(src), "--out", str(tmp_path / "z.h5"),
                      "--per-layer", "conv7=3"]) == 2
     assert cli_main(["quantize", str(src), "--out", str(tmp_path / "z.h5"),
                      "--finetune-steps", "5"]) == 2  # fine-tuning needs --data
+    assert cli_main(["quantize", str(src), "--out", str(tmp_path / "z.h5"),
+                     "--retrain-steps", "5"]) == 2   # so does retraining
     assert not (tmp_path / "y.h5").exists() and not (tmp_path / "z.h5").exists()
 
 
