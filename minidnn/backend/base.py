@@ -492,7 +492,7 @@ class Backend(ABC):
         return self.csr_matmul_t(dy, t_row_ptr, t_col_idx, t_values, (g * k, o // g))
 
     # ------------------------------------------------------------ quantized CSR (inference)
-    def codebook_values(self, codes: Array, codebook: Array) -> Array:
+    def _codebook_values(self, codes: Array, codebook: Array) -> Array:
         """float32 ``codebook[codes]`` of uint8/uint16 codes (the defaults of the ``qcsr_*``
         products decode with it; the codes go through the host once)."""
         index = self.from_host(np.asarray(self.to_host(codes)).astype(np.int32), np.int32)
@@ -503,7 +503,7 @@ class Backend(ABC):
         """``csr_matmul_t`` of a quantized CSR weight: the value of nonzero e is
         ``codebook[codes[e]]`` (uint8 or uint16 codes, float32 codebook), so the device holds
         one or two bytes per value instead of four."""
-        return self.csr_matmul_t(x, row_ptr, col_idx, self.codebook_values(codes, codebook),
+        return self.csr_matmul_t(x, row_ptr, col_idx, self._codebook_values(codes, codebook),
                                  shape)
 
     def qcsr_conv2d(self, x: Array, row_ptr: Array, taps: Array, codes: Array, codebook: Array,
@@ -511,7 +511,7 @@ class Backend(ABC):
                     pad: int, groups: int, residual: Array | None = None, relu: bool = False,
                     pool: int = 1) -> Array:
         """``csr_conv2d`` of a quantized filter bank (values ``codebook[codes]``)."""
-        return self.csr_conv2d(x, row_ptr, taps, self.codebook_values(codes, codebook), shape,
+        return self.csr_conv2d(x, row_ptr, taps, self._codebook_values(codes, codebook), shape,
                                bias, kh, kw, stride, pad, groups, residual, relu, pool)
 
     def csr_conv_taps(self, col_idx: Array, kh: int, kw: int) -> Array:
