@@ -18,4 +18,15 @@ inline float hash_uniform1(uint seed, uint counter, uint i) {
     return (float)(x >> 8) * (1.0f / 16777216.0f);
 }
 
+/* The nonzero values of the forward sparse products (csr.cl, csr_conv.cl): float values, or,
+ * built with QCODES defined (the q8 / q16 variants, minidnn/backend/cl_programs.py), a per-layer
+ * codebook read through uchar / ushort codes: quantized weights stay quantized on the device. */
+#ifdef QCODES
+#define VALUE_ARGS global const QCODES* codes, global const float* codebook
+#define VALUE(e) codebook[codes[e]]
+#else
+#define VALUE_ARGS global const float* values
+#define VALUE(e) values[e]
+#endif
+
 #endif

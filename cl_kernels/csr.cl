@@ -175,7 +175,7 @@ kernel void csr_to_panel(global const float* x, const int M, const int K, const 
  * oc*ochunk.. of group g; its (K, 16) tile is contiguous, so each nonzero is one 64-byte line:
  * two aligned float8 loads and multiply-adds. Two nonzeros per step keep four accumulators. */
 kernel void csr_spmm_panel(global const float* p, global const int* row_ptr,
-                           global const int* col_idx, global const float* values,
+                           global const int* col_idx, VALUE_ARGS,
                            const int M, const int K, const int og, const int ochunk,
                            const int noc, const int nmb, const int nitems, global float* y)
 {
@@ -195,7 +195,7 @@ kernel void csr_spmm_panel(global const float* p, global const int* row_ptr,
         int e = rp[o];
         for (; e + 1 < e_end; e += 2) {
             const int c0 = 2 * col_idx[e], c1 = 2 * col_idx[e + 1];
-            const float v0 = values[e], v1 = values[e + 1];
+            const float v0 = VALUE(e), v1 = VALUE(e + 1);
             a0 = v0 * pt[c0] + a0;
             a1 = v0 * pt[c0 + 1] + a1;
             b0 = v1 * pt[c1] + b0;
@@ -203,8 +203,8 @@ kernel void csr_spmm_panel(global const float* p, global const int* row_ptr,
         }
         if (e < e_end) {
             const int c0 = 2 * col_idx[e];
-            a0 = values[e] * pt[c0] + a0;
-            a1 = values[e] * pt[c0 + 1] + a1;
+            a0 = VALUE(e) * pt[c0] + a0;
+            a1 = VALUE(e) * pt[c0 + 1] + a1;
         }
         a0 += b0;
         a1 += b1;
@@ -227,7 +227,7 @@ kernel void csr_spmm_panel(global const float* p, global const int* row_ptr,
  * 8 rows m per work-item, each nonzero gathers x[m0..m0+7, c] into a float8. Rows past M
  * repeat row M-1 (in bounds, never stored). Work-item = (oc, mb, g), oc fastest. */
 kernel void csr_spmm_gather(global const float* x, global const int* row_ptr,
-                            global const int* col_idx, global const float* values,
+                            global const int* col_idx, VALUE_ARGS,
                             const int M, const int K, const int og, const int ochunk,
                             const int noc, const int nmb, const int nitems, global float* y)
 {
@@ -253,7 +253,7 @@ kernel void csr_spmm_gather(global const float* x, global const int* row_ptr,
         const int e_end = rp[o + 1];
         for (int e = rp[o]; e < e_end; ++e) {
             const int c = col_idx[e];
-            acc = values[e] * (float8)(x0[c], x1[c], x2[c], x3[c], x4[c], x5[c], x6[c], x7[c])
+            acc = VALUE(e) * (float8)(x0[c], x1[c], x2[c], x3[c], x4[c], x5[c], x6[c], x7[c])
                   + acc;
         }
         global float* yo = yg + o;
@@ -272,7 +272,7 @@ kernel void csr_spmm_gather(global const float* x, global const int* row_ptr,
  * kernel. Used for tiny M (batch 1), where it has the least overhead; also the baseline of
  * benchmarks/bench_csr_crossover.py. Work-item = (o, m, g). */
 kernel void csr_spmm_scalar(global const float* x, global const int* row_ptr,
-                            global const int* col_idx, global const float* values,
+                            global const int* col_idx, VALUE_ARGS,
                             const int G, const int M, const int K, const int og,
                             global float* y)
 {
@@ -281,7 +281,7 @@ kernel void csr_spmm_scalar(global const float* x, global const int* row_ptr,
     global const float* xr = x + ((size_t)g * M + m) * K;
     const int end = row_ptr[g * og + o + 1];
     float s = 0.0f;
-    for (int e = row_ptr[g * og + o]; e < end; ++e) s += values[e] * xr[col_idx[e]];
+    for (int e = row_ptr[g * og + o]; e < end; ++e) s += VALUE(e) * xr[col_idx[e]];
     y[((size_t)g * M + m) * og + o] = s;
 }
 

@@ -32,7 +32,7 @@ kernel void csr_conv_taps(global const int* col_idx, const int nnz, const int KH
  * other work-item's outputs. */
 #define OUT_ROWS 4
 kernel void csr_conv2d(global const float* x, global const int* row_ptr,
-                       global const int* taps, global const float* values,
+                       global const int* taps, VALUE_ARGS,
                        global const float* bias, const int has_bias, global float* y,
                        const int C, const int H, const int W, const int O, const int OH,
                        const int OW, const int KH, const int KW, const int stride,
@@ -57,7 +57,7 @@ kernel void csr_conv2d(global const float* x, global const int* row_ptr,
         global const float* x0 = x + xbase + (long)iy0 * W + ix0;
         for (int e = e_begin; e < e_end; ++e) {
             const int t = taps[e];
-            const float v = values[e];
+            const float v = VALUE(e);
             global const float* p = x0 + (long)(t >> 16) * HW + ((t >> 8) & 255) * W
                                     + (t & 255);
             UNROLL for (int r = 0; r < OUT_ROWS; ++r) acc[r] += v * LD8(p + r * W);
@@ -67,7 +67,7 @@ kernel void csr_conv2d(global const float* x, global const int* row_ptr,
         const int s = stride, rs = stride * W;
         for (int e = e_begin; e < e_end; ++e) {
             const int t = taps[e];
-            const float v = values[e];
+            const float v = VALUE(e);
             global const float* p = x0 + (long)(t >> 16) * HW + ((t >> 8) & 255) * W
                                     + (t & 255);
             UNROLL for (int r = 0; r < OUT_ROWS; ++r) {
@@ -79,7 +79,7 @@ kernel void csr_conv2d(global const float* x, global const int* row_ptr,
     } else {
         for (int e = e_begin; e < e_end; ++e) {
             const int t = taps[e], ky = (t >> 8) & 255, kx = t & 255;
-            const float v = values[e];
+            const float v = VALUE(e);
             const long xc = xbase + (long)(t >> 16) * HW;
             float a[OUT_ROWS][OUT_BLOCK];
             UNROLL for (int r = 0; r < OUT_ROWS; ++r) {

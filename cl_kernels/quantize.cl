@@ -23,3 +23,20 @@ kernel void quantize_segment_sum(global const float* values, global const int* o
     }
     if (lid == 0) out[s] = part[0];
 }
+
+/* Nearest centroid of each value, for quantization-aware retraining: out[i] = the number of
+ * midpoints mids[j] (ascending, between consecutive centroids) below values[i], found by
+ * binary search; equals numpy.searchsorted(mids, values) (side 'left'). */
+kernel void quantize_nearest(global const float* values, const int n, global const float* mids,
+                             const int nmids, global int* out)
+{
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    const float v = values[i];
+    int lo = 0, hi = nmids;
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (mids[mid] < v) lo = mid + 1; else hi = mid;
+    }
+    out[i] = lo;
+}

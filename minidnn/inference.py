@@ -21,6 +21,14 @@ An ``InferencePlan`` is built in two stages:
 
 A plan copies what it folds (BN into the conv values) and keeps the device buffers of the
 weights it reads: build a new plan after changing the weights.
+
+**Quantized weights** (a model loaded from a quantized file carries its records as
+``model.quantized``): a conv/linear weight whose record still matches it bit for bit runs
+through its codebook, ``QuantizedCSR`` (uint8/uint16 codes + float32 codebook) with the
+``qcsr_conv2d`` / ``qcsr_matmul_t`` products, so the plan's weights take 1-2 bytes per value on
+the device instead of 4 (``InferencePlan(..., quantized=False)`` uses the float weights). A
+quantized conv followed by a BatchNorm keeps the float path (folding the BN scales each row,
+which a shared codebook cannot hold).
 """
 from __future__ import annotations
 
@@ -34,7 +42,7 @@ from .backend.base import Array, Backend
 from .errors import ConfigError, ShapeError, StateError
 from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,
                      MaxPool2d, Module, ReLU, Residual)
-from .sparse import CSRMatrix, fits_conv_taps
+from .sparse import CSRMatrix, QuantizedCSR, fits_conv_taps
 
 Step = Callable[[Array], Array]
 
@@ -68,40 +76,108 @@ def _leaves(m: Module) -> list[Module]:
             for leaf in _leaves(child)]
 
 
-def _direct_conv(m: Module) -> bool:
-    """A Conv2d the plan runs as a direct sparse convolution: CSR weights, or dense ones with
-    few taps per output channel (C/G*k*k <= DENSE_DIRECT_MAX_TAPS, where skipping im2row, the
-    GEMM's packing and the transpose wins); the taps must fit ``csr_conv_taps``."""
+def _direct_conv(m: Module, records: dict) -> bool:
+    """A Conv2d the plan runs as a direct sparse convolution: CSR or quantized weights, or
+    dense ones with few taps per output channel (C/G*k*k <= DENSE_DIRECT_MAX_TAPS, where
+    skipping im2row, the GEMM's packing and the transpose wins); the taps must fit
+    ``csr_conv_taps``."""
     if not _own_forward(m, Conv2d):
         return False
     cg, k = m.in_channels // m.groups, m.kernel_size
     few = cg * k * k <= DENSE_DIRECT_MAX_TAPS
-    return (m.weight.is_sparse or few) and fits_conv_taps(cg, k, k)
+    return (m.weight.is_sparse or few or id(m.weight) in records) and fits_conv_taps(cg, k, k)
 
 
 class SparseConvStep:
     """conv (CSR) [+ BN folded] [+ ReLU] [+ 2x2 max pool] as one ``csr_conv2d``; ``residual``
     (set by the enclosing Residual step) adds a shortcut before the ReLU."""
 
-    def __init__(self, conv: Conv2d, bn: BatchNorm2d | None, relu: bool, pool: int) -> None:
+    def __init__(self, conv: Conv2d, bn: BatchNorm2d | None, relu: bool, pool: int,
+                 record=None) -> None:
         b, w = conv.backend, conv.weight
-        csr = w.csr if w.is_sparse else \
-            CSRMatrix.from_dense(b, w.data.reshape(w.matrix_shape), w.groups)
         self.backend, self.conv, self.relu, self.pool = b, conv, relu, pool
-        self.row_ptr, self.shape, self.groups = csr.row_ptr, csr.shape, csr.groups
-        k = conv.kernel_size
-        self.taps = b.csr_conv_taps(csr.col_idx, k, k)
-        self.values = csr.values
         self.bias = None if conv.bias is None else conv.bias.data
-        if bn is not None:
-            self.values, self.bias = _fold_batchnorm(conv, csr, bn)
+        self.codebook: Array | None = None      # set: ``values`` are a QuantizedCSR's codes
+        k = conv.kernel_size
+        if record is not None and bn is None:
+            q = _quantized_csr(b, record, w.groups)
+            self.row_ptr, self.shape, self.groups = q.row_ptr, q.shape, q.groups
+            self.taps = b.csr_conv_taps(q.col_idx, k, k)
+            self.values, self.codebook = q.codes, q.codebook
+        else:
+            csr = w.csr if w.is_sparse else \
+                CSRMatrix.from_dense(b, w.data.reshape(w.matrix_shape), w.groups)
+            self.row_ptr, self.shape, self.groups = csr.row_ptr, csr.shape, csr.groups
+            self.taps = b.csr_conv_taps(csr.col_idx, k, k)
+            self.values = csr.values
+            if bn is not None:
+                self.values, self.bias = _fold_batchnorm(conv, csr, bn)
         self.residual: Step | None = None
+
+    def nbytes(self) -> int:
+        """Device bytes of the weights this step reads (pattern, taps, values or codes and
+        codebook; the bias not counted)."""
+        arrays = (self.row_ptr, self.taps, self.values) + \
+            ((self.codebook,) if self.codebook is not None else ())
+        return sum(self.backend.nbytes(a) for a in arrays)
 
     def __call__(self, x: Array, residual: Array | None = None) -> Array:
         c, k = self.conv, self.conv.kernel_size
+        if self.codebook is not None:
+            return self.backend.qcsr_conv2d(x, self.row_ptr, self.taps, self.values,
+                                            self.codebook, self.shape, self.bias, k, k,
+                                            c.stride, c.padding, self.groups,
+                                            residual=residual, relu=self.relu, pool=self.pool)
         return self.backend.csr_conv2d(x, self.row_ptr, self.taps, self.values, self.shape,
                                        self.bias, k, k, c.stride, c.padding, self.groups,
                                        residual=residual, relu=self.relu, pool=self.pool)
+
+
+def _quantized_csr(backend: Backend, record, groups: int) -> QuantizedCSR:
+    """The device form of a ``QuantizedLayer`` record."""
+    row_ptr, col_idx = record.csr()
+    return QuantizedCSR.from_host(backend, row_ptr, col_idx, record.assignments,
+                                  record.codebook, record.matrix_shape, groups)
+
+
+class QuantizedLinearStep:
+    """A Linear whose weight runs through its codebook: ``qcsr_matmul_t`` + bias."""
+
+    def __init__(self, linear: Linear, record) -> None:
+        self.backend, self.linear = linear.backend, linear
+        self.q = _quantized_csr(linear.backend, record, 1)
+        self.bias = None if linear.bias is None else linear.bias.data
+
+    def nbytes(self) -> int:
+        return self.q.nbytes()
+
+    def __call__(self, x: Array) -> Array:
+        if len(x.shape) != 2 or int(x.shape[1]) != self.linear.in_features:
+            raise ShapeError(f"Linear({self.linear.in_features}, {self.linear.out_features}) "
+                             f"got input of shape {tuple(x.shape)}")
+        n = int(x.shape[0])
+        y = self.q.matmul_t(x.reshape((1,) + tuple(x.shape))).reshape(
+            (n, self.linear.out_features))
+        if self.bias is not None:
+            self.backend.add_channel_bias(y, self.bias)
+        return y
+
+
+def matching_records(model: Module) -> dict[int, object]:
+    """{id(weight): record} of the records in ``model.quantized`` that still match their weight
+    bit for bit (pattern and values); a weight changed since (training) keeps the float path."""
+    records = {r.name: r for r in (getattr(model, "quantized", None) or [])}
+    out = {}
+    for name, p in model.named_parameters():
+        r = records.get(name)
+        if r is None or tuple(r.shape) != tuple(p.shape):
+            continue
+        flat = np.asarray(p.host_dense(), np.float32).ravel()
+        positions = np.flatnonzero(flat)
+        if np.array_equal(positions, r.positions) and np.array_equal(flat[positions],
+                                                                     r.values()):
+            out[id(p)] = r
+    return out
 
 
 def _fold_batchnorm(conv: Conv2d, csr: CSRMatrix, bn: BatchNorm2d) -> tuple[Array, Array]:
@@ -127,23 +203,27 @@ def _pool2(m: MaxPool2d) -> bool:
     return m.kernel_size == 2 and m.stride == 2 and m.padding == 0
 
 
-def lower_sequence(layers: list[Module]) -> list[Step]:
-    """The steps of ``layers`` run in order, with the fusions of the module docstring."""
+def lower_sequence(layers: list[Module], records: dict | None = None) -> list[Step]:
+    """The steps of ``layers`` run in order, with the fusions of the module docstring;
+    ``records`` ({id(weight): QuantizedLayer}) run those weights through their codebooks."""
+    records = records or {}
     steps: list[Step] = []
     i = 0
     while i < len(layers):
         m = layers[i]
         i += 1
-        if _direct_conv(m):
+        if _direct_conv(m, records):
             bn = layers[i] if _take(layers, i, BatchNorm2d) else None
             i += bn is not None
             relu = _take(layers, i, ReLU)
             i += relu
             pool = 2 if _take(layers, i, MaxPool2d, _pool2) else 1
             i += pool == 2
-            steps.append(SparseConvStep(m, bn, relu, pool))
+            steps.append(SparseConvStep(m, bn, relu, pool, records.get(id(m.weight))))
+        elif _own_forward(m, Linear) and id(m.weight) in records:
+            steps.append(QuantizedLinearStep(m, records[id(m.weight)]))
         elif _own_forward(m, Residual):
-            steps.append(ResidualStep(m))
+            steps.append(ResidualStep(m, records))
         elif isinstance(m, Dropout) and _own_forward(m, Dropout):
             continue  # identity in eval mode
         elif any(_own_forward(m, cls) for cls in PLAIN_LAYERS):
@@ -164,11 +244,11 @@ class ResidualStep:
     """post(main(x) + shortcut(x)); when main ends in a fused sparse conv without pooling and
     post is a ReLU (or absent), the add and the ReLU happen inside that convolution."""
 
-    def __init__(self, block: Residual) -> None:
+    def __init__(self, block: Residual, records: dict | None = None) -> None:
         self.backend = block.backend
-        self.main = lower_sequence(_leaves(block.main))
+        self.main = lower_sequence(_leaves(block.main), records)
         self.shortcut = None if block.shortcut is None else \
-            lower_sequence(_leaves(block.shortcut))
+            lower_sequence(_leaves(block.shortcut), records)
         post = [] if block.post is None else _leaves(block.post)
         last = self.main[-1] if self.main else None
         self.fused = (isinstance(last, SparseConvStep) and not last.relu and last.pool == 1
@@ -177,7 +257,7 @@ class ResidualStep:
             last.relu = bool(post)
             self.post: list[Step] = []
         else:
-            self.post = lower_sequence(post)
+            self.post = lower_sequence(post, records)
 
     def __call__(self, x: Array) -> Array:
         s = x if self.shortcut is None else run_steps(self.shortcut, x)
@@ -194,10 +274,11 @@ class InferencePlan:
     """``model`` (on its backend, eval semantics) prepared for batches of ``batch_size`` images
     of ``input_shape`` (C, H, W; default: the model's). ``logits(images)`` and
     ``predict(images)`` take any number of images (the last batch is padded). ConfigError when
-    the model cannot be planned."""
+    the model cannot be planned. ``quantized``: run the weights of ``model.quantized`` through
+    their codebooks (see the module docstring)."""
 
     def __init__(self, model: Module, batch_size: int,
-                 input_shape: Sequence[int] | None = None) -> None:
+                 input_shape: Sequence[int] | None = None, quantized: bool = True) -> None:
         if model.backend is None:
             raise StateError("InferencePlan: the model is on no backend: call .to(backend)")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -208,8 +289,9 @@ class InferencePlan:
             raise ConfigError("InferencePlan: give input_shape (the model declares none)")
         self.model, self.backend = model, model.backend
         self.batch_size, self.input_shape = int(batch_size), tuple(int(s) for s in shape)
+        self.records = matching_records(model) if quantized else {}
         with _eval_mode(model):
-            self.steps = lower_sequence(_leaves(model))
+            self.steps = lower_sequence(_leaves(model), self.records)
             self.prepared = self.backend.prepare(lambda x: run_steps(self.steps, x),
                                                  (self.batch_size,) + self.input_shape)
 
@@ -217,6 +299,11 @@ class InferencePlan:
     def launches(self) -> int:
         """Kernel enqueues per batch (0 when the backend runs the steps eagerly)."""
         return self.prepared.launches
+
+    def weight_bytes(self) -> int:
+        """Device bytes of the conv/linear weights the plan reads (each once): the fused and
+        quantized steps' own arrays, else the layer's weight as it is (CSR or dense)."""
+        return sum(_step_bytes(step, self.backend) for step in self.steps)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Raw outputs (N, classes) for host images (N, C, H, W)."""
@@ -239,6 +326,19 @@ class InferencePlan:
         """Class predictions (argmax of the logits)."""
         logits = self.logits(images)
         return logits.argmax(axis=1) if logits.size else np.zeros(0, np.int64)
+
+
+def _step_bytes(step: Step, backend: Backend) -> int:
+    if isinstance(step, ResidualStep):
+        return sum(_step_bytes(s, backend) for part in (step.main, step.shortcut or [], step.post)
+                   for s in part)
+    if hasattr(step, "nbytes"):
+        return step.nbytes()
+    layer = getattr(step, "__self__", None)
+    if isinstance(layer, (Conv2d, Linear)):
+        w = layer.weight
+        return w.csr.nbytes() if w.is_sparse else backend.nbytes(w.data)
+    return 0
 
 
 class _eval_mode:

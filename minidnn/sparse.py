@@ -117,3 +117,48 @@ class CSRMatrix:
             self._taps = ((kh, kw), self.backend.csr_conv_taps(self.col_idx, kh, kw))
         return self.backend.csr_conv2d(x, self.row_ptr, self._taps[1], self.values, self.shape,
                                        bias, kh, kw, stride, pad, self.groups)
+
+
+class QuantizedCSR:
+    """A quantized weight on the device, for inference: CSR pattern (row_ptr, col_idx) and one
+    uint8 (k <= 256) or uint16 code per nonzero into a float32 codebook of k values. The
+    products read ``codebook[code]`` in the kernel (``qcsr_matmul_t``, ``qcsr_conv2d``), so the
+    values take one or two bytes on the device instead of four."""
+
+    def __init__(self, backend: Backend, row_ptr: Array, col_idx: Array, codes: Array,
+                 codebook: Array, shape: Sequence[int], groups: int = 1) -> None:
+        self.backend = backend
+        self.row_ptr, self.col_idx, self.codes, self.codebook = row_ptr, col_idx, codes, codebook
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.groups = int(groups)
+
+    @classmethod
+    def from_host(cls, backend: Backend, row_ptr: np.ndarray, col_idx: np.ndarray,
+                  codes: np.ndarray, codebook: np.ndarray, shape: Sequence[int],
+                  groups: int = 1) -> "QuantizedCSR":
+        """Upload host arrays; the codes are narrowed to uint8 or uint16 by the codebook size
+        (ShapeError past 65,536 entries or for a code past the codebook)."""
+        k = int(np.asarray(codebook).size)
+        codes = np.asarray(codes)
+        if k > 1 << 16 or (codes.size and (int(codes.min()) < 0 or int(codes.max()) >= k)):
+            raise ShapeError(f"quantized CSR: codes must index a codebook of at most 65,536 "
+                             f"values, got {k} values and codes up to "
+                             f"{int(codes.max()) if codes.size else 0}")
+        dtype = np.uint8 if k <= 1 << 8 else np.uint16
+        return cls(backend, backend.from_host(row_ptr, np.int32),
+                   backend.from_host(col_idx, np.int32), backend.from_host(codes, dtype),
+                   backend.from_host(np.asarray(codebook, np.float32)), shape, groups)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.codes.shape[0])
+
+    def nbytes(self) -> int:
+        """Device bytes held: row_ptr + col_idx + codes + codebook."""
+        b = self.backend
+        return sum(b.nbytes(a) for a in (self.row_ptr, self.col_idx, self.codes, self.codebook))
+
+    def matmul_t(self, x: Array) -> Array:
+        """x (G, M, C) @ W_g.T -> (G, M, R/G), values read through the codebook."""
+        return self.backend.qcsr_matmul_t(x, self.row_ptr, self.col_idx, self.codes,
+                                          self.codebook, self.shape)

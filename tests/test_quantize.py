@@ -1,6 +1,7 @@
 """Weight sharing (k-means, optimal DP), codebook fine-tuning and the quantized-layer codec."""
 from __future__ import annotations
 
+import functools
 import itertools
 import struct
 
@@ -388,13 +389,15 @@ def test_compact_positions_pay_off_when_rows_and_columns_are_dead():
     assert same_bits(decode_layer(enc.to_bytes()).dense(), r.dense())
 
 
-def _blob(enc: EncodedLayer, **changes) -> bytes:
+def _blob_of(enc: EncodedLayer, version: int = 2, **changes) -> bytes:
     fields = {f: getattr(enc, f) for f in enc.__dataclass_fields__}
     fields.update(changes)
-    return EncodedLayer(**fields).to_bytes()
+    return EncodedLayer(**fields).to_bytes(version)
 
 
-def test_bad_layers_raise_model_file_error():
+@pytest.mark.parametrize("version", [1, 2])
+def test_bad_layers_raise_model_file_error(version):
+    _blob = functools.partial(_blob_of, version=version)  # noqa: N806 - the layer format
     rng = np.random.default_rng(6)
     r = record(rng, (20, 30), 0.2, 3)
     huff = encode_layer(r, 4, HUFFMAN, HUFFMAN)
@@ -440,7 +443,7 @@ def test_bad_layers_raise_model_file_error():
         "deflate too long": _blob(deflated, values=deflate_encode(np.zeros(r.nnz + 9), 3)),
         "deflate too short": _blob(deflated, values=deflate_encode(np.zeros(r.nnz - 3), 3)),
         "deflate trailing": _blob(deflated, values=deflated.values + b"\0"),
-        "compact: flags": bytes(packed.to_bytes()[:6]) + b"\x02" + packed.to_bytes()[7:],
+        "compact: flags": _with_byte(packed.to_bytes(version), 6 if version == 1 else 5, 4),
         "compact: bitmap says too few live rows": _blob(compact, live=pack_bits(np.concatenate(
             [np.ones(19), np.ones(30)]), 1)),
         "compact: bitmap short": _blob(compact, live=compact.live[:-1]),
@@ -448,14 +451,44 @@ def test_bad_layers_raise_model_file_error():
     for what, blob in bad.items():
         with pytest.raises(ModelFileError):
             decode_layer(blob, what)
-    good = huff.to_bytes()
+    good = huff.to_bytes(version)
     for cut in range(len(good)):                      # every truncation
         with pytest.raises(ModelFileError):
             decode_layer(good[:cut])
     with pytest.raises(ModelFileError):
         decode_layer(good + b"\0")
     with pytest.raises(ModelFileError):
-        decode_layer(bytes([2]) + good[1:])            # unknown layer format version
+        decode_layer(bytes([3]) + good[1:])            # unknown layer format version
+
+
+def _with_byte(blob: bytes, at: int, value: int) -> bytes:
+    return blob[:at] + bytes([value]) + blob[at + 1:]
+
+
+def test_layer_format_2_is_smaller_and_reads_both_versions():
+    rng = np.random.default_rng(9)
+    r = record(rng, (50, 20, 5, 5), 0.05, 5)
+    half = QuantizedLayer("w", r.shape, r.bits, r.codebook.astype(np.float16).astype(np.float32),
+                          r.assignments, r.positions)
+    for rec in (r, half):
+        enc = encode_layer(rec)
+        v1, v2 = enc.to_bytes(1), enc.to_bytes()
+        assert v2[0] == 2 and len(v2) == enc.nbytes
+        for blob in (v1, v2):
+            assert same_bits(decode_layer(blob).dense(), rec.dense())
+        saved = 16 + 2 * rec.k if rec is half else 16     # header fields, float16 codebook
+        assert len(v2) <= len(v1) - saved
+    assert encode_layer(half).flags & 2 and not encode_layer(r).flags & 2
+    enc = encode_layer(half)
+    blob = enc.to_bytes()
+    at = blob.index(enc.codebook.astype("<f2").tobytes())
+    bad = {"varint runs off": bytes(blob[:6]) + b"\xff" * 7,
+           "huge codebook": _blob_of(enc, codebook=np.ones(70000, np.float32)),
+           "float16 NaN in the codebook": blob[:at] + b"\x00\x7e" + blob[at + 2:],
+           "unknown flag": _with_byte(blob, 5, 8)}
+    for what, blob in bad.items():
+        with pytest.raises(ModelFileError):
+            decode_layer(blob, what)
 
 
 def test_nonzero_padding_and_trailing_filler_are_rejected():
@@ -478,6 +511,7 @@ def test_corrupted_layers_never_decode_to_garbage(compact):
     rng = np.random.default_rng(7)
     r = record(rng, (30, 40), 0.1, 4)
     good = encode_layer(r, compact=compact).to_bytes()
+    assert good[0] == 2
     for trial in range(300):
         blob = bytearray(good)
         for i in rng.integers(0, len(blob), 1 + trial % 3):
@@ -503,3 +537,66 @@ def test_segment_sum_default_from_the_core_matches_numpy(np32):
         want = np32.segment_sum(v, order, offsets)
         np.testing.assert_allclose(core.segment_sum(v, order, offsets), want, rtol=1e-5,
                                    atol=1e-5)
+
+
+def test_round_codebook_to_float16_merges_and_keeps_zeros_out(np32):
+    from minidnn.compress.quantize import round_codebook
+    c = np.array([-1e-9, 1.0, 1.0 + 2 ** -14, 2.0, 3e-9], np.float32)   # two round alike
+    r = QuantizedLayer("w", (2, 4), 3, c, np.array([0, 1, 2, 3, 4], np.int32),
+                       np.array([0, 2, 3, 5, 7]))
+    q = round_codebook(r)
+    assert q.k == 4 and 0 not in q.codebook and np.all(np.diff(q.codebook) > 0)
+    assert np.array_equal(q.codebook.astype(np.float16).astype(np.float32), q.codebook)
+    assert q.values()[1] == q.values()[2] == 1.0 and q.values()[0] < 0 < q.values()[4]
+    np.testing.assert_allclose(q.values(), r.values(), rtol=2 ** -11, atol=1e-7)
+    big = QuantizedLayer("w", (1, 1), 1, np.array([1e6], np.float32), np.zeros(1, np.int32),
+                         np.array([0]))
+    assert round_codebook(big) is big                 # past float16: kept in float32
+
+
+# ---------------------------------------------------------------------- quantization-aware retraining
+def test_nearest_centroid_matches_searchsorted(np32, clb):
+    rng = np.random.default_rng(11)
+    for n, k in ((0, 3), (1, 1), (1000, 2), (20000, 300)):
+        mids = np.sort(rng.standard_normal(max(k - 1, 0))).astype(np.float32)
+        v = rng.standard_normal(n).astype(np.float32)
+        if n > 10 and mids.size:
+            v[:mids.size] = mids[:n]                       # ties go left, as searchsorted
+        want = np.searchsorted(mids, v)
+        for b in (np32, clb):
+            out = b.zeros((n,), np.int32)
+            got = b.nearest_centroid(b.from_host(v), b.from_host(mids), out=out)
+            assert got is out and np.array_equal(b.to_host(got), want)
+    from test_backend_core import CoreOnlyBackend
+    core = CoreOnlyBackend()
+    out = np.zeros(5, np.int32)
+    core.nearest_centroid(np.arange(5, dtype=np.float32), np.array([0.5, 2.5], np.float32), out)
+    assert out.tolist() == [0, 1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("where", ["numpy", "opencl"])
+def test_retraining_moves_assignments_and_keeps_the_quantization(where, np32):
+    from minidnn.compress.quantize import nonzero_values, retrain_assignments
+    if where == "opencl":
+        from conftest import OPENCL_DEVICES, opencl_backend_for
+        if not OPENCL_DEVICES:
+            pytest.skip("no usable OpenCL device")
+        b = opencl_backend_for(OPENCL_DEVICES[0])
+    else:
+        b = np32
+    data = synthetic(256)
+    model = sparse_tiny(b, form="mask", density=0.6)
+    floats = nonzero_values(model)
+    records = quantize_model(model, bits=2, method="kmeans")
+    before = _loss_and_grads(model, data.images, data.labels)
+    out = retrain_assignments(model, records, floats, data, steps=60, lr=1e-2, batch_size=32,
+                              log=lambda s: None)
+    after = _loss_and_grads(model, data.images, data.labels)
+    assert after < before
+    moved = sum(int(np.count_nonzero(r.assignments != t.assignments))
+                for r, t in zip(records, out))
+    assert moved > 0
+    for r, t, (_, p) in zip(records, out, model.prox_parameters()):
+        assert same_bits(r.codebook, t.codebook) and np.array_equal(r.positions, t.positions)
+        assert same_bits(p.host_dense(), t.dense()) and p.mask is not None   # form restored
+        assert t.assignments.max() < t.k

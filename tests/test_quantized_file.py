@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from pathlib import Path
 
 import h5py
@@ -18,6 +19,8 @@ from minidnn.compress.quantize import QuantizedLayer, quantize_model
 from minidnn.errors import ConfigError, ModelFileError
 from minidnn.io import describe, file_report, load, save
 from minidnn.io.h5 import seal, set_attrs
+from minidnn.layers import BatchNorm2d, Conv2d, Flatten, Linear, ReLU
+from minidnn.layers.model import Model
 
 FC2 = "classifier.fc2.weight"
 
@@ -43,6 +46,16 @@ def quantized(tmp_path):
     model = _model()
     records = quantize_model(model, 5, "conv1=8")
     path = tmp_path / "q.h5"
+    save(model, path, quantized=records, bias_dtype="float16", format_version=3)
+    return model, records, path
+
+
+@pytest.fixture
+def packed(tmp_path):
+    """(model, records, path of its quantized file in format version 4)."""
+    model = _model()
+    records = quantize_model(model, 5, "conv1=8")
+    path = tmp_path / "q4.h5"
     save(model, path, quantized=records, bias_dtype="float16")
     return model, records, path
 
@@ -62,7 +75,8 @@ def test_round_trip_is_bit_identical_and_keeps_the_form(quantized):
         assert np.array_equal(r.codebook, s.codebook) and np.array_equal(r.positions,
                                                                          s.positions)
     # saving the reloaded model again gives the same weights
-    save(back, path.with_name("again.h5"), quantized=back.quantized, bias_dtype="float16")
+    save(back, path.with_name("again.h5"), quantized=back.quantized, bias_dtype="float16",
+         format_version=3)
     again = load(path.with_name("again.h5"))
     assert np.array_equal(again.classifier.fc1.weight.host_dense(),
                           back.classifier.fc1.weight.host_dense())
@@ -124,7 +138,8 @@ def _put_blob(path: Path, name: str, blob: bytes, size: int | None = None) -> No
 
 
 def _record_blob(record: QuantizedLayer, **kw) -> bytearray:
-    return bytearray(encode_layer(record, **kw).to_bytes())
+    """A layer format version 1 blob (fixed-width fields: the offsets below)."""
+    return bytearray(encode_layer(record, **kw).to_bytes(version=1))
 
 
 def _fc2(records) -> QuantizedLayer:
@@ -278,15 +293,21 @@ def test_quantize_command_and_options(tmp_path, quantized):
                      "--method", "dp", "--backend", "numpy", "--out", str(out)]) == 0
     back = load(out)
     assert back.metadata["quantize_bits"] == 4 and back.metadata["quantize_method"] == "dp"
+    for r in back.quantized:       # codebooks rounded to float16 by default
+        assert np.array_equal(r.codebook.astype(np.float16).astype(np.float32), r.codebook)
     assert max(r.k for r in back.quantized if r.name != "features.conv1.weight") <= 16
     for argv in (["--bits", "0"], ["--bits", "17"], ["--method", "median"],
-                 ["--finetune-steps", "-1"], ["--finetune-lr", "nan"]):
+                 ["--finetune-steps", "-1"], ["--finetune-lr", "nan"],
+                 ["--retrain-steps", "-2"], ["--retrain-lr", "0"],
+                 ["--codebook-dtype", "float8"]):
         assert cli_main(["quantize", str(src), "--out", str(tmp_path / "y.h5"), *argv]) == 2
     assert cli_main(["quantize", str(src), "--out", str(tmp_path), "--bits", "4"]) == 2
     assert cli_main(["quantize", str(src), "--out", str(tmp_path / "z.h5"),
                      "--per-layer", "conv7=3"]) == 2
     assert cli_main(["quantize", str(src), "--out", str(tmp_path / "z.h5"),
                      "--finetune-steps", "5"]) == 2  # fine-tuning needs --data
+    assert cli_main(["quantize", str(src), "--out", str(tmp_path / "z.h5"),
+                     "--retrain-steps", "5"]) == 2   # so does retraining
     assert not (tmp_path / "y.h5").exists() and not (tmp_path / "z.h5").exists()
 
 
@@ -303,3 +324,172 @@ def test_unused_biases_are_zeroed_without_changing_outputs():
     after = model.backend.to_host(model.forward(model.backend.from_host(x)))
     assert np.array_equal(before, after)
     assert not model.classifier.fc1.bias.host_dense()[:400].any()
+
+
+# ---------------------------------------------------------------------- format version 4
+def _record_parts(path: Path) -> tuple[dict, bytes, bytes]:
+    """(header, codes pool, the rest) of a version 4 file's /model record."""
+    with h5py.File(path, "r") as f:
+        data = f["model"][()].tobytes()
+    (n,) = struct.unpack_from("<I", data)
+    header = json.loads(zlib.decompress(data[4:4 + n], -15))
+    start = 4 + n
+    return header, data[start:start + header["codes"]], data[start + header["codes"]:]
+
+
+def _put_record(path: Path, record: bytes, dtype=np.uint8) -> None:
+    """Replace /model with ``record`` (resealed)."""
+    with h5py.File(path, "r+") as f:
+        del f["model"]
+        f.create_dataset("model", data=np.frombuffer(record, np.uint8).astype(dtype))
+        seal(f)
+
+
+def _assemble(header: dict, codes: bytes, rest: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    text = c.compress(json.dumps(header).encode()) + c.flush()
+    return struct.pack("<I", len(text)) + text + codes + rest
+
+
+def _put_blob_v4(path: Path, name: str, blob: bytes) -> None:
+    """Replace one layer's blob in a version 4 file (table and pool size updated)."""
+    header, codes, rest = _record_parts(path)
+    parts, at = [], 0
+    for row in header["params"]:
+        if row[5] == "quantized":
+            parts.append(blob if row[0] == name else codes[at:at + row[7]])
+            at += row[7]
+            row[7] = len(parts[-1])
+    header["codes"] = sum(map(len, parts))
+    _put_record(path, _assemble(header, b"".join(parts), rest))
+
+
+def test_version_4_round_trip_and_container(packed, tmp_path):
+    model, records, path = packed
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format_version"] == 4 and set(f) == {"model"}
+        assert set(f.attrs) == {"format", "format_version", "checksum"}
+        assert f["model"].id.get_create_plist().get_layout() == h5py.h5d.COMPACT
+    back = load(path)
+    for (name, p), (_, q) in zip(model.named_parameters(), back.named_parameters()):
+        if p.prox:
+            assert np.array_equal(p.host_dense().view(np.uint32), q.host_dense().view(np.uint32))
+            assert p.is_sparse == q.is_sparse, name
+    assert back.metadata == {} and [r.name for r in back.quantized] == [r.name for r in records]
+    v3 = tmp_path / "v3.h5"
+    save(model, v3, quantized=records, bias_dtype="float16", format_version=3)
+    assert path.stat().st_size < v3.stat().st_size - 1200   # the container is what shrank
+    a, b = file_report(path), file_report(v3)
+    assert [r["quantized"] for r in a["layers"]] == [r["quantized"] for r in b["layers"]]
+    assert cli_main(["info", str(path)]) == 0
+    with pytest.raises(ConfigError, match="format_version"):
+        save(model, tmp_path / "x.h5", format_version=4)      # only a quantized model
+
+
+class _BNNet(Model):
+    input_shape = (1, 8, 8)
+
+    def __init__(self):
+        super().__init__()
+        self.conv = Conv2d(1, 4, 3)
+        self.bn = BatchNorm2d(4)
+        self.relu = ReLU()
+        self.flat = Flatten()
+        self.fc = Linear(4 * 6 * 6, 3)
+
+
+def test_version_4_keeps_buffers_and_metadata(tmp_path):
+    model = _BNNet().to(NumpyBackend())
+    model.train()
+    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    model.forward(model.backend.from_host(x))       # running statistics become nonzero
+    records = quantize_model(model, 3)
+    save(model, tmp_path / "bn.h5", quantized=records, metadata={"note": "\u00e9"})
+    back = load(tmp_path / "bn.h5")
+    assert back.metadata == {"note": "\u00e9"} and type(back).__name__ != "_BNNet"
+    buffers = dict(model.named_buffers())
+    assert buffers
+    for name, b in back.named_buffers():
+        assert np.array_equal(model.backend.to_host(buffers[name]), back.backend.to_host(b))
+    assert np.array_equal(model.predict(x), back.predict(x))
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BLOBS))
+def test_bad_quantized_layer_in_version_4(packed, case):
+    _, records, path = packed
+    make, message = BAD_BLOBS[case]
+    _put_blob_v4(path, FC2, bytes(make(records)))
+    with pytest.raises(ModelFileError, match=message) as info:
+        load(path)
+    assert FC2 in str(info.value)
+
+
+def _edit_header(edit):
+    def apply(path):
+        header, codes, rest = _record_parts(path)
+        edit(header)
+        _put_record(path, _assemble(header, codes, rest))
+    return apply
+
+
+def _edit_bytes(edit):
+    def apply(path):
+        with h5py.File(path, "r") as f:
+            data = f["model"][()].tobytes()
+        _put_record(path, edit(data))
+    return apply
+
+
+BAD_RECORDS = {
+    "truncated record": (_edit_bytes(lambda d: d[:-1]), "truncated"),
+    "trailing bytes": (_edit_bytes(lambda d: d + b"\0"), "trailing"),
+    "header does not inflate": (_edit_bytes(lambda d: d[:4] + b"\xff" * 8 + d[12:]),
+                                "inflate|DEFLATE"),
+    "header length past the end": (_edit_bytes(lambda d: struct.pack("<I", 1 << 30) + d[4:]),
+                                   "truncated"),
+    "unknown header key": (_edit_header(lambda h: h.__setitem__("extra", 1)), "exactly the keys"),
+    "missing header key": (_edit_header(lambda h: h.pop("metadata")), "exactly the keys"),
+    "checkpoint kind": (_edit_header(lambda h: h.__setitem__("kind", "checkpoint")),
+                        "holds a model"),
+    "metadata not an object": (_edit_header(lambda h: h.__setitem__("metadata", [1])),
+                               "'metadata' must be"),
+    "unknown values codec": (_edit_header(lambda h: h["values"].__setitem__(1, "lz4")),
+                             "'values' must be"),
+    "codes pool one byte short": (_edit_header(lambda h: h.__setitem__("codes", h["codes"] - 1)),
+                                  "the table gives|values pool|truncated|trailing"),
+    "bad table entry": (_edit_header(lambda h: h["params"][0].pop()), "must be a list"),
+    "bad buffer entry": (_edit_header(lambda h: h.__setitem__("buffers", [["b", [2], "u8"]])),
+                         "bad buffer entry"),
+    "bad architecture": (_edit_header(lambda h: h["architecture"].__setitem__("zoo", 3)),
+                         "architecture"),
+    "record not uint8": (lambda p: _put_record(p, b"\0" * 8, np.float32), "dtype"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+def test_bad_version_4_record(packed, case):
+    _, _, path = packed
+    edit, message = BAD_RECORDS[case]
+    edit(path)
+    with pytest.raises(ModelFileError, match=message):
+        load(path)
+    assert cli_main(["info", str(path)]) == 2
+
+
+def test_version_4_values_pool_is_checked(packed):
+    from minidnn.io.packed import _deflate, _shuffled
+    model, _, path = packed
+    header, codes, rest = _record_parts(path)
+    dtype, codec, size = header["values"]
+    count = sum(r[7] for r in header["params"] if r[5] == "dense")
+    vals = np.full(count, np.nan, np.float16)
+    pool = _deflate(_shuffled(vals))
+    header["values"] = [dtype, "deflate", len(pool)]
+    _put_record(path, _assemble(header, codes, pool + rest[size:]))
+    with pytest.raises(ModelFileError, match="NaN"):
+        load(path)
+    pool = _deflate(_shuffled(np.zeros(count + 1, np.float16)))   # inflates one value too many
+    header["values"] = [dtype, "deflate", len(pool)]
+    _put_record(path, _assemble(header, codes, pool + rest[size:]))
+    with pytest.raises(ModelFileError, match="longer than|values pool"):
+        load(path)

@@ -110,6 +110,7 @@ OPTIONAL_PRIMITIVES = (
     "apply_mask", "l1_reweight", "soft_threshold_scaled", "hard_threshold", "mask_zeros",
     "group_soft_threshold",
     "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum", "prepare",
+    "qcsr_matmul_t", "qcsr_conv2d", "nearest_centroid",
 )
 
 
@@ -491,6 +492,29 @@ class Backend(ABC):
         # the transposed CSR is the (G*K, O/G) matrix whose group blocks are the W_g^T
         return self.csr_matmul_t(dy, t_row_ptr, t_col_idx, t_values, (g * k, o // g))
 
+    # ------------------------------------------------------------ quantized CSR (inference)
+    def _codebook_values(self, codes: Array, codebook: Array) -> Array:
+        """float32 ``codebook[codes]`` of uint8/uint16 codes (the defaults of the ``qcsr_*``
+        products decode with it; the codes go through the host once)."""
+        index = self.from_host(np.asarray(self.to_host(codes)).astype(np.int32), np.int32)
+        return self.gather(codebook, index)
+
+    def qcsr_matmul_t(self, x: Array, row_ptr: Array, col_idx: Array, codes: Array,
+                      codebook: Array, shape: Sequence[int]) -> Array:
+        """``csr_matmul_t`` of a quantized CSR weight: the value of nonzero e is
+        ``codebook[codes[e]]`` (uint8 or uint16 codes, float32 codebook), so the device holds
+        one or two bytes per value instead of four."""
+        return self.csr_matmul_t(x, row_ptr, col_idx, self._codebook_values(codes, codebook),
+                                 shape)
+
+    def qcsr_conv2d(self, x: Array, row_ptr: Array, taps: Array, codes: Array, codebook: Array,
+                    shape: Sequence[int], bias: Array | None, kh: int, kw: int, stride: int,
+                    pad: int, groups: int, residual: Array | None = None, relu: bool = False,
+                    pool: int = 1) -> Array:
+        """``csr_conv2d`` of a quantized filter bank (values ``codebook[codes]``)."""
+        return self.csr_conv2d(x, row_ptr, taps, self._codebook_values(codes, codebook), shape,
+                               bias, kh, kw, stride, pad, groups, residual, relu, pool)
+
     def csr_conv_taps(self, col_idx: Array, kh: int, kw: int) -> Array:
         """Decode the columns (cl*kh + ky)*kw + kx of a CSR filter bank into int32 taps
         ``cl << 16 | ky << 8 | kx`` (cl < 32768, kh, kw < 256), the form csr_conv2d reads."""
@@ -614,6 +638,17 @@ class Backend(ABC):
         return out
 
     # ------------------------------------------------------------ shared (quantized) weights
+    def nearest_centroid(self, values: Array, mids: Array, out: Array) -> Array:
+        """``out[i]`` (int32) = how many of the ascending float32 ``mids`` (midpoints between
+        consecutive centroids) lie below ``values[i]``: the index of its nearest centroid, as
+        ``numpy.searchsorted(mids, values)``. Quantization-aware retraining re-assigns every
+        weight with it each step.
+
+        Default: on the host (``to_host``, ``searchsorted``, ``copy_into``)."""
+        idx = np.searchsorted(np.asarray(self.to_host(mids)), np.asarray(self.to_host(values)))
+        self.copy_into(out, self.from_host(idx.astype(np.int32), np.int32))
+        return out
+
     def segment_sum(self, values: Array, order: Array, offsets: Array,
                     out: Array | None = None) -> Array:
         """``out[s] = sum_{offsets[s] <= j < offsets[s+1]} values[order[j]]`` for s < k, with

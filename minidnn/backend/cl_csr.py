@@ -35,6 +35,18 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _value_args(values: Array, codebook: Array | None) -> tuple[tuple, str]:
+    """(the value arguments of a product kernel, its program): float values from ``csr.cl``,
+    or uint8/uint16 codes + float32 codebook from the ``csr@q8`` / ``csr@q16`` variant."""
+    if codebook is None:
+        return (values,), STEM
+    dt = np.dtype(values.dtype)
+    if dt not in (np.dtype(np.uint8), np.dtype(np.uint16)) or codebook.dtype != np.float32:
+        raise DTypeError(f"quantized CSR needs uint8/uint16 codes and a float32 codebook, got "
+                         f"{dt} and {codebook.dtype}")
+    return (values, codebook), f"{STEM}@q{8 * dt.itemsize}"
+
+
 def _as3d_shape(a: Array) -> tuple[int, int, int]:
     """(G, M, K) of a 3-D operand, (1, M, K) of a 2-D one."""
     if len(a.shape) == 2:
@@ -49,7 +61,8 @@ class CSROps:
     the direct sparse convolution) on a ``CLRuntime``."""
 
     provides = ("csr_from_dense", "csr_to_dense", "csr_transpose", "gather", "csr_matmul_t",
-                "csr_matmul", "csr_sddmm", "csr_conv_taps", "csr_conv2d")
+                "csr_matmul", "csr_sddmm", "csr_conv_taps", "csr_conv2d", "qcsr_matmul_t",
+                "qcsr_conv2d")
 
     def __init__(self, runtime: CLRuntime) -> None:
         self.rt = runtime
@@ -65,15 +78,16 @@ class CSROps:
         return per_unit * int(self.rt.device.max_compute_units)
 
     def _csr_launch(self, name: str, global_size: Sequence[int], local_size: Sequence[int],
-                    *args) -> None:
-        self.rt.launch(STEM, name, global_size, local_size, *args)
+                    *args, stem: str = STEM) -> None:
+        self.rt.launch(stem, name, global_size, local_size, *args)
 
-    def _csr_launch1d(self, name: str, n: int, *args) -> None:
-        self._csr_launch(name, (max(1, n),), (self._csr_group_size(name, self._csr_wg()),), *args)
+    def _csr_launch1d(self, name: str, n: int, *args, stem: str = STEM) -> None:
+        self._csr_launch(name, (max(1, n),), (self._csr_group_size(name, self._csr_wg(), stem),),
+                         *args, stem=stem)
 
-    def _csr_group_size(self, name: str, want: int) -> int:
+    def _csr_group_size(self, name: str, want: int, stem: str = STEM) -> int:
         """``want`` capped by what the device allows for this kernel (small GPUs)."""
-        return self.rt.group_size(STEM, name, want)
+        return self.rt.group_size(stem, name, want)
 
     # ------------------------------------------------------------------ helpers
     def _csr_scratch(self, role: str, n: int) -> Array:
@@ -102,9 +116,11 @@ class CSROps:
         return p, nblk
 
     def _csr_spmm(self, x: Array, row_ptr: Array, col_idx: Array, values: Array,
-                  n_out: int) -> Array:
+                  n_out: int, codebook: Array | None = None) -> Array:
         """y[g] = x[g] @ S_g^T for a CSR S of G*n_out rows over x's K columns: (G, M, n_out),
-        2-D (M, n_out) for a 2-D x."""
+        2-D (M, n_out) for a 2-D x. With ``codebook``, ``values`` are uint8/uint16 codes and
+        each value is ``codebook[code]`` (the q8/q16 kernel variants)."""
+        vargs, stem = _value_args(values, codebook)
         g, m, k = _as3d_shape(x)
         y = self.rt.empty((g, m, n_out) if len(x.shape) == 3 else (m, n_out))
         nnz = int(col_idx.size)
@@ -114,9 +130,10 @@ class CSROps:
             self.rt.fill(y, 0.0)
             return y
         if m <= SPMM_SCALAR_MAX_M:
-            wg = self._csr_group_size("csr_spmm_scalar", self._csr_wg())
+            wg = self._csr_group_size("csr_spmm_scalar", self._csr_wg(), stem)
             self._csr_launch("csr_spmm_scalar", (n_out, m, g), (wg, 1, 1), x,
-                             row_ptr, col_idx, values, i32(g), i32(m), i32(k), i32(n_out), y)
+                             row_ptr, col_idx, *vargs, i32(g), i32(m), i32(k), i32(n_out), y,
+                             stem=stem)
             return y
         panel = m >= MBLK and nnz >= SPMM_PANEL_NNZ_PER_K * g * k
         rows = MBLK if panel else 8
@@ -130,8 +147,8 @@ class CSROps:
             name = "csr_spmm_panel"
         else:
             src, name = x, "csr_spmm_gather"
-        self._csr_launch1d(name, n, src, row_ptr, col_idx, values, i32(m), i32(k), i32(n_out),
-                           i32(ochunk), i32(noc), i32(nmb), i32(n), y)
+        self._csr_launch1d(name, n, src, row_ptr, col_idx, *vargs, i32(m), i32(k), i32(n_out),
+                           i32(ochunk), i32(noc), i32(nmb), i32(n), y, stem=stem)
         return y
 
     # ------------------------------------------------------------------ dense <-> CSR
@@ -268,7 +285,18 @@ class CSROps:
                    pool: int = 1) -> Array:
         """Direct sparse convolution into NCHW (see csr_conv.cl): no im2row, no transpose; the
         epilogue (+ residual, ReLU, 2x2 max pooling) in the same kernel."""
+        return self._conv2d(x, row_ptr, taps, values, None, shape, bias, kh, kw, stride, pad,
+                            groups, residual, relu, pool)
+
+    def _conv2d(self, x: Array, row_ptr: Array, taps: Array, values: Array,
+                codebook: Array | None, shape: Sequence[int], bias: Array | None, kh: int,
+                kw: int, stride: int, pad: int, groups: int, residual: Array | None,
+                relu: bool, pool: int) -> Array:
+        """``csr_conv2d``; with ``codebook``, ``values`` are the codes of a quantized filter
+        bank, read by the q8/q16 variant of csr_conv.cl."""
         check_conv_epilogue(pool)
+        vargs, stem = _value_args(values, codebook)
+        stem = stem.replace(STEM, "csr_conv", 1)
         n, c, h, w = (int(d) for d in x.shape)
         o = int(shape[0])
         oh, ow = conv_output_size(h, kh, stride, pad), conv_output_size(w, kw, stride, pad)
@@ -284,9 +312,27 @@ class CSROps:
         want = 16 if self.rt.is_cpu else 64
         l0 = min(blocks, want)
         local = (l0, 1, min(n, max(1, want // l0)))
-        self.rt.launch("csr_conv", "csr_conv2d", (blocks, o, n), local, x, row_ptr, taps, values,
-                       bias if bias is not None else values, i32(bias is not None), y, i32(c),
+        self.rt.launch(stem, "csr_conv2d", (blocks, o, n), local, x, row_ptr, taps, *vargs,
+                       bias if bias is not None else vargs[-1], i32(bias is not None), y, i32(c),
                        i32(h), i32(w), i32(o), i32(oh), i32(ow), i32(kh), i32(kw), i32(stride),
                        i32(pad), i32(groups), i32(n), residual if residual is not None else x,
                        i32(residual is not None), i32(bool(relu)), i32(pool))
         return y
+
+    # ------------------------------------------------------------------ quantized weights
+    def qcsr_matmul_t(self, x: Array, row_ptr: Array, col_idx: Array, codes: Array,
+                      codebook: Array, shape: Sequence[int]) -> Array:
+        """``csr_matmul_t`` with values ``codebook[codes]`` read in the kernel (q8/q16)."""
+        g, _, k = _as3d_shape(x)
+        o = int(shape[0])
+        if int(shape[1]) != k or o % g:
+            raise ShapeError(f"qcsr_matmul_t: x {tuple(x.shape)} does not fit W {tuple(shape)}")
+        return self._csr_spmm(x, row_ptr, col_idx, codes, o // g, codebook)
+
+    def qcsr_conv2d(self, x: Array, row_ptr: Array, taps: Array, codes: Array, codebook: Array,
+                    shape: Sequence[int], bias: Array | None, kh: int, kw: int, stride: int,
+                    pad: int, groups: int, residual: Array | None = None, relu: bool = False,
+                    pool: int = 1) -> Array:
+        """``csr_conv2d`` with values ``codebook[codes]`` read in the kernel (q8/q16)."""
+        return self._conv2d(x, row_ptr, taps, codes, codebook, shape, bias, kh, kw, stride, pad,
+                            groups, residual, relu, pool)

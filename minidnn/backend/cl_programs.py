@@ -24,6 +24,12 @@ def kernel_dir() -> Path:
     return Path(str(resources.files("minidnn.cl_kernels")))
 
 
+# Variants of a source file, built as ``stem@variant``: the source with these lines in front.
+# q8 / q16: the products read each weight through a per-layer codebook, ``codebook[codes[e]]``,
+# with uchar / ushort codes (quantized weights on the device; see VALUE_ARGS in common.h).
+VARIANTS = {"q8": "#define QCODES uchar\n", "q16": "#define QCODES ushort\n"}
+
+
 class ProgramCache:
     """Per-context cache: source file stem -> built Program, (stem, kernel name) -> Kernel."""
 
@@ -35,12 +41,16 @@ class ProgramCache:
         self.build_logs: dict[str, str] = {}
 
     def program(self, stem: str) -> cl.Program:
+        """The built program of ``cl_kernels/<stem>.cl``; ``base@variant`` builds ``base.cl``
+        with the lines of ``VARIANTS[variant]`` in front."""
         prog = self._programs.get(stem)
         if prog is None:
-            path = kernel_dir() / f"{stem}.cl"
-            if not path.is_file():
-                raise KernelError(f"OpenCL source {path} is missing from the installation")
-            source = path.read_text()
+            base, _, variant = stem.partition("@")
+            path = kernel_dir() / f"{base}.cl"
+            if not path.is_file() or (variant and variant not in VARIANTS):
+                raise KernelError(f"OpenCL source {path} (variant {variant!r}) is missing from "
+                                  f"the installation")
+            source = VARIANTS.get(variant, "") + path.read_text()
             # Headers are inlined by the compiler via -I, so PyOpenCL's cache key (the source)
             # would not see them change: put a checksum of their text into the source.
             headers = "".join(h.read_text() for h in sorted(kernel_dir().glob("*.h")))

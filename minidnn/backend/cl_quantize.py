@@ -16,9 +16,9 @@ STEM = "quantize"
 
 
 class QuantizeOps:
-    """``segment_sum`` on the device (contract in ``Backend.segment_sum``)."""
+    """``segment_sum`` and ``nearest_centroid`` on the device (contracts in ``Backend``)."""
 
-    provides = ("segment_sum",)
+    provides = ("segment_sum", "nearest_centroid")
 
     def __init__(self, runtime: CLRuntime) -> None:
         self.rt = runtime
@@ -38,4 +38,14 @@ class QuantizeOps:
             ls = 1 << (ls.bit_length() - 1)  # the kernel's tree sum needs a power of two
             self.rt.launch(STEM, "quantize_segment_sum", (k * ls,), (ls,), values, order,
                            offsets, out, cl.LocalMemory(4 * ls))
+        return out
+
+    def nearest_centroid(self, values: Array, mids: Array, out: Array) -> Array:
+        n, m = int(values.size), int(mids.size)
+        if np.dtype(out.dtype) != np.int32 or int(out.size) != n:
+            raise DTypeError(f"nearest_centroid needs an int32 output of {n} entries, got "
+                             f"{out.dtype} {tuple(out.shape)}")
+        if n:
+            self.rt.launch(STEM, "quantize_nearest", (n,), None, values, np.int32(n), mids,
+                           np.int32(m), out)
         return out

@@ -404,6 +404,15 @@ class NumpyBackend(Backend):
             np.add.at(dx[gi].T, t_rows[sel] - gi * k, (dy3[gi][:, t_col_idx[sel]] * t_values[sel]).T)
         return dx if dy.ndim == 3 else dx[0]
 
+    def qcsr_matmul_t(self, x, row_ptr, col_idx, codes, codebook, shape):
+        # Reference: the values are the codebook entries the codes name.
+        return self.csr_matmul_t(x, row_ptr, col_idx, codebook[codes], shape)
+
+    def qcsr_conv2d(self, x, row_ptr, taps, codes, codebook, shape, bias, kh, kw, stride, pad,
+                    groups, residual=None, relu=False, pool=1):
+        return self.csr_conv2d(x, row_ptr, taps, codebook[codes], shape, bias, kh, kw, stride,
+                               pad, groups, residual, relu, pool)
+
     def csr_conv_taps(self, col_idx, kh, kw):
         col = np.asarray(col_idx, dtype=np.int64)
         cl, r = np.divmod(col, kh * kw)
@@ -447,6 +456,10 @@ class NumpyBackend(Backend):
             out[...] = vals
 
     # ------------------------------------------------------------ shared (quantized) weights
+    def nearest_centroid(self, values, mids, out):
+        out[...] = np.searchsorted(mids, values.reshape(-1))
+        return out
+
     def segment_sum(self, values, order, offsets, out=None):
         k = int(offsets.size) - 1
         sums = np.zeros(k, dtype=values.dtype)

@@ -26,8 +26,18 @@ def add_quantize_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help="steps of fine-tuning the shared values (Adam, assignments fixed)")
     p.add_argument(f"--{prefix}finetune-lr", type=positive_float, default=1e-4,
                    help="learning rate of the codebook fine-tuning")
+    p.add_argument(f"--{prefix}retrain-steps", type=nonneg_int, default=0,
+                   help="steps of quantization-aware retraining before the fine-tuning: the "
+                        "float weights learn (Adam, straight-through), every weight is "
+                        "re-assigned to its nearest centroid after each step")
+    p.add_argument(f"--{prefix}retrain-lr", type=positive_float, default=1e-4,
+                   help="learning rate of the quantization-aware retraining")
     p.add_argument(f"--{prefix}bias-dtype", default="float16", choices=["float16", "float32"],
                    help="precision of the biases (and other unquantized parameters) in the file")
+    p.add_argument(f"--{prefix}codebook-dtype", default="float16",
+                   choices=["float16", "float32"],
+                   help="round the codebooks to float16 after fine-tuning (2 bytes a value in "
+                        "the file, relative change <= 2^-11) or keep float32")
     p.add_argument(f"--{prefix}keep-unused-biases", action="store_true",
                    help="keep the biases of units that no later weight reads (by default "
                         "they are set to 0, which changes no output and compresses)")
@@ -39,8 +49,10 @@ def settings(args: argparse.Namespace, prefix: str = "", batch_size: int = 128,
     get = lambda key: getattr(args, prefix.replace("-", "_") + key)  # noqa: E731
     return QuantizeSettings(bits=get("bits"), per_layer=get("per_layer"), method=get("method"),
                             finetune_steps=get("finetune_steps"), finetune_lr=get("finetune_lr"),
+                            retrain_steps=get("retrain_steps"), retrain_lr=get("retrain_lr"),
                             batch_size=batch_size, seed=seed, bias_dtype=get("bias_dtype"),
-                            zero_unused=not get("keep_unused_biases"))
+                            zero_unused=not get("keep_unused_biases"),
+                            codebook_dtype=get("codebook_dtype"))
 
 
 def register(sub) -> None:

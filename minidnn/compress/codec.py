@@ -42,7 +42,7 @@ from .quantize import MAX_BITS, MIN_BITS, QuantizedLayer, check_bits
 PACKED, HUFFMAN, DEFLATE = 0, 1, 2
 CODECS = {PACKED: "packed", HUFFMAN: "huffman", DEFLATE: "deflate"}
 HUFFMAN_MAX_LEN = 15           # decode table: 2**15 entries
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2             # written; version 1 blobs (fixed-width header) are still read
 MAX_NDIM = 8
 INDEX_BITS_SEARCH = range(1, 13)
 
@@ -377,6 +377,38 @@ def positions_from_gaps(symbols: np.ndarray, index_bits: int, nnz: int, numel: i
 _HEAD = struct.Struct("<BBBBBBBIII")  # version, ndim, bits, index_bits, codecs x2, flags,
 #                                      nnz, k, index symbols
 COMPACT = 1  # flags: positions are within the live rows x live columns (bitmaps stored)
+F16_CODEBOOK = 2  # flags (version 2): the codebook is stored as float16 (exactly)
+_HEAD2 = struct.Struct("<BBBBBB")     # version 2: version, ndim, bits, index_bits, codecs, flags
+
+
+def _varint(n: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, low first, high bit = more."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, off: int) -> tuple[int, int]:
+    """(value, next offset); at most 6 bytes (< 2**42), else ModelFileError via ValueError."""
+    value = 0
+    for i in range(6):
+        if off + i >= len(data):
+            raise ValueError("truncated")
+        byte = data[off + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, off + i + 1
+    raise ValueError("varint too long")
+
+
+def _f16_exact(codebook: np.ndarray) -> bool:
+    """Whether every codebook value is a float16 exactly (then 2 bytes each are stored)."""
+    with np.errstate(over="ignore"):
+        half = codebook.astype(np.float16)
+    return bool(np.all(np.isfinite(half)) and np.array_equal(half.astype(np.float32), codebook))
 
 
 @dataclass(frozen=True)
@@ -397,25 +429,43 @@ class EncodedLayer:
 
     @property
     def flags(self) -> int:
-        return COMPACT if self.live else 0
+        return (COMPACT if self.live else 0) | (F16_CODEBOOK if _f16_exact(self.codebook) else 0)
 
     @property
     def stream_bytes(self) -> dict[str, int]:
-        """Bytes of each part: codebook, values, indices, header (dims and lengths)."""
-        return {"codebook": 4 * self.codebook.size, "values": len(self.values),
-                "indices": len(self.indices) + len(self.live),
-                "header": _HEAD.size + 4 * len(self.shape) + 8}
+        """Bytes of each part (as ``to_bytes()`` writes it, version 2): codebook, values,
+        indices (with the live bitmaps), header (fields, dims, the values length)."""
+        width = 2 if self.flags & F16_CODEBOOK else 4
+        parts = {"codebook": width * self.codebook.size, "values": len(self.values),
+                 "indices": len(self.indices) + len(self.live)}
+        parts["header"] = len(self.to_bytes()) - sum(parts.values())
+        return parts
 
     @property
     def nbytes(self) -> int:
         """Size of ``to_bytes()``."""
-        return sum(self.stream_bytes.values())
+        return len(self.to_bytes())
 
-    def to_bytes(self) -> bytes:
-        """A self-contained little-endian blob (``from_bytes`` reads it back)."""
+    def to_bytes(self, version: int = FORMAT_VERSION) -> bytes:
+        """A self-contained little-endian blob (``from_bytes`` reads it back). Version 2:
+        six header bytes (version, ndim, bits, index bits, codecs as values | indices << 4,
+        flags), then nnz, k, index symbols and the dims as LEB128 varints, the live bitmaps
+        (COMPACT), the codebook (float16 when exact, flag F16_CODEBOOK, else float32), the
+        values length (varint), the values stream, and the indices stream to the end.
+        Version 1 (fixed-width fields, float32 codebook) is kept for tests and tools."""
+        if version == 2:
+            flags = self.flags
+            codebook = self.codebook.astype("<f2" if flags & F16_CODEBOOK else "<f4")
+            return b"".join([
+                _HEAD2.pack(2, len(self.shape), self.bits, self.index_bits,
+                            self.values_codec | self.indices_codec << 4, flags),
+                *(_varint(int(v)) for v in (self.nnz, self.codebook.size, self.index_symbols,
+                                            *self.shape)),
+                self.live, codebook.tobytes(), _varint(len(self.values)), self.values,
+                self.indices])
         return b"".join([
-            _HEAD.pack(FORMAT_VERSION, len(self.shape), self.bits, self.index_bits,
-                       self.values_codec, self.indices_codec, self.flags, self.nnz,
+            _HEAD.pack(1, len(self.shape), self.bits, self.index_bits,
+                       self.values_codec, self.indices_codec, self.flags & COMPACT, self.nnz,
                        self.codebook.size, self.index_symbols),
             struct.pack(f"<{len(self.shape)}I", *self.shape), self.live,
             self.codebook.astype("<f4").tobytes(),
@@ -426,13 +476,17 @@ class EncodedLayer:
     def from_bytes(cls, data: bytes, what: str = "quantized layer") -> "EncodedLayer":
         """Parse and check the structure of a blob (the streams are checked by decoding)."""
         data = bytes(data)
+        if data[:1] == b"\x02":
+            enc = cls._from_v2(data, what)
+            enc.check(what)
+            return enc
         try:
             (version, ndim, bits, ibits, vcodec, icodec, flags, nnz, k,
              nsym) = _HEAD.unpack_from(data)
             off = _HEAD.size
-            if version != FORMAT_VERSION:
+            if version != 1:
                 raise ModelFileError(f"{what}: layer format version {version}, this minidnn "
-                                     f"reads {FORMAT_VERSION}")
+                                     f"reads 1 and {FORMAT_VERSION}")
             if not 1 <= ndim <= MAX_NDIM:
                 raise ModelFileError(f"{what}: {ndim} dimensions")
             shape = struct.unpack_from(f"<{ndim}I", data, off)
@@ -466,6 +520,40 @@ class EncodedLayer:
                   icodec, indices, live)
         enc.check(what)
         return enc
+
+    @classmethod
+    def _from_v2(cls, data: bytes, what: str) -> "EncodedLayer":
+        """The fields of a version 2 blob (``to_bytes``), every length checked."""
+        try:
+            _, ndim, bits, ibits, codecs, flags = _HEAD2.unpack_from(data)
+            if not 1 <= ndim <= MAX_NDIM:
+                raise ModelFileError(f"{what}: {ndim} dimensions")
+            if flags & ~(COMPACT | F16_CODEBOOK):
+                raise ModelFileError(f"{what}: unknown flags {flags:#x}")
+            fields, off = [], _HEAD2.size
+            for _ in range(3 + ndim):
+                value, off = _read_varint(data, off)
+                fields.append(value)
+            nnz, k, nsym, shape = fields[0], fields[1], fields[2], tuple(fields[3:])
+            live = b""
+            if flags & COMPACT:
+                if not shape[0] or np.prod(shape, dtype=object) >= 1 << 40:
+                    raise ModelFileError(f"{what}: shape {shape} is not a weight tensor")
+                nlive = _live_bytes(shape)
+                live, off = data[off:off + nlive], off + nlive
+            if k > 1 << MAX_BITS:
+                raise ModelFileError(f"{what}: codebook of {k} values")
+            dtype = "<f2" if flags & F16_CODEBOOK else "<f4"
+            codebook = np.frombuffer(data, dtype, k, off).astype(np.float32)
+            off += np.dtype(dtype).itemsize * k
+            nv, off = _read_varint(data, off)
+            values, indices = data[off:off + nv], data[off + nv:]
+        except (struct.error, ValueError):
+            raise ModelFileError(f"{what}: truncated") from None
+        if len(values) != nv or (flags & COMPACT and len(live) != _live_bytes(shape)):
+            raise ModelFileError(f"{what}: truncated")
+        return cls(shape, bits, ibits, nnz, nsym, codebook, codecs & 15, values, codecs >> 4,
+                   indices, live)
 
     def check(self, what: str = "quantized layer") -> None:
         """ModelFileError unless the header fields are consistent (streams not decoded)."""

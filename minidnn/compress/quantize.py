@@ -309,6 +309,29 @@ def apply_records(model: Module, records: Iterable[QuantizedLayer]) -> None:
         write_values(params[r.name], r)
 
 
+def round_codebook(record: QuantizedLayer, dtype=np.float16) -> QuantizedLayer:
+    """The record with its codebook rounded to ``dtype`` (float16: stored in 2 bytes a value,
+    relative change <= 2**-11): entries that round alike merge (assignments remapped), one
+    that would round to 0 becomes the smallest nonzero of its sign, so zeros stay outside."""
+    if np.abs(record.codebook).max(initial=0) > np.finfo(dtype).max:
+        return record                   # does not fit: kept as it is (stored as float32)
+    c = np.asarray(record.codebook, np.float32).astype(dtype)
+    tiny = np.array(np.finfo(dtype).smallest_subnormal, dtype)
+    c = np.where(c == 0, np.where(record.codebook < 0, -tiny, tiny), c).astype(np.float32)
+    codebook, inverse = np.unique(c, return_inverse=True)
+    return QuantizedLayer(record.name, record.shape, record.bits, codebook.astype(np.float32),
+                          inverse.reshape(-1)[record.assignments].astype(np.int32),
+                          record.positions)
+
+
+def round_codebooks(model: Module, records: Iterable[QuantizedLayer], dtype=np.float16
+                    ) -> list[QuantizedLayer]:
+    """``round_codebook`` of every record, written into ``model`` (pattern unchanged)."""
+    out = [round_codebook(r, dtype) for r in records]
+    apply_records(model, out)
+    return out
+
+
 def segment_layout(assignments: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(order, offsets) grouping nonzeros by centroid, the input of ``Backend.segment_sum``:
     order lists the nonzero indices of centroid 0, then 1, ...; offsets (k+1) delimit them."""
@@ -419,6 +442,84 @@ class CentroidOptimizer:
                     bd.weight.set_mask((r.dense() != 0).astype(np.float32))
             records.append(r)
         return records
+
+
+class AssignmentRetrainer(CentroidOptimizer):
+    """Quantization-aware retraining: the float weights learn, the codebooks stay, every weight
+    is re-assigned to its nearest centroid after each step (straight-through estimator).
+
+    The model always holds quantized weights (pattern fixed, ``codebook[assignment]``); a float
+    copy of each layer's nonzeros (starting from the weights before quantizing) takes the
+    gradient computed at the quantized weights with an inner Adam, then ``nearest_centroid``
+    re-assigns it and ``gather`` writes the quantized weights back. Weights can so move to
+    another centroid when training pushes them there, which fixed-assignment fine-tuning
+    (``CentroidOptimizer``) cannot do. Everything stays on the device; ``finish`` returns the
+    records with the new assignments.
+    """
+
+    def __init__(self, model: Module, records: list[QuantizedLayer],
+                 float_values: dict[str, np.ndarray], lr: float = 1e-4) -> None:
+        self.float_values, self.shadows, self.mids = float_values, [], []
+        super().__init__(model, records, lr=lr, make_optimizer=lambda _: self._shadow_adam(lr))
+
+    def _shadow_adam(self, lr: float) -> Adam:
+        named = []
+        for bd in self.bindings:
+            r, b = bd.record, bd.weight.backend
+            start = np.asarray(self.float_values.get(r.name, r.values()), np.float32)
+            if start.shape != (r.nnz,):
+                raise ShapeError(f"{r.name}: {start.size} float values for {r.nnz} nonzeros")
+            shadow = Parameter(start.copy())
+            shadow.to(b)
+            c = r.codebook.astype(np.float64)
+            self.shadows.append(shadow)
+            self.mids.append(b.from_host(((c[1:] + c[:-1]) / 2).astype(np.float32)))
+            named.append((f"{r.name}.float", shadow))
+        return Adam(named, lr=lr)
+
+    def step(self) -> None:
+        """Float weights take the gradient of the quantized ones; re-assign; write back."""
+        for bd, shadow in zip(self.bindings, self.shadows):
+            if bd.weight.grad is not None and bd.record.k:
+                bd.weight.backend.copy_into(shadow.grad_buffer(), bd.weight.grad)
+        self.inner.step()
+        for bd, shadow, mids in zip(self.bindings, self.shadows, self.mids):
+            if bd.record.k:
+                b = bd.weight.backend
+                b.nearest_centroid(shadow.data, mids, out=bd.assignments)
+                b.gather(bd.codebook.data, bd.assignments, out=bd.weight.values)
+            bd.weight.values_changed()
+
+    def records(self) -> list[QuantizedLayer]:
+        """The records with the current assignments (the codebooks are unchanged)."""
+        return [replace(bd.record, assignments=np.asarray(
+            bd.weight.backend.to_host(bd.assignments), np.int32).copy())
+            for bd in self.bindings]
+
+
+def nonzero_values(model: Module) -> dict[str, np.ndarray]:
+    """{weight name: its nonzero values in row-major order} of every conv/linear weight (the
+    float starting point of ``retrain_assignments``, taken before ``quantize_model``)."""
+    out = {}
+    for name, p in model.prox_parameters():
+        flat = np.asarray(p.host_dense(), np.float32).ravel()
+        out[name] = flat[np.flatnonzero(flat)]
+    return out
+
+
+def retrain_assignments(model: Module, records: list[QuantizedLayer],
+                        float_values: dict[str, np.ndarray], train_ds: ArrayDataset, steps: int,
+                        lr: float = 1e-4, batch_size: int = 128, seed: int = 0,
+                        log: Callable[[str], None] = print) -> list[QuantizedLayer]:
+    """Quantization-aware retraining (``AssignmentRetrainer``) for ``steps`` minibatches with
+    the standard ``Trainer``; returns the records with the new assignments."""
+    opt = AssignmentRetrainer(model, records, float_values, lr=lr)
+    try:
+        Trainer(model, opt).fit(train_ds, None, steps, batch_size, seed=seed,
+                                log_every=max(1, min(100, steps)), progress=False, log=log)
+    finally:
+        records = opt.finish()
+    return records
 
 
 def finetune_codebooks(model: Module, records: list[QuantizedLayer], train_ds: ArrayDataset,

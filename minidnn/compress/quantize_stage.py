@@ -12,7 +12,8 @@ from ..names import parse_layer_spec
 from ..train_config import Log
 from .measure import evaluate
 from .unused import zero_unused_biases
-from .quantize import METHODS, QuantizedLayer, finetune_codebooks, layer_bits, quantize_model
+from .quantize import (METHODS, QuantizedLayer, finetune_codebooks, layer_bits,
+                       nonzero_values, quantize_model, retrain_assignments, round_codebooks)
 
 
 @dataclass
@@ -24,10 +25,13 @@ class QuantizeSettings:
     method: str = "kmeans"                 # 'kmeans' or 'dp'
     finetune_steps: int = 0
     finetune_lr: float = 1e-4
+    retrain_steps: int = 0                 # quantization-aware retraining before fine-tuning
+    retrain_lr: float = 1e-4
     batch_size: int = 128
     seed: int = 0
     bias_dtype: str = "float16"            # biases and other unquantized parameters
     zero_unused: bool = True               # biases no later weight reads -> 0 (exact)
+    codebook_dtype: str = "float16"        # codebooks rounded to float16 (stored in 2 bytes)
 
     def check(self, model: Model | None = None) -> None:
         """ConfigError for an unknown method or bits outside 1..16 (per layer too, by name
@@ -39,8 +43,9 @@ class QuantizeSettings:
             else parse_layer_spec(self.per_layer, int)
         if model is not None:
             layer_bits(model, self.bits, per)
-        if self.bias_dtype not in ("float16", "float32"):
-            raise ConfigError(f"bias dtype must be float16 or float32, got {self.bias_dtype!r}")
+        for what, dt in (("bias", self.bias_dtype), ("codebook", self.codebook_dtype)):
+            if dt not in ("float16", "float32"):
+                raise ConfigError(f"{what} dtype must be float16 or float32, got {dt!r}")
 
 
 def quantize_stage(model: Model, q: QuantizeSettings, train_ds: ArrayDataset | None,
@@ -54,18 +59,29 @@ def quantize_stage(model: Model, q: QuantizeSettings, train_ds: ArrayDataset | N
                      "quantize_method": q.method, "finetune_steps": q.finetune_steps}
     if test_ds is not None:
         figures["accuracy_float"] = evaluate(model, test_ds)["accuracy"]
+    if (q.finetune_steps or q.retrain_steps) and train_ds is None:
+        raise ConfigError("fine-tuning or retraining needs training data (--data)")
+    floats = nonzero_values(model) if q.retrain_steps else {}
     records = quantize_model(model, q.bits, per, q.method)
     if test_ds is not None:
         figures["accuracy_quantized"] = evaluate(model, test_ds)["accuracy"]
         log(f"quantized ({q.method}, {q.bits} bits{', ' + str(q.per_layer) if per else ''}): "
             f"test accuracy {100 * figures['accuracy_float']:.2f}% -> "
             f"{100 * figures['accuracy_quantized']:.2f}%")
+    if q.retrain_steps:
+        figures["retrain_steps"] = q.retrain_steps
+        records = retrain_assignments(model, records, floats, train_ds, q.retrain_steps,
+                                      q.retrain_lr, q.batch_size, q.seed, log=log)
+        if test_ds is not None:
+            figures["accuracy_retrained"] = evaluate(model, test_ds)["accuracy"]
+            log(f"after {q.retrain_steps} quantization-aware retraining steps: test accuracy "
+                f"{100 * figures['accuracy_retrained']:.2f}%")
     if q.finetune_steps:
-        if train_ds is None:
-            raise ConfigError("fine-tuning the codebooks needs training data (--data)")
         records, _ = finetune_codebooks(model, records, train_ds, q.finetune_steps,
                                         q.finetune_lr, q.batch_size, q.seed, log=log,
                                         test_ds=None)
+    if q.codebook_dtype == "float16":
+        records = round_codebooks(model, records)
     if test_ds is not None:
         figures["accuracy"] = evaluate(model, test_ds)["accuracy"]
         log(f"after {q.finetune_steps} fine-tuning steps: test accuracy "

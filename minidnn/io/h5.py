@@ -24,8 +24,9 @@ from ..errors import DTypeError, ModelFileError
 from .atomic import write_atomically
 
 FORMAT = "minidnn"
-FORMAT_VERSION = 3                # the newest version read: 2 added the architecture record
-#                                   (io/architecture.py), 3 quantized weights (io/quantized.py)
+FORMAT_VERSION = 4                # the newest version read: 2 added the architecture record
+#                                   (io/architecture.py), 3 quantized weights (io/quantized.py),
+#                                   4 a quantized model as one packed record (io/packed.py)
 PLAIN_VERSION = 2                 # written unless something is quantized
 MAX_COMPACT_ATTRS = 64            # attributes kept in the object header (HDF5's default, 8,
 #                                   moves a 9th into a fractal heap + B-tree: ~1.7 KB more)

@@ -19,7 +19,9 @@ from .architecture import parse_architecture, record_architecture
 from .h5 import (FORMAT, PLAIN_VERSION, Node, array, attr_int, attr_json, attr_shape,
                  attr_str, check_finite, check_members, child, read_h5, set_attrs, to_json,
                  where, write_array)
-from .quantized import read_packed_params, write_packed_params
+from .packed import VERSION as PACKED_VERSION
+from .packed import pack_model_record, read_model_record, write_model_dataset
+from .quantized import pack_params, read_packed_params, write_packed_params
 from .tensors import (FLOAT32_KINDS, ParamRecord, read_param, write_buffer, write_param)
 
 KINDS = ("model", "checkpoint")
@@ -72,14 +74,15 @@ class FileContents:
 def write_model(f: h5py.File, model: Module, kind: str, metadata: dict | None,
                 values_dtype: np.dtype, exact: bool, compression: str,
                 architecture: str = "try", quantized: dict | None = None,
-                other_dtype: np.dtype = np.dtype(np.float32)) -> None:
+                other_dtype: np.dtype = np.dtype(np.float32), version: int = 4) -> None:
     """Header attributes, /params and /buffers of ``model``.
 
     ``architecture``: 'require', 'try' or 'skip' recording the module tree
     (``architecture.record_architecture``). ``quantized`` ({weight name: QuantizedLayer},
     one per conv/linear weight) writes format version 3: the weights as codec blobs and the
     other parameters packed as ``other_dtype`` (io/quantized.py); a zoo model's record then
-    leaves out its module tree (it is rebuilt by name), which saves ~1 KB.
+    leaves out its module tree (it is rebuilt by name), which saves ~1 KB. A quantized model
+    is written as version 4 (one packed record, io/packed.py) unless ``version`` is 3.
     """
     arch = getattr(model, "arch", "") or type(model).__name__
     config = getattr(model, "config", {})
@@ -92,6 +95,11 @@ def write_model(f: h5py.File, model: Module, kind: str, metadata: dict | None,
     if quantized is not None and record is not None and record["zoo"]:
         record = {**record, "module": None}
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if quantized is not None and version == 4:
+        _write_packed_model(f, model, kind, dict(
+            kind=kind, minidnn_version=minidnn_version(), created=created, arch=arch,
+            config=config, architecture=record, metadata=metadata or {}), quantized, other_dtype)
+        return
     set_attrs(f, format=FORMAT, format_version=PLAIN_VERSION if quantized is None else 3,
               kind=kind,
               minidnn_version=minidnn_version(), created=created, arch=arch,
@@ -112,6 +120,23 @@ def write_model(f: h5py.File, model: Module, kind: str, metadata: dict | None,
         write_buffer(buffers, name, host, compression)
         names.append(name)
     set_attrs(buffers, order=to_json(names, "buffer names"))
+
+
+def _write_packed_model(f: h5py.File, model: Module, kind: str, header: dict,
+                        quantized: dict, other_dtype: np.dtype) -> None:
+    """A version 4 file: three root attributes and the packed record ``/model``."""
+    if kind != "model":
+        raise ModelFileError("a checkpoint is never quantized")
+    table, codes, values, _ = pack_params(model, quantized, other_dtype)
+    buffers = [(n, np.asarray(b if model.backend is None else model.backend.to_host(b)))
+               for n, b in model.named_buffers()]
+    for name, b in buffers:
+        if b.dtype.kind not in "fiub":
+            raise ModelFileError(f"cannot save buffer {name!r} of dtype {b.dtype}")
+        check_finite(b, f"cannot save buffer {name!r}")
+    set_attrs(f, format=FORMAT, format_version=PACKED_VERSION)
+    write_model_dataset(f, pack_model_record({**header, "params": table}, codes, values,
+                                             buffers))
 
 
 def _write_params(f: h5py.File, model: Module, values_dtype: np.dtype, other_dtype: np.dtype,
@@ -161,6 +186,8 @@ def read_file(path: str | os.PathLike) -> FileContents:
 
 
 def _decode(root: Node, path: Path) -> FileContents:
+    if attr_int(root, "format_version", path) >= PACKED_VERSION:
+        return FileContents(**read_model_record(root, path), file_bytes=os.path.getsize(path))
     kind = attr_str(root, "kind", path)
     if kind not in KINDS:
         raise ModelFileError(f"{path}: unknown file kind {kind!r} (expected one of {KINDS})")

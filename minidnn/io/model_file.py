@@ -52,7 +52,7 @@ def compression_of(compression) -> str:
 def save(model: Model, path: str | os.PathLike, metadata: dict | None = None,
          values_dtype: str = "float32", compression: str = "auto",
          architecture: bool = True, quantized: Iterable[QuantizedLayer] | None = None,
-         bias_dtype: str = "float32") -> None:
+         bias_dtype: str = "float32", format_version: int | None = None) -> None:
     """Write ``model`` (architecture, weights in their smallest form, buffers, metadata) atomically.
 
     The file records the module tree, so ``load`` rebuilds the network without its class; a
@@ -65,15 +65,19 @@ def save(model: Model, path: str | os.PathLike, metadata: dict | None = None,
     ``quantized``: the records of ``quantize_model`` (one per conv/linear weight, matching the
     weights exactly) write format version 3, each weight as its entropy-coded codebook,
     assignments and relative indices (``values_dtype`` then does not apply). A model loaded
-    from such a file carries them as ``model.quantized``.
+    from such a file carries them as ``model.quantized``. A quantized model is written as
+    format version 4 (one packed record, the smallest container) unless ``format_version=3``.
     """
+    if format_version not in (None, 3, 4) or (format_version is not None and quantized is None):
+        raise ConfigError(f"format_version: None, or 3 or 4 for a quantized model, got "
+                          f"{format_version!r}")
     dtype, compression = values_dtype_of(values_dtype), compression_of(compression)
     other = values_dtype_of(bias_dtype)
     records = None if quantized is None else records_by_name(model, quantized)
     with atomic_h5(path) as f:
         write_model(f, model, "model", metadata, dtype, exact=False, compression=compression,
                     architecture="require" if architecture else "skip", quantized=records,
-                    other_dtype=other)
+                    other_dtype=other, version=format_version or 4)
         seal(f)
 
 

@@ -65,10 +65,11 @@ def records_by_name(model: Module, quantized: Iterable["QuantizedLayer"] | dict
     return recs
 
 
-def write_packed_params(f: h5py.File, model: Module, quantized: dict[str, "QuantizedLayer"],
-                        values_dtype: np.dtype, compression: str) -> int:
-    """/params of a version 3 file: ``codes``, ``values`` and the ``table``; returns the nnz of
-    the conv/linear weights."""
+def pack_params(model: Module, quantized: dict[str, "QuantizedLayer"], values_dtype: np.dtype
+                ) -> tuple[list, np.ndarray, np.ndarray, int]:
+    """(table, codes, values, nnz) of a quantized model: the parameter table of docs/format.md,
+    the concatenated codec blobs (uint8), the other parameters flattened (``values_dtype``) and
+    the nnz of the conv/linear weights. Shared by format versions 3 and 4."""
     from ..compress.codec import encode_layer
     table, blobs, dense, nnz = [], [], [], 0
     for name, p in model.named_parameters():
@@ -90,14 +91,22 @@ def write_packed_params(f: h5py.File, model: Module, quantized: dict[str, "Quant
         dense.append(cast_values(host, values_dtype, f"parameter {name!r}"))
         table.append([name, list(p.shape), int(p.groups), bool(p.prox), form, "dense", "none",
                       int(host.size)])
+    codes = np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)
+    values = np.concatenate(dense) if dense else np.zeros(0, values_dtype)
+    return table, codes, values, nnz
+
+
+def write_packed_params(f: h5py.File, model: Module, quantized: dict[str, "QuantizedLayer"],
+                        values_dtype: np.dtype, compression: str) -> int:
+    """/params of a version 3 file: ``codes``, ``values`` and the ``table``; returns the nnz of
+    the conv/linear weights."""
+    table, codes, values, nnz = pack_params(model, quantized, values_dtype)
     params = f.create_group("params")
     set_attrs(params, table=to_json(table, "the parameter table"))
     # the large pool first: HDF5 serves raw data under 2 KiB from a 2 KiB block, and only a
     # block that ends the file gives its unused tail back (~900 B on a LeNet-5)
-    write_array(params, "codes", np.concatenate(blobs) if blobs else np.zeros(0, np.uint8),
-                "none")
-    write_array(params, "values", np.concatenate(dense) if dense
-                else np.zeros(0, values_dtype), compression)
+    write_array(params, "codes", codes, "none")
+    write_array(params, "values", values, compression)
     return nnz
 
 
@@ -129,7 +138,13 @@ def _entry(item, i: int, what: str) -> tuple:
 def read_table(pg: Node, path: Path) -> list[tuple]:
     """The checked ``table`` of a version 3 /params group (names unique, values capped)."""
     what = f"{where(pg, path)} attribute 'table'"
-    rows = [_entry(item, i, what) for i, item in enumerate(attr_json(pg, "table", path, list))]
+    return check_table(attr_json(pg, "table", path, list), what)
+
+
+def check_table(items: list, what: str) -> list[tuple]:
+    """The rows of a parameter table (JSON list) checked: entries well typed, names unique,
+    declared values capped (before anything is expanded)."""
+    rows = [_entry(item, i, what) for i, item in enumerate(items)]
     names = [r[0] for r in rows]
     if len(set(names)) != len(names):
         raise ModelFileError(f"{what}: a parameter is listed twice")
@@ -178,19 +193,25 @@ def read_packed_params(pg: Node, path: Path) -> dict[str, ParamRecord]:
     rows = read_table(pg, path)
     codes = array(pg, "codes", path, None, {"u": (1,)})
     values = array(pg, "values", path, None, FLOAT_KINDS)
+    return decode_pools(rows, codes, values, pg.children["values"].storage_bytes,
+                        where(pg, path))
+
+
+def decode_pools(rows: list[tuple], codes: np.ndarray, values: np.ndarray, stored: int,
+                 where_: str) -> dict[str, ParamRecord]:
+    """{name: ParamRecord} from a checked table and its two pools (``stored``: the values
+    pool's bytes in the file, shared out among the dense parameters for reports)."""
     for pool, name in ((codes, "codes"), (values, "values")):
         if pool.ndim != 1:
-            raise ModelFileError(f"{where(pg, path)}/{name}: must be one-dimensional")
-        _tiles(rows, "quantized" if name == "codes" else "dense", pool,
-               f"{where(pg, path)}/{name}")
-    check_finite(values, f"{where(pg, path)}/values")
+            raise ModelFileError(f"{where_}/{name}: must be one-dimensional")
+        _tiles(rows, "quantized" if name == "codes" else "dense", pool, f"{where_}/{name}")
+    check_finite(values, f"{where_}/values")
     out, at = {}, {"quantized": 0, "dense": 0}
-    stored = pg.children["values"].storage_bytes
     for row in rows:
         name, shape, groups, prox, form, storage, mask, size = row
         start = at[storage]
         at[storage] += size
-        what = f"{where(pg, path)}: parameter {name!r}"
+        what = f"{where_}: parameter {name!r}"
         if storage == "quantized":
             out[name] = _quantized_record(row, codes[start:start + size].tobytes(), what)
             continue

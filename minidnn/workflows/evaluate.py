@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .. import data as datasets  # looked up at call time (tests substitute load_dataset)
 from ..backend import resolve_backend
-from ..inference import evaluate
+from ..inference import evaluate, matching_records
 from ..io import load
 from ..outputs import check_outputs
 from ..train import Trainer
@@ -45,6 +45,9 @@ def evaluate_file(spec: EvaluateSpec, log: Log = print) -> dict:
     log(f"{spec.path}: {model.arch} on {data} ({len(test_ds)} test images), "
         f"{backend.device_name}: test accuracy {100 * result['accuracy']:.2f}%, "
         f"loss {result['loss']:.4f}")
+    if getattr(model, "quantized", None):
+        log(f"{len(matching_records(model))} of {len(model.quantized)} quantized layers ran "
+            f"through their codebooks (uint8/uint16 codes + float32 codebook on the device)")
     if spec.out:
         metadata = dict(getattr(model, "metadata", None) or {})
         metadata.update(accuracy=result["accuracy"], test_loss=result["loss"])

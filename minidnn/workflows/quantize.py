@@ -57,8 +57,9 @@ def quantize_file(spec: QuantizeSpec, log: Log = print) -> dict:
     Outputs and settings are checked before the model is loaded."""
     check_outputs({"--out": spec.out, "--json": spec.json})
     spec.settings.check()
-    if spec.settings.finetune_steps and spec.data is None:
-        raise ConfigError("--finetune-steps needs training data: give --data (e.g. mnist)")
+    if (spec.settings.finetune_steps or spec.settings.retrain_steps) and spec.data is None:
+        raise ConfigError("--finetune-steps and --retrain-steps need training data: give "
+                          "--data (e.g. mnist)")
     backend = resolve_backend(spec.backend, spec.device)
     model = load(spec.input, backend=backend)
     spec.settings.check(model)
