@@ -72,7 +72,7 @@ def _direct_conv(m: Module) -> bool:
     """A Conv2d the plan runs as a direct sparse convolution: CSR weights, or dense ones with
     few taps per output channel (C/G*k*k <= DENSE_DIRECT_MAX_TAPS, where skipping im2row, the
     GEMM's packing and the transpose wins); the taps must fit ``csr_conv_taps``."""
-    if not _own_forward(m, Conv2d):
+    if not _own_forward(m, Conv2d) or m.weight.is_blockdiag:
         return False
     cg, k = m.in_channels // m.groups, m.kernel_size
     few = cg * k * k <= DENSE_DIRECT_MAX_TAPS

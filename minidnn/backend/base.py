@@ -109,6 +109,7 @@ OPTIONAL_PRIMITIVES = (
     "batchnorm_backward", "sum", "sgd_update", "rmsprop_update", "adam_update", "soft_threshold",
     "apply_mask", "l1_reweight", "soft_threshold_scaled", "hard_threshold", "mask_zeros",
     "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum", "prepare",
+    "block_pack", "block_unpack",
 )
 
 
@@ -604,6 +605,57 @@ class Backend(ABC):
             return sums
         self.copy_into(out, sums)
         return out
+
+    # ------------------------------------------------------------ block-diagonal weights
+    def block_pack(self, x: Array, index: Array, nb: int, out: Array | None = None) -> Array:
+        """Gather an (M, N) operand (or (1, M, N)) into B = len(index)/nb blocks of columns:
+        ``out[b, m, j] = x[m, index[b*nb + j]]``, 0 where the int32 ``index`` is -1 (padding
+        of a short block); out is (B, M, nb). The input side of a permuted block-diagonal
+        product (``minidnn.blockdiag``): then one batched GEMM per block.
+
+        Default: the product with the (B*nb, N) 0/1 selection matrix as a CSR (one nonzero per
+        row that is not padding), then a transpose to the block layout."""
+        m, n = int(x.shape[-2]), int(x.shape[-1])
+        total = int(index.shape[0])
+        row_ptr, col_idx, ones = self._selection(index, total, n)
+        y = self.csr_matmul_t(x.reshape((1, m, n)), row_ptr, col_idx, ones, (total, n))
+        packed = self.transpose(y.reshape((m, total // nb, nb)), (1, 0, 2))
+        if out is None:
+            return packed
+        self.copy_into(out, packed)
+        return out
+
+    def block_unpack(self, xb: Array, pos: Array, out: Array | None = None) -> Array:
+        """Scatter B blocks of columns back: xb (B, M, nb) -> (M, N) with
+        ``out[m, n] = xb[pos[n] // nb, m, pos[n] % nb]`` (int32 ``pos``: where column n sits in
+        the packed layout). The output side of a permuted block-diagonal product.
+
+        Default: a transpose to (M, B*nb), then the product with the (N, B*nb) selection CSR."""
+        nblocks, m, nb = (int(s) for s in xb.shape)
+        n, total = int(pos.shape[0]), nblocks * nb
+        flat = self.transpose(xb, (1, 0, 2)).reshape((1, m, total))
+        row_ptr, col_idx, ones = self._selection(pos, n, total, one_per_row=True)
+        y = self.csr_matmul_t(flat, row_ptr, col_idx, ones, (n, total)).reshape((m, n))
+        if out is None:
+            return y
+        self.copy_into(out.reshape((m, n)), y)
+        return out
+
+    def _selection(self, index: Array, rows: int, cols: int, one_per_row: bool = False):
+        """The 0/1 CSR (rows, cols) with a one at (i, index[i]) where index[i] >= 0, built on
+        the host once per index array and kept (the index is a fixed part of a weight)."""
+        cache = self.__dict__.setdefault("_selections", {})
+        hit = cache.get(id(index))
+        if hit is not None and hit[0] is index:
+            return hit[1]
+        host = np.asarray(self.to_host(index)).astype(np.int64)
+        keep = np.ones(rows, bool) if one_per_row else host >= 0
+        row_ptr = np.concatenate([[0], np.cumsum(keep)]).astype(np.int32)
+        arrays = (self.from_host(row_ptr, np.int32),
+                  self.from_host(host[keep].astype(np.int32), np.int32),
+                  self._full((int(keep.sum()),), 1.0, np.float32))
+        cache[id(index)] = (index, arrays)
+        return arrays
 
     # ------------------------------------------------------------ helpers of the defaults
     def _full(self, shape: Sequence[int], value: float, dtype) -> Array:

@@ -444,3 +444,22 @@ class NumpyBackend(Backend):
             return sums
         out[...] = sums
         return out
+
+    # ------------------------------------------------------------ block-diagonal weights
+    def block_pack(self, x, index, nb, out=None):
+        m, n = int(x.shape[-2]), int(x.shape[-1])
+        x2 = x.reshape(m, n)
+        packed = np.where(index >= 0, x2[:, np.maximum(index, 0)], 0).astype(x.dtype)
+        packed = packed.reshape(m, -1, nb).transpose(1, 0, 2)
+        if out is None:
+            return np.ascontiguousarray(packed)
+        out[...] = packed
+        return out
+
+    def block_unpack(self, xb, pos, out=None):
+        nblocks, m, nb = xb.shape
+        y = xb.transpose(1, 0, 2).reshape(m, nblocks * nb)[:, pos]
+        if out is None:
+            return np.ascontiguousarray(y)
+        out.reshape(m, -1)[...] = y
+        return out
