@@ -12,7 +12,7 @@ the input channels). Grouped convolutions keep their dense form.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -38,7 +38,6 @@ class MPDSettings:
     conv_form: str = "matrix"
     seed: int = 0
     rescale: bool = True
-    layouts: dict = field(default_factory=dict, repr=False)   # filled by apply_mpd
 
     def check(self) -> None:
         """ConfigError for settings that cannot work (before any model is built)."""
@@ -103,8 +102,15 @@ def apply_mpd(model: Module, settings: MPDSettings,
                 np.sqrt(rows * cols / layout.nnz)))
         p.to_blockdiag(layout)
         layouts[name] = layout
-    settings.layouts = layouts
     if log is not None:
         log("mpd: " + "  ".join(f"{short_name(n)} {lay.blocks} blocks of {lay.block_shape[0]}x"
                                 f"{lay.block_shape[1]}" for n, lay in layouts.items()))
     return layouts
+
+
+def blocks_value(value: float | int) -> int:
+    """A swept or given B as an int (sweep values arrive as floats); ConfigError unless whole."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or value != int(value) or value < 1:
+        raise ConfigError(f"blocks must be a whole number >= 1, got {value!r}")
+    return int(value)
