@@ -132,7 +132,7 @@ class BlockLayout:
     def from_dense(self, dense: np.ndarray) -> np.ndarray:
         """The host blocks (B, rb, cb) of an (rows, cols) matrix (entries outside dropped)."""
         rb, cb = self.block_shape
-        out = np.zeros((self.blocks, rb, cb), np.float32)
+        out = np.zeros((self.blocks, rb, cb), dense.dtype)
         ri, ci = self.row_index().reshape(self.blocks, -1), self.col_index().reshape(self.blocks, -1)
         for b in range(self.blocks):
             r, c = ri[b][ri[b] >= 0], ci[b][ci[b] >= 0]
@@ -175,7 +175,8 @@ class BlockDiagMatrix:
     def from_host(cls, backend: Backend, layout: BlockLayout,
                   blocks: np.ndarray) -> "BlockDiagMatrix":
         """Upload host blocks (their padding is zeroed)."""
-        host = np.asarray(blocks, np.float32) * layout.padding_mask()
+        host = np.asarray(blocks)
+        host = host * layout.padding_mask().astype(host.dtype)
         return cls(backend, layout, backend.from_host(host))
 
     @property
