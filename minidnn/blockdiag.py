@@ -10,9 +10,10 @@ together when ``unit = kh*kw``: blocks on channels) or one by one (``unit = 1``:
 
 ``BlockLayout`` is that host-side description (seeded, reproducible); ``BlockDiagMatrix`` holds
 the blocks (B, rb, cb) on a backend, padded with exact zeros where a block is shorter than
-rb x cb, and runs the three products of a layer as pack (gather) -> one batched GEMM -> unpack
-(scatter): forward ``x W^T``, input gradient ``dy W`` and the weight gradient ``dy^T x`` on the
-blocks only. Storage (docs/format.md) is the blocks plus the two permutations.
+rb x cb, and runs the three products of a layer: forward ``x W^T`` and input gradient ``dy W``
+as one ``block_matmul`` each (gather by one permutation, dense products per block, scatter by
+the other, folded into one kernel's indexing), the weight gradient ``dy^T x`` on the blocks
+as pack (gather) -> one batched GEMM. Storage (docs/format.md) is the blocks plus the two permutations.
 """
 from __future__ import annotations
 
@@ -37,14 +38,6 @@ def _padded_index(perm: np.ndarray, starts: np.ndarray, width: int) -> np.ndarra
         run = perm[starts[b]:starts[b + 1]]
         index[b, :len(run)] = run
     return index.reshape(-1).astype(np.int32)
-
-
-def _positions(index: np.ndarray, count: int) -> np.ndarray:
-    """(count,) int32: where each item sits in a padded index (its inverse)."""
-    pos = np.empty(count, np.int64)
-    valid = np.flatnonzero(index >= 0)
-    pos[index[valid]] = valid
-    return pos.astype(np.int32)
 
 
 @dataclass(frozen=True)
@@ -167,9 +160,8 @@ class BlockDiagMatrix:
         ri, ci = layout.row_index(), layout.col_index()
         up = backend.from_host
         self.row_index, self.col_index = up(ri, np.int32), up(ci, np.int32)
-        self.row_pos = up(_positions(ri, layout.rows), np.int32)
-        self.col_pos = up(_positions(ci, layout.cols), np.int32)
-        self._packed: dict[str, tuple[Array, Array]] = {}  # role -> (operand, packed)
+        self._t: Array | None = None    # the blocks transposed, for the forward product
+        self._t_stale = False
 
     @classmethod
     def from_host(cls, backend: Backend, layout: BlockLayout,
@@ -184,10 +176,12 @@ class BlockDiagMatrix:
         return self.layout.nnz
 
     def nbytes(self) -> int:
-        """Device bytes: the blocks and the four int32 index arrays."""
+        """Device bytes: the blocks, the two int32 index arrays (and the transposed blocks
+        once built)."""
         b = self.backend
-        return sum(b.nbytes(a) for a in (self.blocks, self.row_index, self.col_index,
-                                         self.row_pos, self.col_pos))
+        held = (self.blocks, self.row_index, self.col_index) + \
+            (() if self._t is None else (self._t,))
+        return sum(b.nbytes(a) for a in held)
 
     def to_host(self) -> np.ndarray:
         return np.asarray(self.backend.to_host(self.blocks))
@@ -197,35 +191,37 @@ class BlockDiagMatrix:
         return self.layout.to_dense(self.to_host())
 
     # ------------------------------------------------------------------ products
-    def _pack(self, role: str, a: Array, index: Array, nb: int, reuse: bool) -> Array:
-        """``a`` packed into blocks. The last packing per role is kept: with ``reuse`` a
-        backward pass takes the forward's packed input (the layer hands back the very array it
-        kept) and packs dy once for both of its products."""
-        hit = self._packed.get(role)
-        if reuse and hit is not None and hit[0] is a:
-            return hit[1]
-        packed = self.backend.block_pack(a, index, nb)
-        self._packed[role] = (a, packed)
-        return packed
+    def values_changed(self) -> None:
+        """Mark the transposed blocks stale after the blocks were updated in place."""
+        self._t_stale = True
 
-    def matmul_t(self, x: Array) -> Array:
-        """x (1, M, C) @ W.T -> (1, M, R): pack by columns, GEMM per block, unpack rows."""
+    def transposed(self) -> Array:
+        """The blocks transposed (B, cb, rb), the forward's operand (contiguous loads of a
+        block row's outputs); rebuilt with one transpose after ``values_changed``."""
+        if self._t is None or self._t_stale:
+            self._t = self.backend.transpose(self.blocks, (0, 2, 1))
+            self._t_stale = False
+        return self._t
+
+    def matmul_t(self, x: Array, bias: Array | None = None, relu: bool = False) -> Array:
+        """x (1, M, C) @ W.T -> (1, M, R): one ``block_matmul`` (columns gathered by the column
+        index, outputs scattered to their rows); inference plans fuse ``+ bias`` and ReLU."""
         m = int(x.shape[-2])
-        xb = self._pack("x", x, self.col_index, self.layout.block_shape[1], reuse=False)
-        yb = self.backend.gemm(xb, self.blocks, trans_b=True)          # (B, M, rb)
-        return self.backend.block_unpack(yb, self.row_pos).reshape((1, m, self.shape[0]))
+        y = self.backend.block_matmul(x, self.col_index, self.transposed(), self.row_index,
+                                      self.shape[0], bias=bias, relu=relu)
+        return y.reshape((1, m, self.shape[0]))
 
     def matmul(self, dy: Array) -> Array:
-        """dy (1, M, R) @ W -> (1, M, C)."""
+        """dy (1, M, R) @ W -> (1, M, C): the blocks as stored, the indices swapped."""
         m = int(dy.shape[-2])
-        dyb = self._pack("dy", dy, self.row_index, self.layout.block_shape[0], reuse=True)
-        self._packed.clear()   # the end of a backward pass: drop the kept activations
-        dxb = self.backend.gemm(dyb, self.blocks)                      # (B, M, cb)
-        return self.backend.block_unpack(dxb, self.col_pos).reshape((1, m, self.shape[1]))
+        dx = self.backend.block_matmul(dy, self.row_index, self.blocks, self.col_index,
+                                       self.shape[1])
+        return dx.reshape((1, m, self.shape[1]))
 
     def outer_grad(self, dy: Array, x: Array, out: Array, accumulate: bool) -> None:
-        """out (B, rb, cb) (+)= dy_b^T @ x_b for every block: the gradient on the blocks."""
+        """out (B, rb, cb) (+)= dy_b^T @ x_b for every block: the gradient on the blocks (both
+        operands packed, then one batched GEMM that reduces over M)."""
         rb, cb = self.layout.block_shape
-        dyb = self._pack("dy", dy, self.row_index, rb, reuse=True)
-        xb = self._pack("x", x, self.col_index, cb, reuse=True)
+        dyb = self.backend.block_pack(dy, self.row_index, rb)
+        xb = self.backend.block_pack(x, self.col_index, cb)
         self.backend.gemm(dyb, xb, trans_a=True, out=out, beta=1.0 if accumulate else 0.0)

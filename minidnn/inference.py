@@ -10,7 +10,8 @@ An ``InferencePlan`` is built in two stages:
    sparse convolution taking what follows it: a ``BatchNorm2d``
    (folded into the values and bias at plan time), a ``ReLU``, a 2x2/stride-2 ``MaxPool2d``;
    a ``Residual`` whose main branch ends in such a convolution gets the shortcut added (and
-   its ``ReLU``) inside it. Other known layers (dense ``Conv2d``, ``Linear``, ``ReLU``, pools,
+   its ``ReLU``) inside it. A ``Linear`` with permuted block-diagonal weights (issue 18) becomes
+   one ``block_matmul`` with its bias and a following ``ReLU`` fused. Other known layers (dense ``Conv2d``, ``Linear``, ``ReLU``, pools,
    ``Flatten``, ``BatchNorm`` in eval) run their own eval forward; ``Dropout`` vanishes. A module
    of any other kind, or one with its own ``forward``, cannot be planned: ``predict`` then runs
    the regular forward and says so once.
@@ -104,6 +105,24 @@ class SparseConvStep:
                                        residual=residual, relu=self.relu, pool=self.pool)
 
 
+class BlockLinearStep:
+    """Linear with permuted block-diagonal weights [+ ReLU] as one ``block_matmul`` (gather,
+    block products, scatter, bias and ReLU in one kernel; issue 18)."""
+
+    def __init__(self, linear: Linear, relu: bool) -> None:
+        self.linear, self.relu = linear, relu
+        linear.weight.blockdiag.transposed()   # made now, not recorded into every call
+
+    def __call__(self, x: Array) -> Array:
+        lin, n = self.linear, int(x.shape[0])
+        if len(x.shape) != 2 or int(x.shape[1]) != lin.in_features:
+            return lin.forward(x)   # the layer's own checks and message
+        y = lin.weight.blockdiag.matmul_t(x.reshape((1, n, lin.in_features)),
+                                          None if lin.bias is None else lin.bias.data,
+                                          self.relu)
+        return y.reshape((n, lin.out_features))
+
+
 def _fold_batchnorm(conv: Conv2d, csr: CSRMatrix, bn: BatchNorm2d) -> tuple[Array, Array]:
     """(values, bias) of conv followed by eval-mode bn: row o scaled by gamma_o / sqrt(var_o +
     eps), bias (b_o - mean_o) * scale_o + beta_o (computed in float64 on the host, once)."""
@@ -142,6 +161,10 @@ def lower_sequence(layers: list[Module]) -> list[Step]:
             pool = 2 if _take(layers, i, MaxPool2d, _pool2) else 1
             i += pool == 2
             steps.append(SparseConvStep(m, bn, relu, pool))
+        elif _own_forward(m, Linear) and m.weight.is_blockdiag:
+            relu = _take(layers, i, ReLU)
+            i += relu
+            steps.append(BlockLinearStep(m, relu))
         elif _own_forward(m, Residual):
             steps.append(ResidualStep(m))
         elif isinstance(m, Dropout) and _own_forward(m, Dropout):

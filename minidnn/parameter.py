@@ -110,6 +110,7 @@ class Parameter:
             else mask
         if self.csr is None:
             self.backend.apply_mask(self.values, self.mask)
+            self.values_changed()
 
     def to_blockdiag(self, layout: BlockLayout) -> None:
         """Switch a dense weight to permuted block-diagonal form: the entries outside the
@@ -202,6 +203,8 @@ class Parameter:
         """Called by optimizers after an in-place update of ``values``."""
         if self.csr is not None:
             self.csr.values_changed()
+        if self.blockdiag is not None:
+            self.blockdiag.values_changed()
 
     # ------------------------------------------------------------------ accounting
     @property

@@ -234,3 +234,13 @@ def test_cli_rejects_bad_block_options(tmp_path, args, message):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2, run.stderr
     assert message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_inference_plan_fuses_block_linear_layers(np32, rng):
+    from minidnn.inference import BlockLinearStep, InferencePlan, regular_logits
+    model = _mpd_model(np32, blocks=4)
+    x = rng.standard_normal((5, 1, 28, 28)).astype(np.float32)
+    plan = InferencePlan(model, 5)
+    assert sum(isinstance(s, BlockLinearStep) for s in plan.steps) == 3
+    np.testing.assert_allclose(plan.logits(x), regular_logits(model, x, 5), rtol=1e-5,
+                               atol=1e-5)

@@ -148,7 +148,9 @@ def run_optimizer(be, rng, opt, n, mask, threshold, weight_decay, steps=3, **kw)
 
 
 def run_block_product(be, rng, rows, cols, blocks, m, unit=1):
-    """Permuted block-diagonal weight (issue 18): pack, the three products, unpack."""
+    """Permuted block-diagonal weight (issue 18): block_pack and the three products
+    (block_matmul forward and transposed, the gradient through pack + batched GEMM), and the
+    forward with the bias + ReLU epilogue."""
     from minidnn.blockdiag import BlockDiagMatrix, BlockLayout
     layout = BlockLayout.random(rows, cols, blocks, np.random.default_rng(5), unit)
     bd = BlockDiagMatrix.from_host(be, layout, _normal(rng, (blocks,) + layout.block_shape))
@@ -157,10 +159,11 @@ def run_block_product(be, rng, rows, cols, blocks, m, unit=1):
     y = bd.matmul_t(x)
     bd.outer_grad(dy, x, grad, accumulate=False)
     bd.outer_grad(dy, x, grad, accumulate=True)
-    return {"y": y, "dx": bd.matmul(dy), "grad": grad,
-            "pack": be.block_pack(x, bd.col_index, layout.block_shape[1]),
-            "unpack": be.block_unpack(be.block_pack(dy, bd.row_index, layout.block_shape[0]),
-                                      bd.row_pos)}
+    bias = be.from_host(_normal(rng, (rows,)))
+    fused = be.block_matmul(x, bd.col_index, bd.transposed(), bd.row_index, rows, bias=bias,
+                            relu=True)                     # the epilogue of inference plans
+    return {"y": y, "dx": bd.matmul(dy), "grad": grad, "fused": fused,
+            "pack": be.block_pack(x, bd.col_index, layout.block_shape[1])}
 
 
 # ---------------------------------------------------------------- the table

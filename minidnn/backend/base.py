@@ -109,7 +109,7 @@ OPTIONAL_PRIMITIVES = (
     "batchnorm_backward", "sum", "sgd_update", "rmsprop_update", "adam_update", "soft_threshold",
     "apply_mask", "l1_reweight", "soft_threshold_scaled", "hard_threshold", "mask_zeros",
     "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum", "prepare",
-    "block_pack", "block_unpack",
+    "block_pack", "block_matmul",
 )
 
 
@@ -625,36 +625,57 @@ class Backend(ABC):
         self.copy_into(out, packed)
         return out
 
-    def block_unpack(self, xb: Array, pos: Array, out: Array | None = None) -> Array:
-        """Scatter B blocks of columns back: xb (B, M, nb) -> (M, N) with
-        ``out[m, n] = xb[pos[n] // nb, m, pos[n] % nb]`` (int32 ``pos``: where column n sits in
-        the packed layout). The output side of a permuted block-diagonal product.
+    def block_matmul(self, x: Array, in_index: Array, w: Array, out_index: Array,
+                     n_out: int, bias: Array | None = None, relu: bool = False,
+                     out: Array | None = None) -> Array:
+        """A product with a permuted block-diagonal matrix given by its B blocks ``w``
+        (B, nk, no): ``out[m, out_index[b*no + o]] = sum_k x[m, in_index[b*nk + k]] * w[b, k, o]``
+        with int32 indices, -1 for padding; x is (M, N) or (1, M, N), out (M, n_out), and
+        every output column sits in exactly one block. A layer's forward: x by the column
+        index, w = the blocks transposed (B, cb, rb), out by the row index; its input gradient:
+        dy by the row index, w = the blocks (B, rb, cb), out by the column index. The epilogue
+        of inference plans: ``+ bias`` (n_out,) if given, then ``max(., 0)`` if ``relu``.
 
-        Default: a transpose to (M, B*nb), then the product with the (N, B*nb) selection CSR."""
-        nblocks, m, nb = (int(s) for s in xb.shape)
-        n, total = int(pos.shape[0]), nblocks * nb
-        flat = self.transpose(xb, (1, 0, 2)).reshape((1, m, total))
-        row_ptr, col_idx, ones = self._selection(pos, n, total, one_per_row=True)
-        y = self.csr_matmul_t(flat, row_ptr, col_idx, ones, (n, total)).reshape((m, n))
+        Default: ``block_pack``, one batched GEMM, and the scatter as a product with the
+        (n_out, B*no) selection CSR after a transpose to (M, B*no)."""
+        m = int(x.shape[-2])
+        nblocks, nk, no = (int(s) for s in w.shape)
+        yb = self.gemm(self.block_pack(x, in_index, nk), w)             # (B, M, no)
+        flat = self.transpose(yb, (1, 0, 2)).reshape((1, m, nblocks * no))
+        row_ptr, col_idx, ones = self._selection(out_index, n_out, nblocks * no, scatter=True)
+        y = self.csr_matmul_t(flat, row_ptr, col_idx, ones, (n_out, nblocks * no))
+        y = y.reshape((m, n_out))
+        if bias is not None:
+            self.add_channel_bias(y, bias)
+        if relu:
+            y = self.relu(y)
         if out is None:
             return y
-        self.copy_into(out.reshape((m, n)), y)
+        self.copy_into(out.reshape((m, n_out)), y)
         return out
 
-    def _selection(self, index: Array, rows: int, cols: int, one_per_row: bool = False):
-        """The 0/1 CSR (rows, cols) with a one at (i, index[i]) where index[i] >= 0, built on
-        the host once per index array and kept (the index is a fixed part of a weight)."""
+    def _selection(self, index: Array, rows: int, cols: int, scatter: bool = False):
+        """The 0/1 CSR (rows, cols) with a one at (i, index[i]) where index[i] >= 0 (gather),
+        or at (index[p], p) for every p with index[p] >= 0 (``scatter``: index must hit each
+        row once), built on the host once per index array and kept (an index is a fixed part
+        of a weight)."""
         cache = self.__dict__.setdefault("_selections", {})
-        hit = cache.get(id(index))
+        hit = cache.get((id(index), scatter))
         if hit is not None and hit[0] is index:
             return hit[1]
         host = np.asarray(self.to_host(index)).astype(np.int64)
-        keep = np.ones(rows, bool) if one_per_row else host >= 0
+        if scatter:
+            cols_of = np.flatnonzero(host >= 0)
+            cols_of = cols_of[np.argsort(host[cols_of])]
+            keep = np.ones(rows, bool)
+        else:
+            keep = host >= 0
+            cols_of = host[keep]
         row_ptr = np.concatenate([[0], np.cumsum(keep)]).astype(np.int32)
         arrays = (self.from_host(row_ptr, np.int32),
-                  self.from_host(host[keep].astype(np.int32), np.int32),
+                  self.from_host(cols_of.astype(np.int32), np.int32),
                   self._full((int(keep.sum()),), 1.0, np.float32))
-        cache[id(index)] = (index, arrays)
+        cache[(id(index), scatter)] = (index, arrays)
         return arrays
 
     # ------------------------------------------------------------ helpers of the defaults

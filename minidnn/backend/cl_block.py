@@ -1,7 +1,8 @@
 """OpenCL op group for permuted block-diagonal weights (issue 18): ``cl_kernels/block.cl``.
 
-The products themselves are the batched GEMM of ``GemmOps``; this group only moves data in
-and out of the per-block layout (``block_pack``, ``block_unpack``; contracts in ``Backend``).
+``block_matmul`` runs the forward and input-gradient products in one kernel, the gathers
+folded into its indexing; ``block_pack`` gathers operands into the per-block layout for the
+weight gradient, which is then the batched GEMM of ``GemmOps`` (contracts in ``Backend``).
 """
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from .cl_runtime import CLRuntime
 
 STEM = "block"
 i32 = np.int32
-LOCAL = (16, 4)   # work-group of both kernels: 16 packed columns x 4 rows
+MR, NR = 6, 16     # rows x outputs of one block_matmul work-item (BLK_MR, BLK_NR)
+LOCAL = None       # block_matmul's work-group: the driver's choice (measured below)
+# block_pack's work-group is left to the driver: on PoCL's CPU device fixed small groups were
+# 2x slower
 
 
 def _rows_cols(x: Array, what: str) -> tuple[int, int]:
@@ -34,7 +38,7 @@ def _check_index(index: Array, what: str) -> None:
 class BlockOps:
     """Gather into and scatter out of the block layout on a ``CLRuntime``."""
 
-    provides = ("block_pack", "block_unpack")
+    provides = ("block_pack", "block_matmul")
 
     def __init__(self, runtime: CLRuntime) -> None:
         self.rt = runtime
@@ -51,21 +55,32 @@ class BlockOps:
         elif tuple(out.shape) != shape:
             raise ShapeError(f"block_pack: out has shape {tuple(out.shape)}, expected {shape}")
         if out.size:
-            self.rt.launch(STEM, "block_pack", (total, m), LOCAL, x, index, out, i32(m), i32(n),
-                           i32(nb), i32(total))
+            self.rt.launch(STEM, "block_pack", (total // nb, m), None, x, index, out, i32(m),
+                           i32(n), i32(nb), i32(total // nb))
         return out
 
-    def block_unpack(self, xb: Array, pos: Array, out: Array | None = None) -> Array:
-        if len(xb.shape) != 3:
-            raise ShapeError(f"block_unpack takes (B, M, nb) blocks, got {tuple(xb.shape)}")
-        _check_index(pos, "block_unpack")
-        _, m, nb = (int(s) for s in xb.shape)
-        n = int(pos.shape[0])
+    def block_matmul(self, x: Array, in_index: Array, w: Array, out_index: Array,
+                     n_out: int, bias: Array | None = None, relu: bool = False,
+                     out: Array | None = None) -> Array:
+        m, n = _rows_cols(x, "block_matmul")
+        _check_index(in_index, "block_matmul")
+        _check_index(out_index, "block_matmul")
+        if len(w.shape) != 3:
+            raise ShapeError(f"block_matmul takes (B, nk, no) blocks, got {tuple(w.shape)}")
+        nblocks, nk, no = (int(s) for s in w.shape)
+        if int(in_index.shape[0]) != nblocks * nk or int(out_index.shape[0]) != nblocks * no:
+            raise ShapeError(f"block_matmul: indices of {int(in_index.shape[0])} and "
+                             f"{int(out_index.shape[0])} entries do not fit {nblocks} blocks of "
+                             f"{nk} inputs and {no} outputs")
         if out is None:
-            out = self.rt.empty((m, n))
-        elif int(out.size) != m * n:
-            raise ShapeError(f"block_unpack: out has shape {tuple(out.shape)}, expected {(m, n)}")
+            out = self.rt.empty((m, n_out))
+        elif int(out.size) != m * n_out:
+            raise ShapeError(f"block_matmul: out has shape {tuple(out.shape)}, expected "
+                             f"{(m, n_out)}")
         if out.size:
-            self.rt.launch(STEM, "block_unpack", (n, m), LOCAL, xb, pos, out, i32(m), i32(n),
-                           i32(nb))
+            self.rt.launch(STEM, "block_matmul", (nblocks * -(-no // NR), -(-m // MR)), LOCAL,
+                           x, in_index, w, out_index, out, i32(m), i32(n), i32(n_out),
+                           i32(nk), i32(no), i32(nblocks),
+                           self.rt.dummy if bias is None else bias, i32(bias is not None),
+                           i32(bool(relu)))
         return out

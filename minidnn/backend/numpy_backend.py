@@ -456,10 +456,17 @@ class NumpyBackend(Backend):
         out[...] = packed
         return out
 
-    def block_unpack(self, xb, pos, out=None):
-        nblocks, m, nb = xb.shape
-        y = xb.transpose(1, 0, 2).reshape(m, nblocks * nb)[:, pos]
+    def block_matmul(self, x, in_index, w, out_index, n_out, bias=None, relu=False, out=None):
+        packed = self.block_pack(x, in_index, w.shape[1])               # (B, M, nk)
+        flat = (packed @ w).transpose(1, 0, 2).reshape(packed.shape[1], -1)
+        valid = out_index >= 0
+        y = np.zeros((packed.shape[1], n_out), dtype=flat.dtype)
+        y[:, out_index[valid]] = flat[:, valid]
+        if bias is not None:
+            y += bias
+        if relu:
+            y = np.maximum(y, 0)
         if out is None:
-            return np.ascontiguousarray(y)
-        out.reshape(m, -1)[...] = y
+            return y
+        out.reshape(y.shape)[...] = y
         return out
