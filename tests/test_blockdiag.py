@@ -244,3 +244,21 @@ def test_inference_plan_fuses_block_linear_layers(np32, rng):
     assert sum(isinstance(s, BlockLinearStep) for s in plan.steps) == 3
     np.testing.assert_allclose(plan.logits(x), regular_logits(model, x, 5), rtol=1e-5,
                                atol=1e-5)
+
+
+def test_method_run_trains_at_the_swept_blocks(np32, rng):
+    from minidnn.compress.methods import MethodRun
+    from minidnn.compress.sweep import SweepSpec
+    from minidnn.data import dataset_from_arrays
+    from minidnn.train_config import TrainConfig
+    images = rng.standard_normal((64, 1, 28, 28)).astype(np.float32)
+    data = dataset_from_arrays(images, rng.integers(0, 10, 64))
+    spec = SweepSpec(model="lenet300", data="arrays", train=TrainConfig(batch_size=16),
+                     mpd=MPDSettings(blocks_per_layer="fc3=1"))
+    model = build_model("lenet300").to(np32)
+    records, _ = get_method("mpd").run(MethodRun(spec, model, data, data, 3, None,
+                                                 lambda s: None, "blocks", 4.0))
+    assert records[0]["method"] == "mpd" and records[0]["blocks"] == 4
+    assert not model.classifier.fc3.weight.is_blockdiag          # the per-layer override
+    fc1 = next(r for r in records[0]["layers"] if r["name"] == "fc1")
+    assert fc1["nnz"] == 300 * 784 // 4
