@@ -20,7 +20,7 @@ import numpy as np
 from ..blockdiag import BlockLayout, check_blocks
 from ..errors import ConfigError
 from ..layers.base import Module
-from ..names import parse_layer_spec, resolve_layers, short_name
+from ..names import layer_labels, parse_layer_spec, resolve_layers, short_name
 
 CONV_FORMS = ("matrix", "channels")
 
@@ -103,8 +103,9 @@ def apply_mpd(model: Module, settings: MPDSettings,
         p.to_blockdiag(layout)
         layouts[name] = layout
     if log is not None:
-        log("mpd: " + "  ".join(f"{short_name(n)} {lay.blocks} blocks of {lay.block_shape[0]}x"
-                                f"{lay.block_shape[1]}" for n, lay in layouts.items()))
+        log("mpd: " + "  ".join(f"{label} {lay.blocks} blocks of {lay.block_shape[0]}x"
+                                f"{lay.block_shape[1]}"
+                                for label, lay in zip(layer_labels(layouts), layouts.values())))
     return layouts
 
 
