@@ -31,9 +31,9 @@ from minidnn.train import Trainer
 FORMS = ("dense", "blocks", "csr")
 
 
-def build_forms(name: str, backend, blocks: int, convs: str) -> dict:
+def build_forms(name: str, backend, blocks: int, convs: str, per_layer: str | None) -> dict:
     """{form: model}: dense, MPD blocks, and the block model's weights as CSR."""
-    settings = MPDSettings(blocks=blocks, convs=convs != "none",
+    settings = MPDSettings(blocks=blocks, convs=convs != "none", blocks_per_layer=per_layer,
                            conv_form="matrix" if convs == "none" else convs)
     models = {"dense": build_model(name, seed=0).to(backend)}
     for form in ("blocks", "csr"):
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="lenet300")
     p.add_argument("--blocks", type=int, default=10)
     p.add_argument("--conv-blocks", default="matrix", choices=["matrix", "channels", "none"])
+    p.add_argument("--blocks-per-layer", default=None, help="e.g. conv1=1,fc2=1")
     p.add_argument("--device", default=None, help="OpenCL device (default: the best usable)")
     p.add_argument("--batches", default="1,128,1000", help="inference batch sizes")
     p.add_argument("--train-batch", type=int, default=128)
@@ -107,11 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--target", type=float, default=0.2, help="seconds per sample")
     args = p.parse_args(argv)
     backend = get_backend("opencl", device=args.device)
-    models = build_forms(args.model, backend, args.blocks, args.conv_blocks)
+    models = build_forms(args.model, backend, args.blocks, args.conv_blocks,
+                         args.blocks_per_layer)
     rng = np.random.default_rng(0)
     print(machine_line())
     print(f"device: {backend.device_name}")
-    print(f"{args.model}, B = {args.blocks} (conv: {args.conv_blocks}); img/s, medians of "
+    print(f"{args.model}, B = {args.blocks} (conv: {args.conv_blocks}"
+          f"{', ' + args.blocks_per_layer if args.blocks_per_layer else ''}); img/s, medians of "
           f"{args.rounds} interleaved samples")
     print(f"{'':<10}{'batch':>6}  {'dense':>11}  {'blocks':>11}  {'CSR':>11}"
           f"  {'blocks/dense':>14}  {'blocks/CSR':>12}")

@@ -6,7 +6,8 @@ An ``InferencePlan`` is built in two stages:
 1. **Lowering** (here, backend-independent): the module tree is flattened into a list of steps.
    Containers that run their children in order (``Sequential``, a ``Model`` with the default
    forward) are expanded, so fusion crosses their boundaries. A ``Conv2d`` with CSR weights
-   (or dense ones with few taps per output, converted at plan time) becomes one fused direct
+   (or dense ones with few taps per output, or block-diagonal ones, converted at plan time)
+   becomes one fused direct
    sparse convolution taking what follows it: a ``BatchNorm2d``
    (folded into the values and bias at plan time), a ``ReLU``, a 2x2/stride-2 ``MaxPool2d``;
    a ``Residual`` whose main branch ends in such a convolution gets the shortcut added (and
@@ -70,14 +71,15 @@ def _leaves(m: Module) -> list[Module]:
 
 
 def _direct_conv(m: Module) -> bool:
-    """A Conv2d the plan runs as a direct sparse convolution: CSR weights, or dense ones with
-    few taps per output channel (C/G*k*k <= DENSE_DIRECT_MAX_TAPS, where skipping im2row, the
+    """A Conv2d the plan runs as a direct sparse convolution: CSR or block-diagonal weights
+    (whose blocks have no use for im2row in inference), or dense ones with few taps per
+    output channel (C/G*k*k <= DENSE_DIRECT_MAX_TAPS, where skipping im2row, the
     GEMM's packing and the transpose wins); the taps must fit ``csr_conv_taps``."""
-    if not _own_forward(m, Conv2d) or m.weight.is_blockdiag:
+    if not _own_forward(m, Conv2d):
         return False
     cg, k = m.in_channels // m.groups, m.kernel_size
     few = cg * k * k <= DENSE_DIRECT_MAX_TAPS
-    return (m.weight.is_sparse or few) and fits_conv_taps(cg, k, k)
+    return (m.weight.is_sparse or m.weight.is_blockdiag or few) and fits_conv_taps(cg, k, k)
 
 
 class SparseConvStep:
@@ -86,8 +88,11 @@ class SparseConvStep:
 
     def __init__(self, conv: Conv2d, bn: BatchNorm2d | None, relu: bool, pool: int) -> None:
         b, w = conv.backend, conv.weight
-        csr = w.csr if w.is_sparse else \
-            CSRMatrix.from_dense(b, w.data.reshape(w.matrix_shape), w.groups)
+        if w.is_sparse:
+            csr = w.csr
+        else:   # dense, or block-diagonal (its blocks as CSR: no im2row, issue 18)
+            dense = w.data if w.blockdiag is None else b.from_host(w.host_dense())
+            csr = CSRMatrix.from_dense(b, dense.reshape(w.matrix_shape), w.groups)
         self.backend, self.conv, self.relu, self.pool = b, conv, relu, pool
         self.row_ptr, self.shape, self.groups = csr.row_ptr, csr.shape, csr.groups
         k = conv.kernel_size

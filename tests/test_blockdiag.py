@@ -262,3 +262,13 @@ def test_method_run_trains_at_the_swept_blocks(np32, rng):
     assert not model.classifier.fc3.weight.is_blockdiag          # the per-layer override
     fc1 = next(r for r in records[0]["layers"] if r["name"] == "fc1")
     assert fc1["nnz"] == 300 * 784 // 4
+
+
+def test_inference_plan_runs_block_convs_as_direct_sparse_convs(np32, rng):
+    from minidnn.inference import InferencePlan, SparseConvStep, regular_logits
+    model = _mpd_model(np32, "lenet5", blocks=4)
+    x = rng.standard_normal((3, 1, 28, 28)).astype(np.float32)
+    plan = InferencePlan(model, 3)
+    assert sum(isinstance(s, SparseConvStep) for s in plan.steps) == 2
+    np.testing.assert_allclose(plan.logits(x), regular_logits(model, x, 3), rtol=1e-4,
+                               atol=1e-5)
