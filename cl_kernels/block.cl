@@ -44,10 +44,13 @@ kernel void block_pack(global const float* x, global const int* index, global fl
 #define BLK_ROW(i) global const float* x##i = m0 + i < m ? x0 + (size_t)i * n_in : x0
 #define BLK_STEP(i) { const float v = x##i[c]; c##i##0 += v * w0; c##i##1 += v * w1; }
 
-/* the 8 outputs o0+t0 .. o0+t0+7 of row k of a block, clamped to the last output */
-inline float8 block_w8(global const float* wk, const int t0, const int last)
+/* the 8 outputs o0+t0 .. o0+t0+7 of row k of a block. Lanes past the last output are never
+ * stored, so while 8 floats remain in the buffer (``room``) one vector load serves (its extra
+ * lanes read the next row's weights); only at the buffer's end are the loads clamped. */
+inline float8 block_w8(global const float* wk, const int t0, const int last, const int room)
 {
-    if (t0 + 7 <= last) return vload8(0, wk + t0);
+    if (t0 > last) return (float8)(0.0f);
+    if (t0 + 7 <= last || t0 + 8 <= room) return vload8(0, wk + t0);
     return (float8)(wk[min(t0, last)], wk[min(t0 + 1, last)], wk[min(t0 + 2, last)],
                     wk[min(t0 + 3, last)], wk[min(t0 + 4, last)], wk[min(t0 + 5, last)],
                     wk[min(t0 + 6, last)], wk[min(t0 + 7, last)]);
@@ -86,6 +89,7 @@ kernel void block_matmul(global const float* x, global const int* iidx, global c
     global const float* wb = w + (size_t)b * nk * no + o0;
     global const int* ib = iidx + (size_t)b * nk;
     const int last = no - 1 - o0;
+    const int wlen = nblocks * nk * no;
     int kend = nk;
     while (kend > 0 && ib[kend - 1] < 0) --kend;
     float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f,
@@ -93,7 +97,8 @@ kernel void block_matmul(global const float* x, global const int* iidx, global c
     for (int k = 0; k < kend; ++k) {
         const int c = ib[k];
         global const float* wk = wb + (size_t)k * no;
-        const float8 w0 = block_w8(wk, 0, last), w1 = block_w8(wk, 8, last);
+        const int room = wlen - (int)(wk - w);
+        const float8 w0 = block_w8(wk, 0, last, room), w1 = block_w8(wk, 8, last, room);
         BLK_STEP(0) BLK_STEP(1) BLK_STEP(2) BLK_STEP(3) BLK_STEP(4) BLK_STEP(5)
     }
     global const int* ob = oidx + (size_t)b * no + o0;
