@@ -272,3 +272,18 @@ def test_inference_plan_runs_block_convs_as_direct_sparse_convs(np32, rng):
     assert sum(isinstance(s, SparseConvStep) for s in plan.steps) == 2
     np.testing.assert_allclose(plan.logits(x), regular_logits(model, x, 3), rtol=1e-4,
                                atol=1e-5)
+
+
+def test_train_mpd_with_l1_inside_the_blocks(np32, mnist_dir, tmp_path):
+    """--method mpd --lam: SpC within the blocks (more zeros than 1 - 1/B), the block form kept
+    through saving; the result records the block settings."""
+    from minidnn.workflows import TrainSpec, train_model
+    out = tmp_path / "m.h5"
+    result = train_model(TrainSpec(model="lenet300", method="mpd", backend="numpy", steps=30,
+                                   lam=20.0, mpd=MPDSettings(blocks=4),
+                                   data_root=str(mnist_dir.parent), out=str(out)),
+                         log=lambda s: None)
+    assert result["mpd"] == {"blocks": 4, "blocks_per_layer": None, "conv": "matrix"}
+    assert result["zeros"] > 0.76
+    model = load(out, backend=np32)
+    assert all(p.is_blockdiag for _, p in model.prox_parameters())
