@@ -34,7 +34,7 @@ FORMS = ("dense", "blocks", "csr")
 def build_forms(name: str, backend, blocks: int, convs: str, per_layer: str | None) -> dict:
     """{form: model}: dense, MPD blocks, and the block model's weights as CSR."""
     settings = MPDSettings(blocks=blocks, convs=convs != "none", blocks_per_layer=per_layer,
-                           conv_form="matrix" if convs == "none" else convs)
+                           conv_form="channels" if convs == "none" else convs)
     models = {"dense": build_model(name, seed=0).to(backend)}
     for form in ("blocks", "csr"):
         m = build_model(name, seed=0).to(backend)
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="lenet300")
     p.add_argument("--blocks", type=int, default=10)
-    p.add_argument("--conv-blocks", default="matrix", choices=["matrix", "channels", "none"])
+    p.add_argument("--conv-blocks", default="channels", choices=["matrix", "channels", "none"])
     p.add_argument("--blocks-per-layer", default=None, help="e.g. conv1=1,fc2=1")
     p.add_argument("--device", default=None, help="OpenCL device (default: the best usable)")
     p.add_argument("--batches", default="1,128,1000", help="inference batch sizes")

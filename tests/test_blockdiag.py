@@ -94,10 +94,14 @@ def test_plan_validates_against_each_layer(np32):
         "features.conv1.weight", "features.conv2.weight", "classifier.fc1.weight",
         "classifier.fc2.weight"}
     assert "features.conv1.weight" not in plan_blocks(model, MPDSettings(convs=False))
-    with pytest.raises(ConfigError, match="conv1"):     # 1 input channel, 10 channel blocks
-        plan_blocks(model, MPDSettings(conv_form="channels"))
     plan = plan_blocks(model, MPDSettings(conv_form="channels", blocks_per_layer="conv1=1"))
     assert "features.conv1.weight" not in plan
+    layouts = apply_mpd(model, MPDSettings(conv_form="channels"))
+    assert layouts["features.conv1.weight"].unit == 1     # 1 input channel: on the matrix
+    assert layouts["features.conv2.weight"].unit == 25    # 20 input channels: on channels
+    with pytest.raises(ConfigError, match="conv2"):      # 50 output channels, 51 blocks
+        plan_blocks(build_model("lenet5").to(np32),
+                    MPDSettings(conv_form="channels", blocks_per_layer="conv2=51"))
     with pytest.raises(ConfigError, match="fc2"):       # 10 outputs
         plan_blocks(model, MPDSettings(blocks=11))
     for bad in (MPDSettings(blocks=0), MPDSettings(conv_form="taps"),
@@ -283,7 +287,7 @@ def test_train_mpd_with_l1_inside_the_blocks(np32, mnist_dir, tmp_path):
                                    lam=20.0, mpd=MPDSettings(blocks=4),
                                    data_root=str(mnist_dir.parent), out=str(out)),
                          log=lambda s: None)
-    assert result["mpd"] == {"blocks": 4, "blocks_per_layer": None, "conv": "matrix"}
+    assert result["mpd"] == {"blocks": 4, "blocks_per_layer": None, "conv": "channels"}
     assert result["zeros"] > 0.76
     model = load(out, backend=np32)
     assert all(p.is_blockdiag for _, p in model.prox_parameters())

@@ -136,8 +136,9 @@ def add_mpd_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     g.add_argument("--blocks-per-layer", default=None, metavar="SPEC",
                    help="per-layer B overriding --blocks, e.g. fc3=1,conv1=2")
     g.add_argument("--conv-blocks", default=None, choices=["matrix", "channels", "none"],
-                   help="conv layers: blocks on the (out, in*k*k) matrix (default), on "
-                        "channels (whole filters), or none (conv layers stay dense)")
+                   help="conv layers: blocks on input channels (whole filters; default; a "
+                        "conv with fewer input channels than B uses the matrix), on the "
+                        "(out, in*k*k) matrix, or none (conv layers stay dense)")
 
 
 def mpd_settings(args: argparse.Namespace) -> MPDSettings | None:
@@ -146,7 +147,7 @@ def mpd_settings(args: argparse.Namespace) -> MPDSettings | None:
     if blocks is None and args.blocks_per_layer is None and args.conv_blocks is None \
             and getattr(args, "method", None) != "mpd":
         return None
-    conv = args.conv_blocks or "matrix"
+    conv = args.conv_blocks or "channels"
     return MPDSettings(blocks=10 if blocks is None else blocks,
                        blocks_per_layer=args.blocks_per_layer, convs=conv != "none",
-                       conv_form="matrix" if conv == "none" else conv)
+                       conv_form="channels" if conv == "none" else conv)
