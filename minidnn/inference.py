@@ -6,11 +6,13 @@ An ``InferencePlan`` is built in two stages:
 1. **Lowering** (here, backend-independent): the module tree is flattened into a list of steps.
    Containers that run their children in order (``Sequential``, a ``Model`` with the default
    forward) are expanded, so fusion crosses their boundaries. A ``Conv2d`` with CSR weights
-   (or dense ones with few taps per output, converted at plan time) becomes one fused direct
+   (or dense ones with few taps per output, or block-diagonal ones, converted at plan time)
+   becomes one fused direct
    sparse convolution taking what follows it: a ``BatchNorm2d``
    (folded into the values and bias at plan time), a ``ReLU``, a 2x2/stride-2 ``MaxPool2d``;
    a ``Residual`` whose main branch ends in such a convolution gets the shortcut added (and
-   its ``ReLU``) inside it. Other known layers (dense ``Conv2d``, ``Linear``, ``ReLU``, pools,
+   its ``ReLU``) inside it. A ``Linear`` with permuted block-diagonal weights (issue 18) becomes
+   one ``block_matmul`` with its bias and a following ``ReLU`` fused. Other known layers (dense ``Conv2d``, ``Linear``, ``ReLU``, pools,
    ``Flatten``, ``BatchNorm`` in eval) run their own eval forward; ``Dropout`` vanishes. A module
    of any other kind, or one with its own ``forward``, cannot be planned: ``predict`` then runs
    the regular forward and says so once.
@@ -77,15 +79,16 @@ def _leaves(m: Module) -> list[Module]:
 
 
 def _direct_conv(m: Module, records: dict) -> bool:
-    """A Conv2d the plan runs as a direct sparse convolution: CSR or quantized weights, or
-    dense ones with few taps per output channel (C/G*k*k <= DENSE_DIRECT_MAX_TAPS, where
-    skipping im2row, the GEMM's packing and the transpose wins); the taps must fit
-    ``csr_conv_taps``."""
+    """A Conv2d the plan runs as a direct sparse convolution: CSR, quantized or block-diagonal
+    weights (whose blocks have no use for im2row in inference), or dense ones with few taps per
+    output channel (C/G*k*k <= DENSE_DIRECT_MAX_TAPS, where skipping im2row, the GEMM's
+    packing and the transpose wins); the taps must fit ``csr_conv_taps``."""
     if not _own_forward(m, Conv2d):
         return False
     cg, k = m.in_channels // m.groups, m.kernel_size
     few = cg * k * k <= DENSE_DIRECT_MAX_TAPS
-    return (m.weight.is_sparse or few or id(m.weight) in records) and fits_conv_taps(cg, k, k)
+    return (m.weight.is_sparse or m.weight.is_blockdiag or few or id(m.weight) in records) \
+        and fits_conv_taps(cg, k, k)
 
 
 class SparseConvStep:
@@ -105,8 +108,11 @@ class SparseConvStep:
             self.taps = b.csr_conv_taps(q.col_idx, k, k)
             self.values, self.codebook = q.codes, q.codebook
         else:
-            csr = w.csr if w.is_sparse else \
-                CSRMatrix.from_dense(b, w.data.reshape(w.matrix_shape), w.groups)
+            if w.is_sparse:
+                csr = w.csr
+            else:   # dense, or block-diagonal (its blocks as CSR: no im2row, issue 18)
+                dense = w.data if w.blockdiag is None else b.from_host(w.host_dense())
+                csr = CSRMatrix.from_dense(b, dense.reshape(w.matrix_shape), w.groups)
             self.row_ptr, self.shape, self.groups = csr.row_ptr, csr.shape, csr.groups
             self.taps = b.csr_conv_taps(csr.col_idx, k, k)
             self.values = csr.values
@@ -180,6 +186,27 @@ def matching_records(model: Module) -> dict[int, object]:
     return out
 
 
+class BlockLinearStep:
+    """Linear with permuted block-diagonal weights [+ ReLU] as one ``block_matmul`` (gather,
+    block products, scatter, bias and ReLU in one kernel; issue 18)."""
+
+    def __init__(self, linear: Linear, relu: bool) -> None:
+        self.linear, self.relu = linear, relu
+        linear.weight.blockdiag.transposed()   # made now, not recorded into every call
+
+    def nbytes(self) -> int:
+        return self.linear.weight.blockdiag.nbytes()
+
+    def __call__(self, x: Array) -> Array:
+        lin, n = self.linear, int(x.shape[0])
+        if len(x.shape) != 2 or int(x.shape[1]) != lin.in_features:
+            return lin.forward(x)   # the layer's own checks and message
+        y = lin.weight.blockdiag.matmul_t(x.reshape((1, n, lin.in_features)),
+                                          None if lin.bias is None else lin.bias.data,
+                                          self.relu)
+        return y.reshape((n, lin.out_features))
+
+
 def _fold_batchnorm(conv: Conv2d, csr: CSRMatrix, bn: BatchNorm2d) -> tuple[Array, Array]:
     """(values, bias) of conv followed by eval-mode bn: row o scaled by gamma_o / sqrt(var_o +
     eps), bias (b_o - mean_o) * scale_o + beta_o (computed in float64 on the host, once)."""
@@ -222,6 +249,10 @@ def lower_sequence(layers: list[Module], records: dict | None = None) -> list[St
             steps.append(SparseConvStep(m, bn, relu, pool, records.get(id(m.weight))))
         elif _own_forward(m, Linear) and id(m.weight) in records:
             steps.append(QuantizedLinearStep(m, records[id(m.weight)]))
+        elif _own_forward(m, Linear) and m.weight.is_blockdiag:
+            relu = _take(layers, i, ReLU)
+            i += relu
+            steps.append(BlockLinearStep(m, relu))
         elif _own_forward(m, Residual):
             steps.append(ResidualStep(m, records))
         elif isinstance(m, Dropout) and _own_forward(m, Dropout):
@@ -337,6 +368,8 @@ def _step_bytes(step: Step, backend: Backend) -> int:
     layer = getattr(step, "__self__", None)
     if isinstance(layer, (Conv2d, Linear)):
         w = layer.weight
+        if w.is_blockdiag:
+            return w.blockdiag.nbytes()
         return w.csr.nbytes() if w.is_sparse else backend.nbytes(w.data)
     return 0
 

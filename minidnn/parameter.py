@@ -1,4 +1,5 @@
-"""Parameter: a trainable tensor, dense or CSR, with its gradient and optional fixed mask.
+"""Parameter: a trainable tensor, dense, CSR or permuted block-diagonal, with its gradient and
+optional fixed mask.
 
 This is the one place that branches on the representation: layers call ``matmul_t``,
 ``matmul`` and ``accumulate_outer_grad`` and never ask whether the weight is sparse.
@@ -13,6 +14,7 @@ import numpy as np
 
 from .backend.base import Array, Backend
 from .errors import MinidnnError, ShapeError
+from .blockdiag import BlockDiagMatrix, BlockLayout
 from .sparse import CSRMatrix
 
 
@@ -23,7 +25,9 @@ class Parameter:
     ``mask``: optional 0/1 array of the dense shape; 0 = pruned forever (applied after each step).
     ``groups``: for a weight used as a (possibly grouped) matrix: rows split into this many groups.
     Dense: ``data`` holds the tensor. CSR: ``csr`` holds it, ``data`` is None, and ``values``,
-    ``grad`` and optimizer state are nnz-long vectors on the pattern.
+    ``grad`` and optimizer state are nnz-long vectors on the pattern. Block-diagonal
+    (``blockdiag``, issue 18): ``data`` is None and ``values``, ``grad`` and optimizer state are
+    the (B, rb, cb) blocks.
     """
 
     def __init__(self, data: np.ndarray | Array, prox: bool = False, groups: int = 1) -> None:
@@ -34,10 +38,12 @@ class Parameter:
         self.grad: Array | None = None
         self.mask: Array | None = None
         self.csr: CSRMatrix | None = None
+        self.blockdiag: BlockDiagMatrix | None = None
         self.backend: Backend | None = None
 
     def __repr__(self) -> str:
-        kind = f"CSR nnz={self.csr.nnz}" if self.csr is not None else "dense"
+        kind = f"CSR nnz={self.csr.nnz}" if self.csr is not None else \
+            f"{self.blockdiag.layout.blocks} blocks" if self.blockdiag is not None else "dense"
         return f"Parameter(shape={self.shape}, {kind}, prox={self.prox})"
 
     # ------------------------------------------------------------------ placement
@@ -46,8 +52,14 @@ class Parameter:
         return self.csr is not None
 
     @property
+    def is_blockdiag(self) -> bool:
+        return self.blockdiag is not None
+
+    @property
     def values(self) -> Array:
-        """The array an optimizer updates: dense data, or the CSR values."""
+        """The array an optimizer updates: dense data, the CSR values or the blocks."""
+        if self.blockdiag is not None:
+            return self.blockdiag.blocks
         return self.csr.values if self.csr is not None else self.data
 
     @property
@@ -62,6 +74,10 @@ class Parameter:
         if self.csr is not None:
             host = self.csr.to_host() if self.backend is not None else None
             self.csr = CSRMatrix.from_host(backend, *host, self.csr.shape, self.groups)
+        elif self.blockdiag is not None:
+            bd = self.blockdiag
+            host = bd.to_host() if self.backend is not None else np.asarray(bd.blocks)
+            self.blockdiag = BlockDiagMatrix.from_host(backend, bd.layout, host)
         else:
             host = self.data if self.backend is None else self.backend.to_host(self.data)
             self.data = backend.from_host(np.asarray(host))
@@ -77,6 +93,8 @@ class Parameter:
         b = self.backend
         if self.csr is not None:
             return b.to_host(self.csr.to_dense()).reshape(self.shape)
+        if self.blockdiag is not None:
+            return self.blockdiag.to_dense().reshape(self.shape)
         return np.asarray(self.data if b is None else b.to_host(self.data))
 
     def set_mask(self, mask: np.ndarray | Array | None) -> None:
@@ -84,25 +102,49 @@ class Parameter:
         if mask is None:
             self.mask = None
             return
-        if tuple(mask.shape) != self.shape:
-            raise ShapeError(f"mask shape {tuple(mask.shape)} != parameter shape {self.shape}")
+        # block-diagonal: a mask of the blocks (zeros inside them, e.g. SpC within the blocks)
+        shape = tuple(self.values.shape) if self.blockdiag is not None else self.shape
+        if tuple(mask.shape) != shape:
+            raise ShapeError(f"mask shape {tuple(mask.shape)} != parameter shape {shape}")
         self.mask = self.backend.from_host(np.asarray(mask)) if isinstance(mask, np.ndarray) \
             else mask
         if self.csr is None:
-            self.backend.apply_mask(self.data, self.mask)
+            self.backend.apply_mask(self.values, self.mask)
+            self.values_changed()
+
+    def to_blockdiag(self, layout: BlockLayout) -> None:
+        """Switch a dense weight to permuted block-diagonal form: the entries outside the
+        blocks of ``layout`` are dropped for good (a fixed mask held as structure)."""
+        if self.groups != 1:
+            raise ShapeError(f"block-diagonal weights need groups=1, got {self.groups}")
+        if (layout.rows, layout.cols) != self.matrix_shape:
+            raise ShapeError(f"layout {(layout.rows, layout.cols)} does not fit the "
+                             f"{self.matrix_shape} weight")
+        blocks = layout.from_dense(self.host_dense().reshape(self.matrix_shape))
+        self.blockdiag = BlockDiagMatrix.from_host(self.backend, layout, blocks)
+        self.data = self.csr = self.mask = self.grad = None
 
     def to_csr(self) -> None:
         """Switch to CSR with the current zero pattern frozen (exact zeros are dropped)."""
         if self.csr is not None:
             return
+        self._leave_blockdiag()
         b = self.backend
         self.csr = CSRMatrix.from_dense(b, self.data.reshape(self.matrix_shape), self.groups)
         self.data = None
         self.mask = None  # the pattern is the structure now
         self.grad = None
 
+    def _leave_blockdiag(self) -> None:
+        """Block-diagonal -> dense (the entries outside the blocks are zeros)."""
+        if self.blockdiag is not None:
+            self.data = self.backend.from_host(self.blockdiag.to_dense().reshape(self.shape))
+            self.blockdiag = None
+            self.grad = None
+
     def to_dense(self) -> None:
         """Switch back to a dense tensor (zeros may revive under further training)."""
+        self._leave_blockdiag()
         if self.csr is None:
             return
         self.data = self.csr.to_dense().reshape(self.shape)
@@ -118,16 +160,21 @@ class Parameter:
         """x (G, M, K) @ W_g.T -> (G, M, O/G): the forward product of conv and linear."""
         if self.csr is not None:
             return self.csr.matmul_t(x)
+        if self.blockdiag is not None:
+            return self.blockdiag.matmul_t(x)
         return self.backend.gemm(x, self._dense3(), trans_b=True)
 
     def matmul(self, dy: Array) -> Array:
         """dy (G, M, O/G) @ W_g -> (G, M, K): the input gradient."""
         if self.csr is not None:
             return self.csr.matmul(dy)
+        if self.blockdiag is not None:
+            return self.blockdiag.matmul(dy)
         return self.backend.gemm(dy, self._dense3())
 
     def accumulate_outer_grad(self, dy: Array, x: Array) -> None:
-        """grad += dy_g.T @ x_g (restricted to the nonzeros when CSR)."""
+        """grad += dy_g.T @ x_g (restricted to the nonzeros when CSR, to the blocks when
+        block-diagonal)."""
         if self.grad is None:
             self.grad = self.backend.zeros(self.values.shape)
             accumulate = False
@@ -135,6 +182,8 @@ class Parameter:
             accumulate = True
         if self.csr is not None:
             self.csr.sddmm(dy, x, self.grad, accumulate=accumulate)
+        elif self.blockdiag is not None:
+            self.blockdiag.outer_grad(dy, x, self.grad, accumulate)
         else:
             rows, cols = self.matrix_shape
             g3 = self.grad.reshape((self.groups, rows // self.groups, cols))
@@ -154,6 +203,8 @@ class Parameter:
         """Called by optimizers after an in-place update of ``values``."""
         if self.csr is not None:
             self.csr.values_changed()
+        if self.blockdiag is not None:
+            self.blockdiag.values_changed()
 
     # ------------------------------------------------------------------ accounting
     @property
@@ -166,9 +217,11 @@ class Parameter:
         return int(self.values.size) - zeros
 
     def device_bytes(self) -> int:
-        """Bytes this parameter holds on the device (data or CSR arrays, plus the mask)."""
+        """Bytes this parameter holds on the device (data, CSR or block arrays, plus the
+        mask)."""
         b = self.backend
-        total = self.csr.nbytes() if self.csr is not None else b.nbytes(self.data)
+        total = self.csr.nbytes() if self.csr is not None else \
+            self.blockdiag.nbytes() if self.blockdiag is not None else b.nbytes(self.data)
         if self.mask is not None:
             total += b.nbytes(self.mask)
         return total

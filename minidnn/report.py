@@ -20,6 +20,7 @@ class LayerStats:
     device_bytes: int
     dense_bytes: int
     sparse: bool
+    blocks: bool = False     # permuted block-diagonal (issue 18)
 
     @property
     def zeros(self) -> float:
@@ -35,7 +36,7 @@ class LayerStats:
 def layer_stats(model: Module) -> list[LayerStats]:
     """One row per prox-enabled weight (conv/linear), plus nothing for biases/BN (not counted)."""
     return [LayerStats(name, p.count_nonzero(), p.numel, p.device_bytes(), p.dense_bytes(),
-                       p.is_sparse) for name, p in model.prox_parameters()]
+                       p.is_sparse, p.is_blockdiag) for name, p in model.prox_parameters()]
 
 
 def total_stats(rows: list[LayerStats]) -> LayerStats:
@@ -129,7 +130,8 @@ MODEL_COLUMNS = (
     Column("nnz/total", 22, lambda r: counts_cell(r.nnz, r.total)),
     Column("zeros", 8, lambda r: percent_cell(r.zeros)),
     Column("x", 8, lambda r: times_cell(r.compression)),
-    Column("form", 6, lambda r: "" if r.name == "total" else ("CSR" if r.sparse else "dense")),
+    Column("form", 6, lambda r: "" if r.name == "total"
+           else ("CSR" if r.sparse else "blocks" if r.blocks else "dense")),
     Column("device KiB", 11, lambda r: f"{r.device_bytes / 1024:.1f}"))
 
 

@@ -147,6 +147,25 @@ def run_optimizer(be, rng, opt, n, mask, threshold, weight_decay, steps=3, **kw)
     return {"w": w, **state}
 
 
+def run_block_product(be, rng, rows, cols, blocks, m, unit=1):
+    """Permuted block-diagonal weight (issue 18): block_pack and the three products
+    (block_matmul forward and transposed, the gradient through pack + batched GEMM), and the
+    forward with the bias + ReLU epilogue."""
+    from minidnn.blockdiag import BlockDiagMatrix, BlockLayout
+    layout = BlockLayout.random(rows, cols, blocks, np.random.default_rng(5), unit)
+    bd = BlockDiagMatrix.from_host(be, layout, _normal(rng, (blocks,) + layout.block_shape))
+    x, dy = be.from_host(_normal(rng, (1, m, cols))), be.from_host(_normal(rng, (1, m, rows)))
+    grad = be.zeros(bd.blocks.shape)
+    y = bd.matmul_t(x)
+    bd.outer_grad(dy, x, grad, accumulate=False)
+    bd.outer_grad(dy, x, grad, accumulate=True)
+    bias = be.from_host(_normal(rng, (rows,)))
+    fused = be.block_matmul(x, bd.col_index, bd.transposed(), bd.row_index, rows, bias=bias,
+                            relu=True)                     # the epilogue of inference plans
+    return {"y": y, "dx": bd.matmul(dy), "grad": grad, "fused": fused,
+            "pack": be.block_pack(x, bd.col_index, layout.block_shape[1])}
+
+
 # ---------------------------------------------------------------- the table
 IMG = (5, 3, 7, 9)  # odd sizes on purpose
 ELEMENTWISE_OPS = ("relu", "relu_backward", "add", "mul", "axpy", "scale", "div_sqrt",
@@ -196,6 +215,10 @@ CASES: list[tuple[str, Callable, dict, tuple[float, float]]] = [
           ("rmsprop", 13, False, 0.0, 0.0, {}), ("rmsprop", 1037, True, 1e-3, 1e-2, {}),
           ("adam", 13, False, 0.0, 0.0, {}), ("adam", 1037, True, 1e-3, 1e-2, {}),
           ("adam", 64, False, 5e-3, 0.0, {})]],
+    *[(f"block-{r}x{c}-B{nb}-m{m}-u{u}", run_block_product,
+       dict(rows=r, cols=c, blocks=nb, m=m, unit=u), (1e-4, 1e-4))
+      for r, c, nb, m, u in [(30, 47, 4, 9, 1), (300, 784, 10, 33, 1), (10, 100, 10, 5, 1),
+                             (50, 500, 10, 17, 25), (7, 5, 1, 3, 1), (6, 6, 6, 2, 1)]],
 ]
 
 

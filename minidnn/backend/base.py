@@ -9,12 +9,13 @@ Two kinds of primitive (lists: ``CORE_PRIMITIVES``, ``OPTIONAL_PRIMITIVES``):
   relu_backward, dropout_mask, max pooling, softmax cross-entropy, count_correct, count_zeros
   and the six CSR ops that do integer work (compaction, scatter, transpose, gather, the forward
   product, SDDMM). A new backend implements these and is complete.
-- *optional* (28): fused or convenience ops with a default below written against the core only
+- *optional* (31): fused or convenience ops with a default below written against the core only
   (bias and channel sums as products with ones, average pooling as im2row + gemm, batch norm,
   the optimizer updates with the l1 prox and mask folded in, the backward CSR product as the
   forward one on the transpose, the direct sparse convolution as im2row + CSR product, the
   segmented sum of shared weights as a CSR product with ones, the prox variants of reweighted
-  l1 / annealed l0 / sticky zeros from relu and its gate). The
+  l1 / annealed l0 / sticky zeros from relu and its gate, the gather and product of
+  permuted block-diagonal weights as a selection CSR around a batched GEMM). The
   defaults are correct but allocate temporaries and run several ops; a backend overrides them
   for speed (NumpyBackend and OpenCLBackend override all of them).
 
@@ -111,6 +112,7 @@ OPTIONAL_PRIMITIVES = (
     "group_soft_threshold",
     "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum", "prepare",
     "qcsr_matmul_t", "qcsr_conv2d", "nearest_centroid",
+    "block_pack", "block_matmul",
 )
 
 
@@ -667,6 +669,78 @@ class Backend(ABC):
             return sums
         self.copy_into(out, sums)
         return out
+
+    # ------------------------------------------------------------ block-diagonal weights
+    def block_pack(self, x: Array, index: Array, nb: int, out: Array | None = None) -> Array:
+        """Gather an (M, N) operand (or (1, M, N)) into B = len(index)/nb blocks of columns:
+        ``out[b, m, j] = x[m, index[b*nb + j]]``, 0 where the int32 ``index`` is -1 (padding
+        of a short block); out is (B, M, nb). The input side of a permuted block-diagonal
+        product (``minidnn.blockdiag``): then one batched GEMM per block.
+
+        Default: the product with the (B*nb, N) 0/1 selection matrix as a CSR (one nonzero per
+        row that is not padding), then a transpose to the block layout."""
+        m, n = int(x.shape[-2]), int(x.shape[-1])
+        total = int(index.shape[0])
+        row_ptr, col_idx, ones = self._selection(index, total, n)
+        y = self.csr_matmul_t(x.reshape((1, m, n)), row_ptr, col_idx, ones, (total, n))
+        packed = self.transpose(y.reshape((m, total // nb, nb)), (1, 0, 2))
+        if out is None:
+            return packed
+        self.copy_into(out, packed)
+        return out
+
+    def block_matmul(self, x: Array, in_index: Array, w: Array, out_index: Array,
+                     n_out: int, bias: Array | None = None, relu: bool = False,
+                     out: Array | None = None) -> Array:
+        """A product with a permuted block-diagonal matrix given by its B blocks ``w``
+        (B, nk, no): ``out[m, out_index[b*no + o]] = sum_k x[m, in_index[b*nk + k]] * w[b, k, o]``
+        with int32 indices, -1 for padding; x is (M, N) or (1, M, N), out (M, n_out), and
+        every output column sits in exactly one block. A layer's forward: x by the column
+        index, w = the blocks transposed (B, cb, rb), out by the row index; its input gradient:
+        dy by the row index, w = the blocks (B, rb, cb), out by the column index. The epilogue
+        of inference plans: ``+ bias`` (n_out,) if given, then ``max(., 0)`` if ``relu``.
+
+        Default: ``block_pack``, one batched GEMM, and the scatter as a product with the
+        (n_out, B*no) selection CSR after a transpose to (M, B*no)."""
+        m = int(x.shape[-2])
+        nblocks, nk, no = (int(s) for s in w.shape)
+        yb = self.gemm(self.block_pack(x, in_index, nk), w)             # (B, M, no)
+        flat = self.transpose(yb, (1, 0, 2)).reshape((1, m, nblocks * no))
+        row_ptr, col_idx, ones = self._selection(out_index, n_out, nblocks * no, scatter=True)
+        y = self.csr_matmul_t(flat, row_ptr, col_idx, ones, (n_out, nblocks * no))
+        y = y.reshape((m, n_out))
+        if bias is not None:
+            self.add_channel_bias(y, bias)
+        if relu:
+            y = self.relu(y)
+        if out is None:
+            return y
+        self.copy_into(out.reshape((m, n_out)), y)
+        return out
+
+    def _selection(self, index: Array, rows: int, cols: int, scatter: bool = False):
+        """The 0/1 CSR (rows, cols) with a one at (i, index[i]) where index[i] >= 0 (gather),
+        or at (index[p], p) for every p with index[p] >= 0 (``scatter``: index must hit each
+        row once), built on the host once per index array and kept (an index is a fixed part
+        of a weight)."""
+        cache = self.__dict__.setdefault("_selections", {})
+        hit = cache.get((id(index), scatter))
+        if hit is not None and hit[0] is index:
+            return hit[1]
+        host = np.asarray(self.to_host(index)).astype(np.int64)
+        if scatter:
+            cols_of = np.flatnonzero(host >= 0)
+            cols_of = cols_of[np.argsort(host[cols_of])]
+            keep = np.ones(rows, bool)
+        else:
+            keep = host >= 0
+            cols_of = host[keep]
+        row_ptr = np.concatenate([[0], np.cumsum(keep)]).astype(np.int32)
+        arrays = (self.from_host(row_ptr, np.int32),
+                  self.from_host(cols_of.astype(np.int32), np.int32),
+                  self._full((int(keep.sum()),), 1.0, np.float32))
+        cache[(id(index), scatter)] = (index, arrays)
+        return arrays
 
     # ------------------------------------------------------------ helpers of the defaults
     def _full(self, shape: Sequence[int], value: float, dtype) -> Array:

@@ -471,3 +471,29 @@ class NumpyBackend(Backend):
             return sums
         out[...] = sums
         return out
+
+    # ------------------------------------------------------------ block-diagonal weights
+    def block_pack(self, x, index, nb, out=None):
+        m, n = int(x.shape[-2]), int(x.shape[-1])
+        x2 = x.reshape(m, n)
+        packed = np.where(index >= 0, x2[:, np.maximum(index, 0)], 0).astype(x.dtype)
+        packed = packed.reshape(m, -1, nb).transpose(1, 0, 2)
+        if out is None:
+            return np.ascontiguousarray(packed)
+        out[...] = packed
+        return out
+
+    def block_matmul(self, x, in_index, w, out_index, n_out, bias=None, relu=False, out=None):
+        packed = self.block_pack(x, in_index, w.shape[1])               # (B, M, nk)
+        flat = (packed @ w).transpose(1, 0, 2).reshape(packed.shape[1], -1)
+        valid = out_index >= 0
+        y = np.zeros((packed.shape[1], n_out), dtype=flat.dtype)
+        y[:, out_index[valid]] = flat[:, valid]
+        if bias is not None:
+            y += bias
+        if relu:
+            y = np.maximum(y, 0)
+        if out is None:
+            return y
+        out.reshape(y.shape)[...] = y
+        return out

@@ -9,7 +9,8 @@ holds only the runtime and its tuning constants:
 - ``NNOps`` (``cl_nn``): conv lowering, elementwise, pooling, loss, batch norm, reductions;
 - ``OptimOps`` (``cl_optim``): the fused optimizer updates, soft-threshold and mask;
 - ``CSROps`` (``cl_csr``): sparse CSR ops;
-- ``QuantizeOps`` (``cl_quantize``): shared (quantized) weights.
+- ``QuantizeOps`` (``cl_quantize``): shared (quantized) weights;
+- ``BlockOps`` (``cl_block``): gather/scatter of permuted block-diagonal weights.
 
 The runtime and each group name the ``Backend`` methods they implement in ``provides``; ``OPS``
 lists the groups and ``_delegating`` turns each provided name into an ordinary method of
@@ -28,6 +29,7 @@ import operator
 import numpy as np
 
 from .base import Backend
+from .cl_block import BlockOps
 from .cl_csr import CSROps
 from .cl_gemm import GemmOps
 from .cl_nn import NNOps
@@ -44,6 +46,7 @@ OPS = (
     ("optim", OptimOps),
     ("sparse", CSROps),
     ("shared", QuantizeOps),
+    ("block", BlockOps),
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..compress.mm import MMConfig
+from ..compress.mpd import MPDSettings
 from ..errors import ConfigError
 from ..optim import SCHEDULES
 from ..options import fraction, nonneg_float, nonneg_int, positive_float, positive_int
@@ -123,3 +124,30 @@ def parse_values(spec: str | None) -> list[float]:
         return [float(v) for v in (spec or "").split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"not a comma-separated list of numbers: {spec!r}") from None
+
+
+def add_mpd_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """The block settings of --method mpd (permuted block-diagonal masks, issue 18)."""
+    g = p.add_argument_group("mpd: permuted block-diagonal masks")
+    if not sweep:
+        g.add_argument("--blocks", type=positive_int, default=None, metavar="B",
+                       help="B diagonal blocks per conv/linear weight (compression ~ B; "
+                            "default 10 with --method mpd; 1 keeps a layer dense)")
+    g.add_argument("--blocks-per-layer", default=None, metavar="SPEC",
+                   help="per-layer B overriding --blocks, e.g. fc3=1,conv1=2")
+    g.add_argument("--conv-blocks", default=None, choices=["matrix", "channels", "none"],
+                   help="conv layers: blocks on input channels (whole filters; default; a "
+                        "conv with fewer input channels than B uses the matrix), on the "
+                        "(out, in*k*k) matrix, or none (conv layers stay dense)")
+
+
+def mpd_settings(args: argparse.Namespace) -> MPDSettings | None:
+    """MPDSettings from the mpd options; None when none of them was given."""
+    blocks = getattr(args, "blocks", None)
+    if blocks is None and args.blocks_per_layer is None and args.conv_blocks is None \
+            and getattr(args, "method", None) != "mpd":
+        return None
+    conv = args.conv_blocks or "channels"
+    return MPDSettings(blocks=10 if blocks is None else blocks,
+                       blocks_per_layer=args.blocks_per_layer, convs=conv != "none",
+                       conv_form="channels" if conv == "none" else conv)

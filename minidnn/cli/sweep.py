@@ -12,8 +12,8 @@ from ..outputs import check_output_folder
 from ..compress.quantize_stage import QuantizeSettings
 from .quantize import add_quantize_args
 from .quantize import settings as quantize_settings
-from .options import (add_mm_args, add_retrain_args, add_training_args, mm_config,
-                      parse_values, train_config)
+from .options import (add_mm_args, add_mpd_args, add_retrain_args, add_training_args,
+                      mm_config, mpd_settings, parse_values, train_config)
 
 VALUE_OPTIONS = {"lams": "lam", "sparsities": "sparsity", "qualities": "quality"}
 
@@ -33,7 +33,7 @@ def register(sub) -> None:
                    help="pru: per-layer target sparsity; mm: total l0 budget as sparsity")
     p.add_argument("--qualities", default=None, help="pru: thresholds quality x std per layer")
     p.add_argument("--values", default=None,
-                   help="any method: values of --param (comma list)")
+                   help="any method: values of --param (comma list), e.g. mpd: blocks 2,5,10")
     p.add_argument("--param", default=None,
                    help="the parameter --values sets (default: the method's first)")
     p.add_argument("--lam-per-layer", default=None,
@@ -44,6 +44,7 @@ def register(sub) -> None:
                    help="pru: prune->retrain rounds ramping up to the target")
     add_retrain_args(p, "spc+retrain, pru per round, mm+retrain")
     add_mm_args(p, sweep=True)
+    add_mpd_args(p, sweep=True)
     add_quantize_args(p.add_argument_group("spc+retrain+q: the quantize stage (default 5 bits)"),
                       "quantize-")
     p.add_argument("--reference", default=None, metavar="FILE",
@@ -90,6 +91,7 @@ def run(args) -> int:
         lam_per_layer=parse_layer_spec(args.lam_per_layer), prune_rounds=args.rounds,
         prune_per_layer=parse_layer_spec(args.prune_per_layer), mm=mm_config(args),
         out=args.out, save_models=args.save_models,
+        mpd=mpd_settings(args) if args.method == "mpd" else None,
         quantize=quantize_settings(args, "quantize-", config.batch_size, config.seed)
         if args.quantize_bits is not None else QuantizeSettings())
     print(f"minidnn sweep: {args.model} {args.method} over {param} = "

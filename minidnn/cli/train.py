@@ -6,7 +6,8 @@ import argparse
 from ..options import (nonneg_float, nonneg_int, open_fraction, positive_fraction, positive_int,
                        unit_interval)
 from ..workflows import TRAIN_METHODS, TrainSpec, train_model
-from .options import add_retrain_args, add_training_args, train_config
+from .options import (add_mpd_args, add_retrain_args, add_training_args, mpd_settings,
+                      train_config)
 from .quantize import add_quantize_args, settings
 
 
@@ -19,7 +20,9 @@ def register(sub) -> None:
                    help="spc: proximal l1 training (sparse coding); rwl1: reweighted l1 "
                         "(per-weight lam ~ 1/(|w| + eps), refreshed every 100 steps); "
                         "l0: annealed hard threshold (l0 prox); gl21: group lasso (whole "
-                        "filters/neurons to zero); dense: no l1")
+                        "filters/neurons to zero); mpd: fixed random permuted "
+                        "block-diagonal masks (--blocks; with --lam, l1 inside the blocks); "
+                        "dense: no l1")
     t.add_argument("--lam", type=nonneg_float, default=None,
                    help="l1 strength (threshold lr*lam per step; default: the model recipe's); "
                         "paper value p -> ln(p) at lr 1e-3")
@@ -39,6 +42,7 @@ def register(sub) -> None:
     t.add_argument("--bn-batches", type=nonneg_int, default=50,
                    help="before the final evaluation, re-estimate batch-norm statistics over "
                         "this many training batches (0: keep the running averages)")
+    add_mpd_args(t)
     add_retrain_args(t, "debiasing")
     t.add_argument("--csr-density", type=unit_interval, default=0.5,
                    help="save/run layers with at most this density as CSR")
@@ -59,7 +63,8 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     train_model(TrainSpec(
         model=args.model, data=args.data, data_root=args.data_root, backend=args.backend,
-        device=args.device, method=args.method, lam=args.lam, lam_per_layer=args.lam_per_layer,
+        device=args.device, method=args.method, mpd=mpd_settings(args), lam=args.lam,
+        lam_per_layer=args.lam_per_layer,
         target_sparsity=args.target_sparsity,
         target_sparsity_per_layer=args.target_sparsity_per_layer,
         freeze_support=args.freeze_support,

@@ -246,7 +246,10 @@ def layer_bits(model: Module, bits: int, overrides: dict | str | None = None) ->
 # ---------------------------------------------------------------------- whole models
 def _nonzeros(p: Parameter) -> tuple[np.ndarray, np.ndarray]:
     """(flat row-major positions, values) of a parameter's nonzero entries, on the host.
-    A CSR parameter holding explicit zeros in its values is re-compacted first."""
+    A CSR parameter holding explicit zeros in its values is re-compacted first; a
+    block-diagonal one becomes CSR (the shared values have no block structure)."""
+    if p.is_blockdiag:
+        p.to_csr()
     if p.is_sparse:
         row_ptr, col_idx, values = p.csr.to_host()
         if np.any(values == 0):

@@ -29,6 +29,7 @@ from ..train_config import Log, TrainConfig, training_steps
 from .cluster import DaskRunner
 from .methods import MethodRun, get_method
 from .mm import MMConfig
+from .mpd import MPDSettings
 from .quantize_stage import QuantizeSettings
 from .results import (format_layers, format_summary, load_results, merge_records,
                       plot_results, write_results)
@@ -59,6 +60,7 @@ class SweepSpec:
     prune_per_layer: dict = field(default_factory=dict)  # Pru: {layer: sparsity|quality}
     mm: MMConfig = field(default_factory=MMConfig)
     quantize: QuantizeSettings = field(default_factory=QuantizeSettings)  # spc+retrain+q
+    mpd: MPDSettings | None = None      # mpd: per-layer blocks, conv layers (None: defaults)
     out: str = "runs/sweep"
     save_models: bool = False
     echo: bool = True                   # also print run logs (inline runs)

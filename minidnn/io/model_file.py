@@ -231,7 +231,7 @@ def file_report(path: str | os.PathLike) -> dict:
         check_model(build_from(c), c)
     layers = []
     for name, r in c.params.items():
-        form = "csr" if r.form == "csr" else ("dense+mask" if r.mask is not None else "dense")
+        form = r.form if r.form != "dense" else ("dense+mask" if r.mask is not None else "dense")
         layers.append(dict(name=name, shape=r.shape, prox=r.prox, nnz=r.nnz, total=r.numel,
                            zeros=1 - r.nnz / r.numel if r.numel else 0.0,
                            compression=r.numel / r.nnz if r.nnz else float("inf"),

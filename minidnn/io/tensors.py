@@ -12,7 +12,8 @@ import h5py
 import numpy as np
 
 from ..backend.base import Backend
-from ..errors import ModelFileError
+from ..blockdiag import BlockDiagMatrix, BlockLayout
+from ..errors import ConfigError, ModelFileError, ShapeError
 from ..parameter import Parameter
 from ..sparse import CSRMatrix
 from .h5 import (Node, array, attr_bool, attr_int, attr_shape, attr_str, check_finite,
@@ -32,8 +33,8 @@ class ParamRecord:
     shape: tuple[int, ...]
     groups: int
     prox: bool
-    form: str                      # 'dense' or 'csr': the representation to restore
-    storage: str                   # 'dense' or 'csr': how it is stored in the file
+    form: str                      # 'dense', 'csr' or 'blockdiag': the representation to restore
+    storage: str                   # 'dense', 'csr' or 'blockdiag': how it is stored in the file
     stored_dtype: str              # dtype of the stored values ('float32' or 'float16')
     nnz: int                       # nonzero values
     file_bytes: int                # bytes of its datasets in the file
@@ -42,6 +43,7 @@ class ParamRecord:
     matrix_shape: tuple[int, int] | None = None
     mask: np.ndarray | None = None                                    # float32 0/1
     quantized: dict | None = None   # storage 'quantized': bits, k, index_bits, bytes per part
+    blockdiag: tuple[BlockLayout, np.ndarray] | None = None          # form 'blockdiag'
 
     @property
     def numel(self) -> int:
@@ -50,6 +52,8 @@ class ParamRecord:
     @property
     def values_shape(self) -> tuple[int, ...]:
         """Shape of ``Parameter.values`` once installed (what optimizer state must match)."""
+        if self.blockdiag is not None:
+            return tuple(self.blockdiag[1].shape)
         return (len(self.csr[2]),) if self.csr is not None else self.shape
 
 
@@ -89,7 +93,9 @@ def write_param(parent: h5py.Group, name: str, p: Parameter, values_dtype: np.dt
     dtype = np.dtype(np.float32) if exact else values_dtype
     g = parent.create_group(name)
     set_attrs(g, shape=np.asarray(p.shape, np.int64), groups=int(p.groups), prox=bool(p.prox),
-              form="csr" if p.is_sparse else "dense")
+              form="csr" if p.is_sparse else "blockdiag" if p.is_blockdiag else "dense")
+    if p.is_blockdiag:
+        return _write_blockdiag(g, p, dtype, exact, compression, what)
     if p.is_sparse:
         row_ptr, col_idx, values = (np.asarray(a) for a in p.csr.to_host())
         rows, cols = p.csr.shape
@@ -126,6 +132,24 @@ def write_param(parent: h5py.Group, name: str, p: Parameter, values_dtype: np.dt
     if mask is not None:
         write_array(g, "mask", mask.astype(np.uint8), compression)
     return int(np.count_nonzero(dense))
+
+
+def _write_blockdiag(g: h5py.Group, p: Parameter, dtype: np.dtype, exact: bool,
+                     compression: str, what: str) -> int:
+    """A block-diagonal weight: the B padded blocks and the two permutations, no per-weight
+    index (docs/format.md); a checkpoint also keeps a mask of the blocks, if any."""
+    layout, blocks = p.blockdiag.layout, p.blockdiag.to_host()
+    keep_mask = exact and p.mask is not None
+    set_attrs(g, storage="blockdiag", mask="dataset" if keep_mask else "none",
+              matrix_shape=np.asarray((layout.rows, layout.cols), np.int64),
+              blocks=int(layout.blocks), unit=int(layout.unit))
+    write_array(g, "blocks", cast_values(blocks, dtype, what), compression)
+    for name, perm in (("row_perm", layout.row_perm), ("col_perm", layout.col_perm)):
+        perm = np.asarray(perm)
+        write_array(g, name, perm.astype(smallest_uint(max(len(perm) - 1, 0))), compression)
+    if keep_mask:
+        write_array(g, "mask", _host(p, p.mask).astype(np.uint8), compression)
+    return int(np.count_nonzero(blocks))
 
 
 def write_buffer(parent: h5py.Group, name: str, host: np.ndarray, compression: str) -> None:
@@ -180,7 +204,9 @@ def read_param(g: Node, path: Path) -> ParamRecord:
     form, storage, mask_kind = (attr_str(g, k, path) for k in ("form", "storage", "mask"))
     if (form, storage, mask_kind) not in {("dense", "dense", "none"), ("dense", "dense", "dataset"),
                                           ("dense", "csr", "none"), ("dense", "csr", "pattern"),
-                                          ("csr", "csr", "none")}:
+                                          ("csr", "csr", "none"),
+                                          ("blockdiag", "blockdiag", "none"),
+                                          ("blockdiag", "blockdiag", "dataset")}:
         raise ModelFileError(f"{what}: invalid combination form={form!r} storage={storage!r} "
                              f"mask={mask_kind!r}")
     if groups < 1 or (shape and shape[0] % groups) or (not shape and groups != 1):
@@ -195,14 +221,41 @@ def read_param(g: Node, path: Path) -> ParamRecord:
         rec.stored_dtype = data.dtype.name
         rec.dense = data.astype(np.float32)
         rec.nnz = int(np.count_nonzero(rec.dense))
+    elif storage == "blockdiag":
+        _read_blockdiag(g, path, rec, extra)
     else:
         _read_csr_storage(g, path, rec, extra, mask_kind)
     if mask_kind == "dataset":
-        mask = array(g, "mask", path, shape, {"u": (1,)})
+        mask = array(g, "mask", path, rec.values_shape, {"u": (1,)})
         if not np.isin(mask, (0, 1)).all():
             raise ModelFileError(f"{what}/mask: values must be 0 or 1")
         rec.mask = mask.astype(np.float32)
     return rec
+
+def _read_blockdiag(g: Node, path: Path, rec: ParamRecord, extra: set) -> None:
+    """Fill ``rec`` from a block-diagonal parameter: the permutations must be permutations, the
+    blocks exactly (B, rb, cb) of the layout, finite, and zero on their padding."""
+    what, shape = where(g, path), rec.shape
+    check_members(g, {"blocks", "row_perm", "col_perm"} | extra, path)
+    rows, cols = attr_shape(g, "matrix_shape", path, ndim=2)
+    if len(shape) < 2 or rows != shape[0] or rows * cols != rec.numel or rec.groups != 1:
+        raise ModelFileError(f"{what}: matrix_shape {(rows, cols)} (groups {rec.groups}) does "
+                             f"not fit shape {shape}")
+    nblocks, unit = attr_int(g, "blocks", path), attr_int(g, "unit", path)
+    row_perm = array(g, "row_perm", path, (rows,), UINT_KINDS).astype(np.int64)
+    col_perm = array(g, "col_perm", path, (cols,), UINT_KINDS).astype(np.int64)
+    try:
+        layout = BlockLayout(rows, cols, nblocks, row_perm, col_perm, unit)
+    except (ConfigError, ShapeError) as e:
+        raise ModelFileError(f"{what}: {e}") from None
+    blocks = array(g, "blocks", path, (nblocks,) + layout.block_shape, FLOAT_KINDS)
+    check_finite(blocks, f"{what}/blocks")
+    if np.any(blocks[layout.padding_mask() == 0]):
+        raise ModelFileError(f"{what}/blocks: nonzero values on the padding of short blocks")
+    rec.stored_dtype = blocks.dtype.name
+    rec.blockdiag = (layout, blocks.astype(np.float32))
+    rec.nnz = int(np.count_nonzero(blocks))
+
 
 def _read_csr_storage(g: Node, path: Path, rec: ParamRecord, extra: set, mask_kind: str) -> None:
     """Fill ``rec`` from a parameter stored as CSR (kept as CSR, or expanded to dense+mask)."""
@@ -248,7 +301,12 @@ def _read_csr_storage(g: Node, path: Path, rec: ParamRecord, extra: set, mask_ki
 def install_param(p: Parameter, rec: ParamRecord, backend: Backend) -> None:
     """Put a validated record into ``p`` on ``backend`` in its saved form (CSR or dense+mask)."""
     p.grad = None
-    if rec.csr is not None:
+    p.blockdiag = None
+    if rec.blockdiag is not None:
+        p.data, p.csr = None, None
+        p.blockdiag = BlockDiagMatrix.from_host(backend, *rec.blockdiag)
+        p.mask = None if rec.mask is None else backend.from_host(rec.mask)
+    elif rec.csr is not None:
         p.data, p.mask = None, None
         p.csr = CSRMatrix.from_host(backend, *rec.csr, rec.matrix_shape, p.groups)
     else:

@@ -87,7 +87,7 @@ class Module:
             value = np.asarray(state[name], dtype=np.float32)
             if value.shape != p.shape:
                 raise ShapeError(f"{name}: shape {value.shape} != expected {p.shape}")
-            p.csr = None
+            p.csr = p.blockdiag = None
             p.data = value
             p.grad = None
             b, p.backend = p.backend, None

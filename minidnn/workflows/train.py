@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..compress.debias import retrain
 from ..compress.methods import get_method, l1_methods
+from ..compress.mpd import MPDSettings, apply_mpd
 from ..compress.sparsify import to_inference_form
 from ..compress.spc import layer_lams
 from ..errors import ConfigError
@@ -28,7 +29,7 @@ from .common import Setup, save_model_file, set_up
 from ..compress.quantize_stage import QuantizeSettings, quantize_stage
 from .quantize import save_quantized
 
-TRAIN_METHODS = (*l1_methods(), "dense")   # the l1 family of the method registry, or no l1
+TRAIN_METHODS = (*l1_methods(), "mpd", "dense")   # the l1 family, block-diagonal masks, or none
 
 
 @dataclass
@@ -40,7 +41,10 @@ class TrainSpec:
     data_root: str | None = None
     backend: str = "auto"
     device: str | None = None
-    method: str = "spc"                    # an l1-family method ('spc', 'rwl1'); 'dense': no l1
+    method: str = "spc"                    # an l1-family method ('spc', 'rwl1'); 'mpd': block-
+    #                                        diagonal masks (l1 inside the blocks if lam > 0);
+    #                                        'dense': no l1
+    mpd: MPDSettings | None = None         # method 'mpd': blocks, per layer, conv layers
     lam: float | None = None
     lam_per_layer: str | dict | None = None   # 'fc1=0.5,conv1=0.1' or {layer: lam}: overrides
     target_sparsity: float | None = None   # steer lam so the weights end this fraction zero
@@ -77,6 +81,9 @@ def train_model(spec: TrainSpec, log: Log = print) -> dict:
         spec.quantize.check()
     s = set_up(spec.model, spec.data, spec.data_root, spec.backend, spec.device, config.seed)
     lam = 0.0 if spec.method == "dense" else spec.lam
+    if spec.method == "mpd":   # l1 only when asked for: SpC inside the blocks
+        lam = lam or 0.0
+        apply_mpd(s.model, replace(spec.mpd or MPDSettings(), seed=config.seed), log)
     if lam is None:  # the recipe's; a class without one gets the tested value for its dataset
         lam, why = default_lam(s.model, s.data)
         if "lam" not in getattr(s.model, "recipe", {}):  # not the model's own setting: say so
@@ -90,6 +97,8 @@ def train_model(spec: TrainSpec, log: Log = print) -> dict:
               "lr": config.lr, "steps": trainer.optimizer.step_count, "seed": config.seed,
               "backend": s.backend.device_name, "train_seconds": round(hist.seconds, 2)}
     result.update(_control_record(hooks))
+    if spec.method == "mpd":
+        result["mpd"] = _mpd_record(spec.mpd or MPDSettings())
     if spec.retrain_steps:
         result.update(_debias(spec, s, config, trainer, log))
     _finish(spec, s, config, result, log)
@@ -163,9 +172,14 @@ def _check_control(spec: TrainSpec) -> None:
     if spec.control is not None:
         spec.control.check()
     targeted = spec.target_sparsity is not None or bool(spec.target_sparsity_per_layer)
-    if spec.method == "dense" and (targeted or fs is not None):
+    if spec.method in ("dense", "mpd") and (targeted or fs is not None):
         raise ConfigError("--target-sparsity and --freeze-support act on the l1 prox: they need "
-                          "an l1 method, not --method dense")
+                          f"an l1 method, not --method {spec.method}")
+    if spec.mpd is not None:
+        if spec.method != "mpd":
+            raise ConfigError("block settings (--blocks, --blocks-per-layer, --conv-blocks) "
+                              "need --method mpd")
+        spec.mpd.check()
 
 
 def _control_hooks(spec: TrainSpec, s: Setup, lam: float, steps: int, log: Log) -> list:
@@ -190,6 +204,12 @@ def _control_hooks(spec: TrainSpec, s: Setup, lam: float, steps: int, log: Log) 
     seconds = None if spec.minutes is None else 60.0 * spec.minutes
     return [TargetSparsity(targets, steps, settings, grouped, log, log_every=max(100, steps // 10),
                            seconds=seconds)]
+
+
+def _mpd_record(settings: MPDSettings) -> dict:
+    """The block settings as they go into the result and the model file's metadata."""
+    return {"blocks": settings.blocks, "blocks_per_layer": settings.per_layer_spec() or None,
+            "conv": settings.conv_form if settings.convs else "none"}
 
 
 def _control_record(hooks: list) -> dict:

@@ -2,10 +2,10 @@
 
 Importing this package registers the built-in methods, in the order tables and plots use:
 SpC, reweighted l1, annealed l0, Pru, MM, the dense reference, SpC+retrain+Q (quantized), then
-group l2,1.
+group l2,1, MPD (permuted block-diagonal masks).
 A new method is one module here (or anywhere) that subclasses ``Method`` and calls ``register``.
 """
-from . import spc, rwl1, l0, pru, mm, dense, spcq, gl21  # noqa: F401  (registration, in this order)
+from . import spc, rwl1, l0, pru, mm, dense, spcq, gl21, mpd  # noqa: F401  (registration, in order)
 from .registry import (RETRAIN, Method, MethodRun, all_methods, color_of, get_method, l1_methods,
                        label_of, rank_of, register, sweep_variants, unregister)
 
