@@ -275,3 +275,23 @@ def test_pruned_model_runs_on_opencl(clb):
     x = np.random.default_rng(2).standard_normal((5, 1, 28, 28)).astype(np.float32)
     np.testing.assert_allclose(dev.predict(x), ref.predict(x))
     np.testing.assert_allclose(_outputs(dev, x), _outputs(ref, x), rtol=1e-4, atol=1e-4)
+
+
+def test_sweep_includes_channel_pruning(tmp_path):
+    """chnb/chl1 run in a sweep from the dense reference like Pru; zeros = weights removed."""
+    from minidnn.compress.sweep import SweepSpec, make_jobs, run_sweep
+
+    def data():
+        return _dataset(192, (3, 8, 8)), _dataset(96, (3, 8, 8), seed=1)
+
+    spec = SweepSpec(model="small", data="synthetic", train=TrainConfig(batch_size=32,
+                     log_every=1000), steps=20, retrain_steps=5, out=str(tmp_path),
+                     model_factory=SmallNet, data_factory=data, echo=False)
+    quiet = lambda s: None  # noqa: E731
+    r = run_sweep(spec, make_jobs("chnb+retrain", [0.5], "ratio"), log=quiet)
+    assert not r["failed"]
+    r = run_sweep(spec, make_jobs("chl1", [0.5], "ratio"), log=quiet)
+    records = {rec["method"]: rec for rec in r["records"]}
+    assert set(records) >= {"chnb", "chnb+retrain", "chl1"}
+    assert 0.3 < records["chl1"]["zeros"] < 0.9 and records["chl1"]["weights"] == \
+        sum(p.numel for _, p in SmallNet().prox_parameters())

@@ -29,8 +29,11 @@ def register(sub) -> None:
                    help="training batches to re-estimate batch norm after pruning (0: none)")
     p.add_argument("--finetune-steps", type=nonneg_int, default=0,
                    help="steps of training after pruning (0: none)")
+    p.add_argument("--finetune-minutes", type=positive_float, default=None,
+                   help="time budget of fine-tuning: stop after this many minutes of training "
+                        "(--finetune-steps caps the run)")
     p.add_argument("--finetune-lr", type=positive_float, default=None,
-                   help="fine-tuning lr (default: a tenth of the model recipe's)")
+                   help="fine-tuning lr (default: the model recipe's, e.g. 0.001)")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--seed", type=nonneg_int, default=0)
     add_data_args(p)
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
                                     seed=args.seed)
     prune_channels_file(ChannelPruneSpec(
         path=args.path, settings=settings, finetune_steps=args.finetune_steps,
-        finetune_lr=args.finetune_lr, data=args.data, data_root=args.data_root,
+        finetune_lr=args.finetune_lr, finetune_minutes=args.finetune_minutes, data=args.data,
+        data_root=args.data_root,
         backend=args.backend, device=args.device, batch_size=args.batch_size, out=args.out,
         json=args.json))
     return 0

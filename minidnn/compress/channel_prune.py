@@ -76,11 +76,13 @@ def prune_model_channels(model: Module, settings: ChannelPruneSettings,
 
 def finetune(model: Module, train_ds: ArrayDataset, test_ds: ArrayDataset | None, steps: int,
              config: TrainConfig, lr: float | None = None, bn_batches: int = 20,
-             log: Log = print):
-    """``steps`` of plain training (no l1, nothing held at zero) of the pruned model; then
-    batch norm re-estimated. Returns the training history."""
+             log: Log = print, minutes: float | None = None):
+    """``steps`` of plain training (no l1, nothing held at zero) of the pruned model, or fewer
+    when ``minutes`` of training run out; then batch norm re-estimated. Returns (history,
+    steps done)."""
     opt = config.make_optimizer(model, steps, lam=0.0, lr=lr)
     trainer = Trainer(model, opt)
-    history = config.fit(trainer, train_ds, test_ds, steps, seed_offset=7, log=log)
+    history = config.fit(trainer, train_ds, test_ds, steps, seed_offset=7, log=log,
+                         max_seconds=None if minutes is None else 60 * minutes)
     trainer.recalibrate_batchnorm(train_ds, bn_batches, config.batch_size, config.seed)
-    return history
+    return history, opt.step_count

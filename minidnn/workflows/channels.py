@@ -29,7 +29,8 @@ class ChannelPruneSpec:
     path: str
     settings: ChannelPruneSettings = field(default_factory=ChannelPruneSettings)
     finetune_steps: int = 0
-    finetune_lr: float | None = None     # default: the model recipe's lr / 10
+    finetune_lr: float | None = None     # default: the model recipe's lr
+    finetune_minutes: float | None = None  # time budget of fine-tuning (steps: the cap)
     data: str | None = None              # default: the model's (recipe, else input shape)
     data_root: str | None = None
     backend: str = "auto"
@@ -47,7 +48,7 @@ def out_path(spec: ChannelPruneSpec) -> Path:
 
 def train_settings(model: Model, spec: ChannelPruneSpec) -> TrainConfig:
     """The zoo recipe's training settings for the file's architecture (plain defaults for
-    other models); the fine-tuning lr defaults to a tenth of the recipe's."""
+    other models); fine-tuning uses the recipe's lr unless told otherwise."""
     given = {"batch_size": spec.batch_size, "seed": spec.settings.seed, "log_every": 200}
     config = TrainConfig.for_model(model.arch, **given) if model.arch in MODELS \
         else TrainConfig(**{k: v for k, v in given.items() if v is not None})
@@ -86,11 +87,12 @@ def prune_channels_file(spec: ChannelPruneSpec, log: Log = print) -> dict:
               "ratio": spec.settings.ratio, "per_layer": spec.settings.per_layer or {},
               **cut, "dense": dense, "pruned": pruned}
     if spec.finetune_steps:
-        lr = spec.finetune_lr or config.lr / 10
+        lr = spec.finetune_lr or config.lr
         log(f"fine-tuning {spec.finetune_steps} steps, {config.optimizer} lr {lr:g}")
-        finetune(model, train_ds, test_ds, spec.finetune_steps, config, lr,
-                 spec.settings.bn_batches, log)
-        record.update(finetune_steps=spec.finetune_steps, finetune_lr=lr)
+        hist, done = finetune(model, train_ds, test_ds, spec.finetune_steps, config, lr,
+                        spec.settings.bn_batches, log, spec.finetune_minutes)
+        record.update(finetune_steps=done, finetune_lr=lr,
+                      finetune_seconds=hist.seconds)
     final = _figures(model, test_ds, before)
     record.update(final, seconds=time.perf_counter() - t0)
     log(format_costs(layer_costs(model)))

@@ -37,7 +37,7 @@ class ChannelPruning(Method):
         records = [_record(self.name, run, before, 0)]
         history = {"widths": cut["widths"]}
         if run.retrain:
-            hist = finetune(run.model, run.train_ds, run.test_ds, spec.retrain_steps,
+            hist, _ = finetune(run.model, run.train_ds, run.test_ds, spec.retrain_steps,
                             spec.train, spec.retrain_lr, settings.bn_batches, run.log)
             records.append(_record(self.name + "+retrain", run, before, spec.retrain_steps))
             history["retrain"] = hist.evals
