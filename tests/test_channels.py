@@ -243,10 +243,12 @@ def test_cli_prune_channels(tmp_path, lenet_file, fake_mnist, capsys):
     out, js = tmp_path / "p.h5", tmp_path / "p.json"
     rc = main(["prune-channels", str(lenet_file), "--ratio", "0.5", "--per-layer", "fc1=0.8",
                "--score", "nb", "--calib-samples", "128", "--finetune-steps", "2",
-               "--batch-size", "32", "--backend", "numpy", "--out", str(out), "--json", str(js)])
+               "--batch-size", "32", "--backend", "numpy", "--out", str(out), "--json", str(js),
+               "--eval-images", "100", "--finetune-minutes", "5"])
     assert rc == 0, capsys.readouterr().err
     record = json.loads(js.read_text())
     assert record["widths"]["fc1"] == [500, 100] and record["finetune_steps"] == 2
+    assert record["test_images"] == 100
     assert record["file_bytes"] == out.stat().st_size
     assert load(out).classifier.fc1.out_features == 100
     assert "MFLOPs" in capsys.readouterr().out
@@ -256,6 +258,8 @@ def test_cli_prune_channels(tmp_path, lenet_file, fake_mnist, capsys):
     (["--ratio", "1"], "--ratio: must be at least 0 and below 1"),
     (["--ratio", "0.5", "--score", "l2"], "invalid choice"),
     (["--ratio", "0.5", "--finetune-steps", "-1"], "--finetune-steps"),
+    (["--ratio", "0.5", "--eval-images", "0"], "--eval-images"),
+    (["--ratio", "0.5", "--finetune-minutes", "nan"], "--finetune-minutes"),
     (["--per-layer", "fc2=0.5"], "not one of the prunable layers"),
     (["--per-layer", "fc1"], "is not LAYER=VALUE"),
     (["--per-layer", "fc1=1.5"], "must be in [0, 1)"),

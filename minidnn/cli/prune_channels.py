@@ -35,6 +35,8 @@ def register(sub) -> None:
     p.add_argument("--finetune-lr", type=positive_float, default=None,
                    help="fine-tuning lr (default: the model recipe's, e.g. 0.001)")
     p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--eval-images", type=positive_int, default=None,
+                   help="measure accuracy on the first N test images (default: all)")
     p.add_argument("--seed", type=nonneg_int, default=0)
     add_data_args(p)
     add_backend_args(p)
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         path=args.path, settings=settings, finetune_steps=args.finetune_steps,
         finetune_lr=args.finetune_lr, finetune_minutes=args.finetune_minutes, data=args.data,
         data_root=args.data_root,
-        backend=args.backend, device=args.device, batch_size=args.batch_size, out=args.out,
+        backend=args.backend, device=args.device, batch_size=args.batch_size,
+        eval_images=args.eval_images, out=args.out,
         json=args.json))
     return 0

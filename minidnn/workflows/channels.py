@@ -14,6 +14,7 @@ from ..compress.channel_prune import (ChannelPruneSettings, finetune, prune_mode
                                       relative_figures, weight_sizes)
 from ..compress.flops import format_costs, layer_costs, total_cost
 from ..compress.measure import evaluate
+from ..data import ArrayDataset
 from ..io import load
 from ..layers.model import Model
 from ..models import MODELS, default_data
@@ -36,6 +37,7 @@ class ChannelPruneSpec:
     backend: str = "auto"
     device: str | None = None
     batch_size: int | None = None        # default: the recipe's
+    eval_images: int | None = None       # evaluate on the first N test images (default all)
     out: str | None = None               # default: IN-ch<score>.h5 next to IN
     json: str | None = None
 
@@ -55,6 +57,14 @@ def train_settings(model: Model, spec: ChannelPruneSpec) -> TrainConfig:
     return config
 
 
+def first_images(ds: ArrayDataset, n: int | None) -> ArrayDataset:
+    """The first ``n`` images of ``ds`` (all of them when ``n`` is None or larger)."""
+    if n is None or n >= len(ds):
+        return ds
+    return ArrayDataset(ds.images[:n], ds.labels[:n], f"{ds.name}[:{n}]", ds.classes, ds.mean,
+                        ds.std, ds.source)
+
+
 def _figures(model: Model, test_ds, before: dict) -> dict:
     result = evaluate(model, test_ds)
     cost = total_cost(layer_costs(model))
@@ -71,10 +81,12 @@ def prune_channels_file(spec: ChannelPruneSpec, log: Log = print) -> dict:
     data = spec.data or default_data(model)
     train_ds, test_ds = datasets.load_dataset(data, spec.data_root)
     check_input_shape(model, train_ds)
+    test_ds = first_images(test_ds, spec.eval_images)
     config = train_settings(model, spec)
     before = weight_sizes(model)
     dense = _figures(model, test_ds, before)
-    log(f"minidnn prune-channels: {spec.path} ({model.arch}) on {data}, "
+    log(f"minidnn prune-channels: {spec.path} ({model.arch}) on {data} ({len(test_ds)} test "
+        f"images), "
         f"{backend.device_name}: dense accuracy {100 * dense['accuracy']:.2f}%, "
         f"{dense['weights']:,} weights, {dense['flops'] / 1e6:.2f} MFLOPs")
     t0 = time.perf_counter()
@@ -84,6 +96,7 @@ def prune_channels_file(spec: ChannelPruneSpec, log: Log = print) -> dict:
         f"{pruned['kept_weights']:,} weights, {pruned['flops'] / 1e6:.2f} MFLOPs")
     record = {"method": f"ch{spec.settings.score}", "model": model.arch, "data": data,
               "input": str(spec.path), "score": spec.settings.score,
+              "test_images": len(test_ds),
               "ratio": spec.settings.ratio, "per_layer": spec.settings.per_layer or {},
               **cut, "dense": dense, "pruned": pruned}
     if spec.finetune_steps:
