@@ -39,14 +39,20 @@ import numpy as np
 from ..errors import ConfigError
 from ..layers.base import Module
 from ..layers.linear import Conv2d, Linear
-from ..layers.normalization import _BatchNorm
+from ..layers.normalization import BatchNorm1d, BatchNorm2d, _BatchNorm
 from ..layers.residual import Residual
-from ..layers.simple import Dropout, Flatten, ReLU, _Pool2d
+from ..layers.simple import AvgPool2d, Dropout, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU
 from ..names import layer_labels, short_name
 from ..parameter import Parameter
 
 SCORES = ("nb", "l1")
-KEEPS_CHANNELS = (ReLU, Dropout, _Pool2d)
+# exact types only: a subclass may compute something else (e.g. a factorized layer)
+KEEPS_CHANNELS = (ReLU, Dropout, MaxPool2d, AvgPool2d, GlobalAvgPool2d)
+NORMS = (BatchNorm1d, BatchNorm2d)
+
+
+def _plain_conv(m: Module) -> bool:
+    return type(m) is Conv2d and m.groups == 1
 
 
 @dataclass
@@ -87,16 +93,16 @@ def _consumer(chain, i: int, width: int) -> tuple[int, list, int] | None:
     norms, flat = [], False
     for j in range(i + 1, len(chain)):
         m = chain[j][1]
-        if isinstance(m, _BatchNorm) and m.num_features == width:
+        if type(m) in NORMS and m.num_features == width:
             norms.append(m)
-        elif isinstance(m, Flatten):
+        elif type(m) is Flatten:
             flat = True
-        elif isinstance(m, KEEPS_CHANNELS):
+        elif type(m) in KEEPS_CHANNELS:
             continue
-        elif isinstance(m, Conv2d) and m.groups == 1 and not flat and m.in_channels == width:
+        elif _plain_conv(m) and not flat and m.in_channels == width:
             return j, norms, 1
-        elif isinstance(m, Linear) and m.in_features % width == 0 and (
-                flat or isinstance(chain[i][1], Linear)):
+        elif type(m) is Linear and m.in_features % width == 0 and (
+                flat or type(chain[i][1]) is Linear):
             return j, norms, m.in_features // width
         else:
             return None
@@ -106,14 +112,13 @@ def _consumer(chain, i: int, width: int) -> tuple[int, list, int] | None:
 def _groups_in(chain) -> list[PruneGroup]:
     groups = []
     for i, (name, m) in enumerate(chain):
-        if isinstance(m, Residual):
+        if isinstance(m, Residual) and type(m).forward is Residual.forward:
             for part in ("main", "shortcut", "post"):
                 child = getattr(m, part)
                 if child is not None:
                     groups += _groups_in(_chain(child, f"{name}.{part}"))
             continue
-        producer = (isinstance(m, Conv2d) and m.groups == 1) or type(m) is Linear
-        if not producer:
+        if not (_plain_conv(m) or type(m) is Linear):
             continue
         width = m.out_channels if isinstance(m, Conv2d) else m.out_features
         found = _consumer(chain, i, width)
