@@ -30,7 +30,6 @@ from ..errors import ConfigError, ShapeError
 from ..layers.base import Module
 from ..layers.linear import Conv2d, Linear
 from ..report import Column, format_columns
-from .trace import observing
 
 Shape = tuple[int, ...]
 CostRule = Callable[[Module, Shape, Shape], tuple[str, int, int, int, int]]
@@ -121,17 +120,32 @@ def _input_shape(model: Module, input_shape: Sequence[int] | None) -> Shape:
 
 def _traced_shapes(model: Module, modules, shape: Shape) -> list[list[tuple[Shape, Shape]]]:
     """Run one zero sample through ``model`` in eval mode; per module, the (input, output)
-    shapes of each of its calls."""
+    shapes of each of its calls. Modes and forwards are restored afterwards."""
     if model.backend is None:
         raise ConfigError("count FLOPs of a model placed on a backend (model.to(backend))")
     seen: list[list[tuple[Shape, Shape]]] = [[] for _ in modules]
+    modes = [(m, m.training) for _, m in model.named_modules()]
 
-    def note(i: int, x, y) -> None:
-        seen[i].append((tuple(int(s) for s in x.shape), tuple(int(s) for s in y.shape)))
+    def traced(m: Module, calls: list):
+        inner = m.forward
 
-    backend = model.backend
-    with observing(model, [m for _, m, _ in modules], note):
+        def forward(x):
+            y = inner(x)
+            calls.append((tuple(int(s) for s in x.shape), tuple(int(s) for s in y.shape)))
+            return y
+        return forward
+
+    for (_, m, _), calls in zip(modules, seen):
+        object.__setattr__(m, "forward", traced(m, calls))
+    try:
+        model.eval()
+        backend = model.backend
         model.forward(backend.from_host(np.zeros((1,) + shape, dtype=backend.dtype)))
+    finally:
+        for _, m, _ in modules:
+            del m.__dict__["forward"]
+        for m, mode in modes:
+            object.__setattr__(m, "training", mode)
     return seen
 
 

@@ -1,9 +1,10 @@
 """Watching layers during one forward pass: every call's input and output, per module.
 
-Both the FLOP counter (shapes) and channel pruning's importance score (what each layer reads)
-need to see inside a model's forward without knowing how its containers route data; wrapping
-the chosen modules' ``forward`` for the length of a ``with`` block does that for any model,
-including classes with a ``forward`` of their own.
+Channel pruning's importance score needs what each consumer layer reads, inside a model's
+forward, without knowing how its containers route data; wrapping the chosen modules'
+``forward`` for the length of a ``with`` block does that for any model, including classes with
+a ``forward`` of their own. (``flops`` traces shapes the same way with its own copy, kept as
+issue 17's other half carries it.)
 """
 from __future__ import annotations
 
