@@ -39,7 +39,8 @@ def register(sub) -> None:
     p.add_argument("--lam-per-layer", default=None,
                    help="spc: per-layer lam overriding the swept value, e.g. fc1=0.5,conv1=0.1")
     p.add_argument("--prune-per-layer", default=None,
-                   help="pru: per-layer sparsity/quality overriding the swept value")
+                   help="pru: per-layer sparsity/quality overriding the swept value; "
+                        "chnb/chl1: per-layer channel ratios")
     p.add_argument("--rounds", type=positive_int, default=1,
                    help="pru: prune->retrain rounds ramping up to the target")
     add_retrain_args(p, "spc+retrain, pru per round, mm+retrain")

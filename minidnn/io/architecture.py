@@ -83,9 +83,11 @@ def _node(m: Module, path: str, root: Module) -> dict:
 
 def is_zoo_model(model: Module) -> bool:
     """Whether ``model`` is exactly the zoo class registered under its ``arch`` (so a file can
-    rebuild it by name; a subclass or a user class of the same name is not)."""
+    rebuild it by name; a subclass or a user class of the same name is not, nor a model whose
+    layer widths were changed, e.g. by channel pruning: ``architecture_edited``)."""
     from ..models import MODELS
-    return MODELS.get(getattr(model, "arch", None)) is type(model)
+    return MODELS.get(getattr(model, "arch", None)) is type(model) \
+        and not getattr(model, "architecture_edited", False)
 
 
 MODES = ("require", "try", "skip")
