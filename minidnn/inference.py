@@ -74,9 +74,9 @@ def _direct_conv(m: Module) -> bool:
     GEMM's packing and the transpose wins); the taps must fit ``csr_conv_taps``."""
     if not _own_forward(m, Conv2d):
         return False
-    cg, k = m.in_channels // m.groups, m.kernel_size
-    few = cg * k * k <= DENSE_DIRECT_MAX_TAPS
-    return (m.weight.is_sparse or few) and fits_conv_taps(cg, k, k)
+    cg = m.in_channels // m.groups
+    few = cg * m.kh * m.kw <= DENSE_DIRECT_MAX_TAPS
+    return (m.weight.is_sparse or few) and fits_conv_taps(cg, m.kh, m.kw)
 
 
 class SparseConvStep:
@@ -89,8 +89,7 @@ class SparseConvStep:
             CSRMatrix.from_dense(b, w.data.reshape(w.matrix_shape), w.groups)
         self.backend, self.conv, self.relu, self.pool = b, conv, relu, pool
         self.row_ptr, self.shape, self.groups = csr.row_ptr, csr.shape, csr.groups
-        k = conv.kernel_size
-        self.taps = b.csr_conv_taps(csr.col_idx, k, k)
+        self.taps = b.csr_conv_taps(csr.col_idx, conv.kh, conv.kw)
         self.values = csr.values
         self.bias = None if conv.bias is None else conv.bias.data
         if bn is not None:
@@ -98,9 +97,10 @@ class SparseConvStep:
         self.residual: Step | None = None
 
     def __call__(self, x: Array, residual: Array | None = None) -> Array:
-        c, k = self.conv, self.conv.kernel_size
+        c = self.conv
         return self.backend.csr_conv2d(x, self.row_ptr, self.taps, self.values, self.shape,
-                                       self.bias, k, k, c.stride, c.padding, self.groups,
+                                       self.bias, c.kh, c.kw, c.stride, c.padding,
+                                       self.groups,
                                        residual=residual, relu=self.relu, pool=self.pool)
 
 
