@@ -114,28 +114,63 @@ def saves_weights(m: Module, form: str, ranks: dict) -> bool:
     return factorized_weights(form, m, ranks) < dense_weights(m)
 
 
+def decompose_weight(m: Module, form: str, ranks: dict, algorithm: str | None = None,
+                     seed: int = 0) -> tuple:
+    """The factors of ``m``'s weight in ``form`` at ``ranks``: (left, right) for 'svd',
+    (core, U_out, U_in) for 'tucker2', (weights, factors) for 'cp'. ``algorithm``:
+    'hosvd'/'hooi' (Tucker-2), 'tpm'/'als' (CP); default HOSVD and the tensor power method."""
+    w = m.weight.host_dense().astype(np.float64)
+    if form == "svd":
+        return truncated_svd(w, ranks["rank"])
+    if form == "tucker2":
+        return tucker2(w, ranks["rank_out"], ranks["rank_in"], algorithm or "hosvd")
+    if form == "cp":
+        return cp(w, ranks["rank"], algorithm or "tpm", seed=seed)
+    raise ConfigError(f"unknown form {form!r}: choose from {', '.join(METHODS)}")
+
+
+def truncate(m: Module, form: str, full: tuple, ranks: dict) -> tuple:
+    """The factors at ``ranks`` from a nested decomposition at the largest rank: (U, s, Vt) of
+    the SVD, (U_out, U_in) of the HOSVD, (weights, factors) of the tensor power method."""
+    if form == "svd":
+        u, s, vt = full
+        root = np.sqrt(s[:ranks["rank"]])
+        return u[:, :ranks["rank"]] * root, root[:, None] * vt[:ranks["rank"]]
+    if form == "tucker2":
+        u_out, u_in = full[0][:, :ranks["rank_out"]], full[1][:, :ranks["rank_in"]]
+        w = m.weight.host_dense().astype(np.float64)
+        return np.einsum("ocij,or,cs->rsij", w, u_out, u_in, optimize=True), u_out, u_in
+    weights, factors = full   # a run may have stopped early: at most its terms
+    return weights[:ranks["rank"]], [f[:, :ranks["rank"]] for f in factors]
+
+
 def factorize(m: Module, form: str, ranks: dict, algorithm: str | None = None,
               seed: int = 0) -> Module:
-    """The factorized layer for ``m`` (on ``m``'s backend) with the decomposition of its weight
-    at ``ranks`` as weights and ``m``'s bias. ``algorithm``: 'hosvd'/'hooi' (Tucker-2),
-    'tpm'/'als' (CP); default HOSVD and the tensor power method."""
-    w = m.weight.host_dense().astype(np.float64)
+    """The factorized layer for ``m`` (on ``m``'s backend): the decomposition of its weight at
+    ``ranks`` as weights, ``m``'s bias as the last piece's."""
+    return build_layer(m, form, decompose_weight(m, form, ranks, algorithm, seed))
+
+
+def factorize_from(m: Module, form: str, ranks: dict, full: tuple) -> Module:
+    """``factorize`` from a nested decomposition at the largest rank (``truncate``)."""
+    return build_layer(m, form, truncate(m, form, full, ranks))
+
+
+def build_layer(m: Module, form: str, factors: tuple) -> Module:
+    """The factorized layer of ``form`` holding ``factors`` (``decompose_weight``'s layout)."""
     bias = None if m.bias is None else m.bias.host_dense()
     if form == "svd":
-        left, right = truncated_svd(w, ranks["rank"])
-        new = LowRankLinear(m.in_features, m.out_features, ranks["rank"], bias=bias is not None)
+        left, right = factors
+        new = LowRankLinear(m.in_features, m.out_features, left.shape[1], bias=bias is not None)
         state = {"first.weight": right, "second.weight": left}
     elif form == "tucker2":
-        core, u_out, u_in = tucker2(w, ranks["rank_out"], ranks["rank_in"],
-                                    algorithm or "hosvd")
+        core, u_out, u_in = factors
         new = Tucker2Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
-                            ranks["rank_in"], ranks["rank_out"], bias=bias is not None)
+                            u_in.shape[1], u_out.shape[1], bias=bias is not None)
         state = {"first.weight": u_in.T[:, :, None, None], "core.weight": core,
                  "last.weight": u_out[:, :, None, None]}
-    elif form == "cp":
-        new, state = _cp_layer(m, w, ranks["rank"], algorithm or "tpm", seed)
     else:
-        raise ConfigError(f"unknown form {form!r}: choose from {', '.join(METHODS)}")
+        new, state = _cp_layer(m, *factors)
     if bias is not None:
         state[f"{'second' if form == 'svd' else 'last'}.bias"] = bias
     new.to(m.backend)
@@ -143,19 +178,62 @@ def factorize(m: Module, form: str, ranks: dict, algorithm: str | None = None,
     return new
 
 
-def _cp_layer(m: Conv2d, w: np.ndarray, rank: int, algorithm: str,
-              seed: int) -> tuple[CPConv2d, dict]:
+def _cp_layer(m: Conv2d, weights: np.ndarray, factors: list[np.ndarray]) -> tuple[CPConv2d, dict]:
     """CPConv2d pieces from a CP decomposition: unit-norm columns, each piece scaled by the
     fourth root of |weight| (so the four train at one scale), the sign in the last."""
-    weights, (a, b, ky, kx) = cp(w, rank, algorithm, seed=seed)
-    factors = [a, b, ky, kx]
     norms = [np.linalg.norm(f, axis=0) for f in factors]
     lam = weights * np.prod(norms, axis=0)
     root = np.abs(lam) ** 0.25
     a, b, ky, kx = [f / np.where(n == 0, 1, n) * root for f, n in zip(factors, norms)]
     a = a * np.sign(lam)
-    r = len(weights)
-    new = CPConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, r,
-                   bias=m.bias is not None)
+    new = CPConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                   len(weights), bias=m.bias is not None)
     return new, {"first.weight": b.T[:, :, None, None], "vertical.weight": ky.T[:, None, :, None],
                  "horizontal.weight": kx.T[:, None, None, :], "last.weight": a[:, :, None, None]}
+
+
+# ---------------------------------------------------------------------- costs (rank search)
+def input_sizes(model: Module, choices: list[LayerChoice], sample: np.ndarray) -> dict:
+    """{path: (H, W)} of each chosen conv layer's input (None for linear layers), from one eval
+    forward of ``sample`` (a host batch) with the layers' forward wrapped to note the shape."""
+    seen: dict = {}
+    wrapped = []
+    for c in choices:
+        m = module_at(model, c.path)
+
+        def note(x, m=m, path=c.path, inner=m.forward):
+            seen[path] = tuple(int(s) for s in x.shape[2:]) or None
+            return inner(x)
+        object.__setattr__(m, "forward", note)
+        wrapped.append(m)
+    try:
+        model.eval()
+        model.forward(model.backend.from_host(np.asarray(sample, model.backend.dtype)))
+    finally:
+        for m in wrapped:
+            del m.__dict__["forward"]
+        model.train()
+    return {c.path: seen.get(c.path) if c.form != "svd" else None for c in choices}
+
+
+def _out(size: int, k: int, s: int, p: int) -> int:
+    return (size + 2 * p - k) // s + 1
+
+
+def layer_macs(form: str | None, m: Module, ranks: dict, hw: tuple | None) -> int:
+    """Multiply-adds of one image through ``m`` (dense when ``form`` is None)."""
+    if form in (None, "svd") and hw is None:
+        return dense_weights(m) if form is None else factorized_weights(form, m, ranks)
+    h, w = hw
+    k, s, p = m.kernel_size, m.stride, m.padding
+    oh, ow = _out(h, k, s, p), _out(w, k, s, p)
+    c, o = m.in_channels, m.out_channels
+    if form is None:
+        return c * o * k * k * oh * ow
+    if form == "tucker2":
+        r1, r2 = ranks["rank_in"], ranks["rank_out"]
+        return h * w * c * r1 + oh * ow * r1 * r2 * k * k + oh * ow * r2 * o
+    r = ranks["rank"]
+    vh = h + 2 * p - k + 1                    # the strips run at stride 1 (see CPConv2d)
+    return h * w * c * r + vh * (w + 2 * p) * r * k + vh * (w + 2 * p - k + 1) * r * k \
+        + oh * ow * r * o
