@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..compress.debias import retrain
+from ..compress.flops import flops_report
 from ..compress.measure import measure
 from ..compress.mm import MMConfig, kappa_for_sparsity, mm_compress
 from ..compress.prune import prune_retrain
@@ -146,6 +147,7 @@ def finish(spec: CompressSpec, s: Setup, record: dict, method: str, log: Log = p
     """Print the Table A1 layout; write the JSON + text result and the model; the model path."""
     text = format_layers(record)
     log(text)
+    log(flops_report(s.model))
     to_inference_form(s.model)
     saved = []
     write_or_rescue(lambda p: saved.append(save_model(s.model, p, metadata=record)),

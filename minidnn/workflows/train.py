@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..compress.debias import retrain
+from ..compress.flops import flops_report
 from ..compress.methods import get_method, l1_methods
 from ..compress.sparsify import to_inference_form
 from ..compress.spc import layer_lams
@@ -256,6 +257,7 @@ def _finish(spec: TrainSpec, s: Setup, config: TrainConfig, result: dict, log: L
     total = total_stats(rows)
     held, dense = model_device_bytes(s.model)
     log(format_table(rows))
+    log(flops_report(s.model))
     result.update(accuracy=final["accuracy"], test_loss=final["loss"], zeros=total.zeros,
                   nnz=total.nnz, weights=total.total, device_bytes=held, dense_device_bytes=dense)
     out = _out_path(spec)
