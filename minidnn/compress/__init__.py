@@ -5,6 +5,7 @@ the one ``Method`` interface and registry that sweeps, results and the command l
 """
 from ..train_config import TrainConfig
 from .debias import retrain
+from . import lowrank_cost  # noqa: F401  (FLOP rules of the factorized layers)
 from .measure import evaluate, measure
 from .mm import LCState, LCPenalty, MMConfig, kappa_for_sparsity, mm_compress, top_kappa_masks
 from .prune import magnitude_mask, prune, prune_masks, prune_retrain, sparsity_ramp

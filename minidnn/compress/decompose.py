@@ -128,12 +128,25 @@ def _contract_except(t: np.ndarray, vecs: list[np.ndarray], mode: int) -> np.nda
     return out
 
 
+def _leading_vector(m: np.ndarray, rng: np.random.Generator, n_iter: int = 30) -> np.ndarray:
+    """The leading left singular vector of m, by power iteration on m m^T (cheap: the
+    unfoldings of large conv weights are too wide for an SVD per rank-1 term)."""
+    u = m @ rng.standard_normal(m.shape[1])
+    for _ in range(n_iter):
+        norm = float(np.linalg.norm(u))
+        if norm == 0.0:
+            break
+        u = m @ (m.T @ (u / norm))
+    norm = float(np.linalg.norm(u))
+    return u / norm if norm else np.eye(m.shape[0])[0]
+
+
 def _rank_one(t: np.ndarray, rng: np.random.Generator, n_iter: int,
               tol: float) -> tuple[float, list[np.ndarray]]:
     """The higher-order power method: (lambda, unit vectors) of a dominant rank-1 term of t,
-    from random unit vectors, each mode in turn set to t contracted with the others."""
-    vecs = [rng.standard_normal(n) for n in t.shape]
-    vecs = [v / np.linalg.norm(v) for v in vecs]
+    started from the leading singular vectors of the unfoldings (De Lathauwer et al. 2000),
+    then each mode in turn set to t contracted with the others until lambda settles."""
+    vecs = [_leading_vector(unfold(t, m), rng) for m in range(t.ndim)]
     lam = 0.0
     for _ in range(n_iter):
         for mode in range(t.ndim):

@@ -193,29 +193,6 @@ def _cp_layer(m: Conv2d, weights: np.ndarray, factors: list[np.ndarray]) -> tupl
 
 
 # ---------------------------------------------------------------------- costs (rank search)
-def input_sizes(model: Module, choices: list[LayerChoice], sample: np.ndarray) -> dict:
-    """{path: (H, W)} of each chosen conv layer's input (None for linear layers), from one eval
-    forward of ``sample`` (a host batch) with the layers' forward wrapped to note the shape."""
-    seen: dict = {}
-    wrapped = []
-    for c in choices:
-        m = module_at(model, c.path)
-
-        def note(x, m=m, path=c.path, inner=m.forward):
-            seen[path] = tuple(int(s) for s in x.shape[2:]) or None
-            return inner(x)
-        object.__setattr__(m, "forward", note)
-        wrapped.append(m)
-    try:
-        model.eval()
-        model.forward(model.backend.from_host(np.asarray(sample, model.backend.dtype)))
-    finally:
-        for m in wrapped:
-            del m.__dict__["forward"]
-        model.train()
-    return {c.path: seen.get(c.path) if c.form != "svd" else None for c in choices}
-
-
 def _out(size: int, k: int, s: int, p: int) -> int:
     return (size + 2 * p - k) // s + 1
 

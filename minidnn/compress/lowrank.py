@@ -21,6 +21,7 @@ from .factorize import (candidates, dense_weights, factorize, factorized_weights
 from .rank_search import GASettings, search_ranks
 from .ranks import parse_rank_rule
 
+FINETUNE_LR = 1e-4   # Adam, a tenth of the zoo recipes' training lr
 ALGORITHMS = {"tucker2": ("hosvd", "hooi"), "cp": ("tpm", "als"), "svd": ()}
 
 
@@ -29,7 +30,7 @@ class DecomposeSettings:
     """What to factorize and how: the method ('tucker2', 'cp': convs in that form and linear
     layers by SVD; 'svd': linear layers only), the rank rule ('energy:E', 'vbmf', 'ga'), the
     conv algorithm (None: HOSVD / tensor power method), fine-tuning steps after each layer
-    (0: none) at ``finetune_lr`` (None: the training config's lr / 10), and the GA's held-out
+    (0: none) at ``finetune_lr`` (None: 1e-4, Adam), and the GA's held-out
     images (taken from the end of the training set) and settings."""
 
     method: str = "tucker2"
@@ -91,6 +92,7 @@ def decompose_model(model: Model, settings: DecomposeSettings, train_ds: ArrayDa
     dense -> factorized, or why it stayed dense). ``model`` must be on its backend."""
     rule, value = settings.check()
     config = config or TrainConfig()
+    arch = model.arch
     model = plain_model(model)
     choices = candidates(model, settings.method)
     if not choices:
@@ -117,6 +119,7 @@ def decompose_model(model: Model, settings: DecomposeSettings, train_ds: ArrayDa
         if settings.finetune_steps:
             finetune(model, fit_ds, settings, config, i, log)
         records.append(rec)
+    object.__setattr__(model, "arch", f"{arch}-{settings.method}")
     return model, records
 
 
@@ -124,7 +127,7 @@ def finetune(model: Model, train_ds: ArrayDataset, settings: DecomposeSettings,
              config: TrainConfig, index: int, log: Log) -> None:
     """``settings.finetune_steps`` updates of the whole model with a fresh optimizer."""
     steps = settings.finetune_steps
-    lr = settings.finetune_lr if settings.finetune_lr is not None else config.lr / 10
+    lr = settings.finetune_lr if settings.finetune_lr is not None else FINETUNE_LR
     opt = config.make_optimizer(model, steps, lam=0.0, lr=lr)
     quiet = lambda line: None  # noqa: E731  (per-step loss lines; the summary is logged)
     hist = config.fit(Trainer(model, opt), train_ds, None, steps, seed_offset=100 + index,

@@ -28,7 +28,8 @@ from ..train import Trainer
 from ..train_config import Log
 from .decompose import cp_power, tucker2
 from .factorize import (LayerChoice, dense_weights, factorize_from, factorized_weights,
-                        input_sizes, layer_macs, max_rank, module_at, replace_module)
+                        layer_macs, max_rank, module_at, replace_module)
+from .flops import layer_costs
 
 
 @dataclass
@@ -104,7 +105,8 @@ def search_ranks(model: Module, choices: list[LayerChoice], heldout: ArrayDatase
     settings = settings or GASettings()
     rng = np.random.default_rng(settings.seed)
     originals = {c.path: module_at(model, c.path) for c in choices}
-    sizes = input_sizes(model, choices, heldout.images[:1])
+    sizes = {r.name: tuple(r.in_shape[1:]) if len(r.in_shape) == 3 else None
+             for r in layer_costs(model, heldout.shape)}
     factors = _Factors(model, choices)
     reference = Trainer(model, None).evaluate(heldout)["accuracy"]
     floor = reference - settings.max_drop

@@ -1,10 +1,12 @@
 """The compression methods behind one interface, and their registry (see ``registry``).
 
 Importing this package registers the built-in methods, in the order tables and plots use:
-SpC, reweighted l1, annealed l0, Pru, MM, the dense reference, then SpC+retrain+Q (quantized).
+SpC, reweighted l1, annealed l0, Pru, MM, the dense reference, then SpC+retrain+Q (quantized),
+then the low-rank methods (Tucker-2, CP, SVD).
 A new method is one module here (or anywhere) that subclasses ``Method`` and calls ``register``.
 """
 from . import spc, rwl1, l0, pru, mm, dense, spcq  # noqa: F401  (registration, in this order)
+from . import lowrank  # noqa: F401  (tucker2, cp, svd: issue 17)
 from .registry import (RETRAIN, Method, MethodRun, all_methods, color_of, get_method, l1_methods,
                        label_of, rank_of, register, sweep_variants, unregister)
 
