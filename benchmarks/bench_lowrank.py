@@ -29,6 +29,18 @@ from minidnn.inference import InferencePlan
 from minidnn.models import default_data
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what platform says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("files", nargs="+", help="the dense model first, then decomposed ones")
@@ -72,7 +84,7 @@ def main(argv=None) -> int:
     data = args.data or default_data(first)
     _, test = load_dataset(data, args.data_root)
     facts = [model_facts(f, test) for f in args.files]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; "
           f"device: {backend.device_name}; data: {data} ({len(test)} test images)")
     base = facts[0]
     print(f"{'model':44} {'weights':>9} {'w x':>6} {'MFLOPs':>8} {'F x':>6} {'bytes':>10} "

@@ -353,7 +353,7 @@ def test_cli_decompose_end_to_end(saved, tmp_path, capsys):
     out = tmp_path / "small-cp.h5"
     rc = cli.main(["decompose", str(saved), "--method", "cp", "--ranks", "energy:0.8",
                    "--finetune-steps", "2", "--backend", "numpy", "--data", "synthetic",
-                   "--out", str(out)])
+                   "--eval-images", "100", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "weights" in text and "FLOPs" in text and "saved" in text
@@ -361,12 +361,13 @@ def test_cli_decompose_end_to_end(saved, tmp_path, capsys):
     assert any(r["form"] == "cp" for r in model_ranks(loaded))
     meta = mdn.io.file_report(out)["metadata"]
     assert meta["decompose_method"] == "cp" and meta["ranks_rule"] == "energy:0.8"
+    assert meta["test_images"] == 100
 
 
 @pytest.mark.parametrize("args,needle", [
     (["--ranks", "energy:1.5"], "--ranks"), (["--finetune-steps", "-2"], "finetune"),
     (["--method", "svd", "--algorithm", "hooi"], "does not apply"),
-    (["--ga-seconds", "0"], "ga-seconds")])
+    (["--ga-seconds", "0"], "ga-seconds"), (["--eval-images", "0"], "eval-images")])
 def test_cli_bad_options_fail_in_one_line(saved, tmp_path, capsys, args, needle):
     argv = ["decompose", str(saved), "--backend", "numpy", "--out", str(tmp_path / "o.h5")]
     if "--method" not in args:

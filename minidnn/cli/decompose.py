@@ -41,6 +41,8 @@ def register(sub) -> None:
     p.add_argument("--finetune-lr", type=positive_float, default=None,
                    help="fine-tuning Adam lr (default 1e-4)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="fine-tuning batch")
+    p.add_argument("--eval-images", type=positive_int, default=None,
+                   help="measure accuracy on the first N test images (default: all)")
     g = p.add_argument_group("--ranks ga")
     g.add_argument("--heldout", type=positive_int, default=5000,
                    help="training images held out to measure accuracy (not trained on)")
@@ -64,5 +66,6 @@ def run(args) -> int:
                                  heldout=args.heldout, ga=ga, seed=args.seed)
     decompose_file(DecomposeSpec(path=args.path, out=args.out, settings=settings, data=args.data,
                                  data_root=args.data_root, backend=args.backend,
-                                 device=args.device, batch_size=args.batch_size))
+                                 device=args.device, batch_size=args.batch_size,
+                                 eval_images=args.eval_images))
     return 0

@@ -9,6 +9,7 @@ from .. import data as datasets  # looked up at call time (tests substitute load
 from ..backend import resolve_backend
 from ..compress.flops import layer_costs, total_cost
 from ..compress.lowrank import DecomposeSettings, decompose_model
+from ..data import ArrayDataset
 from ..inference import evaluate
 from ..io import load
 from ..models import default_data
@@ -30,6 +31,7 @@ class DecomposeSpec:
     backend: str = "auto"
     device: str | None = None
     batch_size: int = 128        # fine-tuning minibatch
+    eval_images: int | None = None   # measure accuracy on the first N test images (None: all)
 
 
 def _figures(model, test_ds) -> dict:
@@ -59,8 +61,13 @@ def decompose_file(spec: DecomposeSpec, log: Log = print) -> dict:
     data = spec.data or default_data(model)
     train_ds, test_ds = datasets.load_dataset(data, spec.data_root)
     check_input_shape(model, test_ds)
+    if spec.eval_images is not None and spec.eval_images < len(test_ds):
+        test_ds = ArrayDataset(test_ds.images[:spec.eval_images],
+                               test_ds.labels[:spec.eval_images], test_ds.name, test_ds.classes,
+                               test_ds.mean, test_ds.std, test_ds.source)
     before = _figures(model, test_ds)
-    log(f"{spec.path}: {model.arch} on {data}, {backend.device_name}: test accuracy "
+    log(f"{spec.path}: {model.arch} on {data} ({len(test_ds)} test images), "
+        f"{backend.device_name}: test accuracy "
         f"{100 * before['accuracy']:.2f}%, {before['weights']:,} weights, "
         f"{before['flops'] / 1e6:.2f} MFLOPs per sample")
     config = TrainConfig(batch_size=spec.batch_size, seed=spec.settings.seed, log_every=10 ** 9)
@@ -76,6 +83,7 @@ def decompose_file(spec: DecomposeSpec, log: Log = print) -> dict:
                     ranks_rule=spec.settings.ranks, algorithm=spec.settings.algorithm,
                     finetune_steps=spec.settings.finetune_steps, data=data,
                     accuracy=after["accuracy"], test_loss=after["loss"],
+                    test_images=len(test_ds),
                     dense_accuracy=before["accuracy"],
                     layers=[{k: r[k] for k in ("layer", "form", "ranks")} for r in layers])
     size = save_model_file(new, spec.out, metadata)
