@@ -317,6 +317,20 @@ def test_decompose_model_replaces_and_fine_tunes(trained, method, rule):
     assert len(model_ranks(new)) == len(factored)
 
 
+def test_sparse_factors_train_with_the_prox_and_are_stored_as_csr(trained, tmp_path):
+    model = _fresh(trained)
+    settings = DecomposeSettings(method="tucker2", ranks="energy:0.9", finetune_steps=20,
+                                 finetune_lr=0.01, l1=5.0)
+    new, _ = decompose_model(model, settings, trained[1],
+                             TrainConfig(batch_size=32, log_every=1000), lambda s: None)
+    pieces = [p for n, p in new.prox_parameters() if ".first." in n or ".second." in n]
+    assert any(p.is_sparse for p in pieces)
+    assert sum(p.count_nonzero() for p in pieces) < sum(p.numel for p in pieces)
+    path = tmp_path / "sparse.h5"
+    mdn.save(new, path)
+    assert any(r["form"] == "csr" for r in mdn.io.file_report(path)["layers"])
+
+
 def test_genetic_search_is_bounded_and_returns_valid_ranks(trained):
     model = _fresh(trained)
     choices = candidates(model, "tucker2")
@@ -334,7 +348,8 @@ def test_genetic_search_is_bounded_and_returns_valid_ranks(trained):
 def test_settings_are_checked():
     for bad in (dict(method="qr"), dict(method="svd", algorithm="als"),
                 dict(method="cp", algorithm="hooi"), dict(finetune_steps=-1),
-                dict(ranks="energy:2"), dict(finetune_lr=0.0)):
+                dict(ranks="energy:2"), dict(finetune_lr=0.0), dict(l1=-1.0),
+                dict(l1=0.1, finetune_steps=0)):
         with pytest.raises(ConfigError):
             DecomposeSettings(**bad).check()
 

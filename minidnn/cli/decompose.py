@@ -7,7 +7,7 @@ from ..compress.lowrank import ALGORITHMS, DecomposeSettings
 from ..compress.rank_search import GASettings
 from ..compress.ranks import parse_rank_rule
 from ..errors import ConfigError
-from ..options import nonneg_int, open_fraction, positive_float, positive_int
+from ..options import nonneg_float, nonneg_int, open_fraction, positive_float, positive_int
 from ..workflows.decompose import DecomposeSpec, decompose_file
 from .options import add_backend_args, add_data_args
 
@@ -41,6 +41,9 @@ def register(sub) -> None:
     p.add_argument("--finetune-lr", type=positive_float, default=None,
                    help="fine-tuning Adam lr (default 1e-4)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="fine-tuning batch")
+    p.add_argument("--l1", type=nonneg_float, default=0.0,
+                   help="l1 prox strength while fine-tuning: sparse factors, stored as CSR "
+                        "where at most half dense (needs --finetune-steps)")
     p.add_argument("--eval-images", type=positive_int, default=None,
                    help="measure accuracy on the first N test images (default: all)")
     g = p.add_argument_group("--ranks ga")
@@ -63,7 +66,7 @@ def run(args) -> int:
                     seconds=args.ga_seconds, max_drop=args.ga_max_drop, seed=args.seed)
     settings = DecomposeSettings(method=args.method, ranks=args.ranks, algorithm=args.algorithm,
                                  finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr,
-                                 heldout=args.heldout, ga=ga, seed=args.seed)
+                                 heldout=args.heldout, l1=args.l1, ga=ga, seed=args.seed)
     decompose_file(DecomposeSpec(path=args.path, out=args.out, settings=settings, data=args.data,
                                  data_root=args.data_root, backend=args.backend,
                                  device=args.device, batch_size=args.batch_size,

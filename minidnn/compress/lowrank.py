@@ -19,6 +19,7 @@ from ..train_config import Log, TrainConfig
 from .factorize import (candidates, dense_weights, factorize, factorized_weights, module_at,
                         replace_module, select_ranks)
 from .rank_search import GASettings, search_ranks
+from .sparsify import to_inference_form
 from .ranks import parse_rank_rule
 
 FINETUNE_LR = 1e-4   # Adam, a tenth of the zoo recipes' training lr
@@ -30,8 +31,9 @@ class DecomposeSettings:
     """What to factorize and how: the method ('tucker2', 'cp': convs in that form and linear
     layers by SVD; 'svd': linear layers only), the rank rule ('energy:E', 'vbmf', 'ga'), the
     conv algorithm (None: HOSVD / tensor power method), fine-tuning steps after each layer
-    (0: none) at ``finetune_lr`` (None: 1e-4, Adam), and the GA's held-out
-    images (taken from the end of the training set) and settings."""
+    (0: none) at ``finetune_lr`` (None: 1e-4, Adam), ``l1``: the l1 prox strength of the
+    fine-tuning (> 0: the factors train sparse and are stored as CSR where at most half dense),
+    and the GA's held-out images (taken from the end of the training set) and settings."""
 
     method: str = "tucker2"
     ranks: str = "energy:0.9"
@@ -39,6 +41,7 @@ class DecomposeSettings:
     finetune_steps: int = 0
     finetune_lr: float | None = None
     heldout: int = 5000
+    l1: float = 0.0
     ga: GASettings = field(default_factory=GASettings)
     seed: int = 0
 
@@ -55,6 +58,8 @@ class DecomposeSettings:
             raise ConfigError(f"finetune steps must be >= 0, got {self.finetune_steps!r}")
         if self.finetune_lr is not None and not self.finetune_lr > 0:
             raise ConfigError(f"finetune lr must be > 0, got {self.finetune_lr!r}")
+        if not self.l1 >= 0 or (self.l1 > 0 and not self.finetune_steps):
+            raise ConfigError(f"l1 must be >= 0 and needs fine-tuning steps, got {self.l1!r}")
         if not isinstance(self.heldout, int) or self.heldout < 1:
             raise ConfigError(f"held-out images must be >= 1, got {self.heldout!r}")
         return parse_rank_rule(self.ranks)
@@ -120,6 +125,9 @@ def decompose_model(model: Model, settings: DecomposeSettings, train_ds: ArrayDa
             finetune(model, fit_ds, settings, config, i, log)
         records.append(rec)
     object.__setattr__(model, "arch", f"{arch}-{settings.method}")
+    if settings.l1 > 0:
+        csr = to_inference_form(model)
+        log(f"sparse factors (l1 {settings.l1:g}): {len(csr)} weight(s) stored as CSR")
     return model, records
 
 
@@ -128,7 +136,7 @@ def finetune(model: Model, train_ds: ArrayDataset, settings: DecomposeSettings,
     """``settings.finetune_steps`` updates of the whole model with a fresh optimizer."""
     steps = settings.finetune_steps
     lr = settings.finetune_lr if settings.finetune_lr is not None else FINETUNE_LR
-    opt = config.make_optimizer(model, steps, lam=0.0, lr=lr)
+    opt = config.make_optimizer(model, steps, lam=settings.l1, lr=lr)
     quiet = lambda line: None  # noqa: E731  (per-step loss lines; the summary is logged)
     hist = config.fit(Trainer(model, opt), train_ds, None, steps, seed_offset=100 + index,
                       log=quiet)

@@ -39,7 +39,7 @@ def _figures(model, test_ds) -> dict:
     result = evaluate(model, test_ds.images, test_ds.labels, 1000)
     cost = total_cost(layer_costs(model, test_ds.shape))
     return {"accuracy": result["accuracy"], "loss": result["loss"], "weights": cost.weights,
-            "flops": cost.flops}
+            "nnz": cost.nnz, "flops": cost.flops, "nnz_flops": cost.nnz_flops}
 
 
 LAYER_COLUMNS = (
@@ -78,10 +78,12 @@ def decompose_file(spec: DecomposeSpec, log: Log = print) -> dict:
         f"fine-tuning steps per layer): test accuracy {100 * after['accuracy']:.2f}% "
         f"({100 * (after['accuracy'] - before['accuracy']):+.2f}), weights "
         f"{before['weights'] / after['weights']:.2f}x fewer, FLOPs "
-        f"{before['flops'] / after['flops']:.2f}x fewer")
+        f"{before['flops'] / after['flops']:.2f}x fewer"
+        + (f"; nonzero weights {before['nnz'] / after['nnz']:.2f}x fewer, nonzero FLOPs "
+           f"{before['nnz_flops'] / after['nnz_flops']:.2f}x fewer" if spec.settings.l1 else ""))
     metadata = dict(source=str(spec.path), decompose_method=spec.settings.method,
                     ranks_rule=spec.settings.ranks, algorithm=spec.settings.algorithm,
-                    finetune_steps=spec.settings.finetune_steps, data=data,
+                    finetune_steps=spec.settings.finetune_steps, l1=spec.settings.l1, data=data,
                     accuracy=after["accuracy"], test_loss=after["loss"],
                     test_images=len(test_ds),
                     dense_accuracy=before["accuracy"],
