@@ -10,7 +10,7 @@ weights, FLOPs per image (``compress.flops``), file bytes, test accuracy (``--da
 whether its predictions agree with the NumPy reference of the same file.
 
     python benchmarks/bench_lowrank.py DENSE.h5 DECOMPOSED.h5 [...] [--device 0:0]
-        [--batches 1 100 1000] [--images 2000] [--repeats 5] [--data mnist]
+        [--batches 1 100 1000] [--images 2000] [--repeats 5] [--eval-images N] [--data mnist]
 """
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=2000, help="test images timed per batch size")
     p.add_argument("--batch1-images", type=int, default=200, help="images timed at batch 1")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--eval-images", type=int, default=None,
+                   help="accuracy and agreement on the first N test images (default: all)")
     p.add_argument("--data", default=None, help="dataset (default: the first model's)")
     p.add_argument("--data-root", default=None)
     return p.parse_args(argv)
@@ -58,7 +60,7 @@ def model_facts(path: str, test) -> dict:
     """Weights, FLOPs per image, file bytes and accuracy (NumPy reference forward)."""
     model = mdn.load(path)
     cost = total_cost(layer_costs(model, test.shape))
-    pred = model.predict(test.images, 1000)
+    pred = model.predict(test.images, min(1000, len(test)))
     return {"weights": cost.weights, "flops": cost.flops, "bytes": os.path.getsize(path),
             "accuracy": float(np.mean(pred == test.labels)), "pred": pred}
 
@@ -83,6 +85,9 @@ def main(argv=None) -> int:
     first = mdn.load(args.files[0])
     data = args.data or default_data(first)
     _, test = load_dataset(data, args.data_root)
+    if args.eval_images:
+        test = type(test)(test.images[:args.eval_images], test.labels[:args.eval_images],
+                          test.name, test.classes, test.mean, test.std, test.source)
     facts = [model_facts(f, test) for f in args.files]
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores; "
           f"device: {backend.device_name}; data: {data} ({len(test)} test images)")
@@ -91,7 +96,8 @@ def main(argv=None) -> int:
           f"{'acc %':>6} {'agree':>6}")
     for f, fact in zip(args.files, facts):
         models = [mdn.load(f, backend=backend)]
-        agree = np.mean(InferencePlan(models[0], 1000).predict(test.images) == fact["pred"])
+        plan = InferencePlan(models[0], min(1000, len(test)))
+        agree = np.mean(plan.predict(test.images) == fact["pred"])
         print(f"{os.path.basename(f):44} {fact['weights']:>9,} "
               f"{base['weights'] / fact['weights']:>5.2f}x {fact['flops'] / 1e6:>8.3f} "
               f"{base['flops'] / fact['flops']:>5.2f}x {fact['bytes']:>10,} "
@@ -101,6 +107,8 @@ def main(argv=None) -> int:
     for batch in args.batches:
         n = args.batch1_images if batch == 1 else args.images
         images = test.images[:n]
+        if len(images) < n:
+            images = np.resize(test.images, (n,) + test.images.shape[1:])
         plans = [InferencePlan(mdn.load(f, backend=backend), batch) for f in args.files]
         times = time_plans(plans, images, batch, args.repeats)
         cells = "  ".join(f"{os.path.basename(f).removesuffix('.h5')} {1e6 * t:.1f} us "
