@@ -85,10 +85,10 @@ def _direct_conv(m: Module, records: dict) -> bool:
     packing and the transpose wins); the taps must fit ``csr_conv_taps``."""
     if not _own_forward(m, Conv2d):
         return False
-    cg, k = m.in_channels // m.groups, m.kernel_size
-    few = cg * k * k <= DENSE_DIRECT_MAX_TAPS
+    cg = m.in_channels // m.groups
+    few = cg * m.kh * m.kw <= DENSE_DIRECT_MAX_TAPS
     return (m.weight.is_sparse or m.weight.is_blockdiag or few or id(m.weight) in records) \
-        and fits_conv_taps(cg, k, k)
+        and fits_conv_taps(cg, m.kh, m.kw)
 
 
 class SparseConvStep:
@@ -101,11 +101,10 @@ class SparseConvStep:
         self.backend, self.conv, self.relu, self.pool = b, conv, relu, pool
         self.bias = None if conv.bias is None else conv.bias.data
         self.codebook: Array | None = None      # set: ``values`` are a QuantizedCSR's codes
-        k = conv.kernel_size
         if record is not None and bn is None:
             q = _quantized_csr(b, record, w.groups)
             self.row_ptr, self.shape, self.groups = q.row_ptr, q.shape, q.groups
-            self.taps = b.csr_conv_taps(q.col_idx, k, k)
+            self.taps = b.csr_conv_taps(q.col_idx, conv.kh, conv.kw)
             self.values, self.codebook = q.codes, q.codebook
         else:
             if w.is_sparse:
@@ -114,7 +113,7 @@ class SparseConvStep:
                 dense = w.data if w.blockdiag is None else b.from_host(w.host_dense())
                 csr = CSRMatrix.from_dense(b, dense.reshape(w.matrix_shape), w.groups)
             self.row_ptr, self.shape, self.groups = csr.row_ptr, csr.shape, csr.groups
-            self.taps = b.csr_conv_taps(csr.col_idx, k, k)
+            self.taps = b.csr_conv_taps(csr.col_idx, conv.kh, conv.kw)
             self.values = csr.values
             if bn is not None:
                 self.values, self.bias = _fold_batchnorm(conv, csr, bn)
@@ -128,14 +127,15 @@ class SparseConvStep:
         return sum(self.backend.nbytes(a) for a in arrays)
 
     def __call__(self, x: Array, residual: Array | None = None) -> Array:
-        c, k = self.conv, self.conv.kernel_size
+        c = self.conv
         if self.codebook is not None:
             return self.backend.qcsr_conv2d(x, self.row_ptr, self.taps, self.values,
-                                            self.codebook, self.shape, self.bias, k, k,
+                                            self.codebook, self.shape, self.bias, c.kh, c.kw,
                                             c.stride, c.padding, self.groups,
                                             residual=residual, relu=self.relu, pool=self.pool)
         return self.backend.csr_conv2d(x, self.row_ptr, self.taps, self.values, self.shape,
-                                       self.bias, k, k, c.stride, c.padding, self.groups,
+                                       self.bias, c.kh, c.kw, c.stride, c.padding,
+                                       self.groups,
                                        residual=residual, relu=self.relu, pool=self.pool)
 
 

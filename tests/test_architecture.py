@@ -25,7 +25,14 @@ CONFIGS = {
     "Conv2d": [dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, groups=2,
                     bias=True),
                dict(in_channels=1, out_channels=2, kernel_size=1, stride=1, padding=0, groups=1,
-                    bias=False)],
+                    bias=False),
+               dict(in_channels=3, out_channels=3, kernel_size=[5, 1], stride=1, padding=2,
+                    groups=3, bias=False)],
+    "LowRankLinear": [dict(in_features=8, out_features=6, rank=2, bias=True)],
+    "Tucker2Conv2d": [dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1,
+                           rank_in=2, rank_out=3, bias=False)],
+    "CPConv2d": [dict(in_channels=4, out_channels=5, kernel_size=3, stride=1, padding=1,
+                      rank=7, bias=True)],
     "BatchNorm1d": [dict(num_features=4, eps=1e-3, momentum=0.2)],
     "BatchNorm2d": [dict(num_features=3, eps=1e-5, momentum=0.1)],
     "ReLU": [{}],
@@ -352,8 +359,9 @@ def test_unknown_type_message(user_file):
         mdn.load(user_file)
     assert str(info.value) == (
         f"{user_file}: architecture at 'fc': unknown layer type 'Swish' (minidnn has "
-        f"AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, "
-        f"Linear, MaxPool2d, ReLU, Sequential, Residual)")
+        f"AvgPool2d, BatchNorm1d, BatchNorm2d, CPConv2d, Conv2d, Dropout, Flatten, "
+        f"GlobalAvgPool2d, Linear, LowRankLinear, MaxPool2d, ReLU, Tucker2Conv2d, Sequential, "
+        f"Residual)")
 
 
 # ---------------------------------------------------------------------- version 1 files

@@ -10,9 +10,11 @@ from ..backend import resolve_backend
 from ..errors import MinidnnError
 from ..options import check_device_option
 from ..text import printable
-from . import devices, evaluate, info, mm, plot, prune, prune_channels, quantize, sweep, train
+from . import (decompose, devices, evaluate, info, mm, plot, prune, prune_channels, quantize,
+               sweep, train)
 
-SUBCOMMANDS = (train, devices, info, evaluate, sweep, prune, mm, quantize, plot, prune_channels)
+SUBCOMMANDS = (train, devices, info, evaluate, sweep, prune, mm, quantize, plot, prune_channels,
+               decompose)
 ERROR_CHARS = 2000  # an error message longer than this (file contents) is cut
 
 

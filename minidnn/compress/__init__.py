@@ -9,6 +9,7 @@ from .channel_prune import ChannelPruneSettings, finetune, prune_model_channels
 from .channels import prunable_groups, prune_channels
 from .debias import retrain
 from .flops import cost_of, layer_costs, register_cost, total_cost
+from . import lowrank_cost  # noqa: F401  (FLOP rules of the factorized layers)
 from .measure import evaluate, measure
 from .mm import LCState, LCPenalty, MMConfig, kappa_for_sparsity, mm_compress, top_kappa_masks
 from .prune import magnitude_mask, prune, prune_masks, prune_retrain, sparsity_ramp

@@ -62,7 +62,7 @@ class LayerCost:
 def _conv_cost(layer: Conv2d, in_shape: Shape, out_shape: Shape):
     positions = int(np.prod(out_shape[2:]))
     w = layer.weight
-    kind = f"conv{layer.kernel_size}x{layer.kernel_size}" + (
+    kind = f"conv{layer.kh}x{layer.kw}" + (
         f"/g{layer.groups}" if layer.groups > 1 else "")
     nnz = w.count_nonzero()
     return kind, w.numel, nnz, w.numel * positions, nnz * positions

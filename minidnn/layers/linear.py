@@ -61,17 +61,33 @@ class Linear(Module):
         return self.weight.matmul(dy3).reshape((dy.shape[0], self.in_features))
 
 
-class Conv2d(Module):
-    """2-D convolution (cross-correlation) via im2row + GEMM/CSR; stride, zero padding, groups."""
+def _kernel_hw(value, what: str) -> tuple[int, int]:
+    """(kh, kw) of a kernel size given as one integer (square) or a pair (height, width)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ConfigError(f"{what}: kernel_size must be an integer or a pair (height, "
+                              f"width), got {value!r}")
+        return _positive("kernel height", value[0], what), _positive("kernel width", value[1], what)
+    k = _positive("kernel_size", value, what)
+    return k, k
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+
+class Conv2d(Module):
+    """2-D convolution (cross-correlation) via im2row + GEMM/CSR; stride, zero padding, groups.
+
+    ``kernel_size`` is an integer (square kernel) or a pair (height, width): the strips of a CP
+    convolution (``layers.lowrank``) are k x 1 and 1 x k. Stride and padding are the same along
+    both axes."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1,
                  padding: int = 0, groups: int = 1, bias: bool = True,
                  rng: np.random.Generator | None = None) -> None:
         super().__init__()
         what = "Conv2d"
         self.in_channels = _positive("in_channels", in_channels, what)
         self.out_channels = _positive("out_channels", out_channels, what)
-        self.kernel_size = _positive("kernel_size", kernel_size, what)
+        self.kh, self.kw = _kernel_hw(kernel_size, what)
+        self.kernel_size = self.kh if self.kh == self.kw else (self.kh, self.kw)
         self.stride = _positive("stride", stride, what)
         self.groups = _positive("groups", groups, what)
         if not isinstance(padding, (int, np.integer)) or padding < 0:
@@ -81,16 +97,18 @@ class Conv2d(Module):
             raise ConfigError(f"{what}: groups={groups} must divide in_channels={in_channels} "
                               f"and out_channels={out_channels}")
         rng = rng if rng is not None else np.random.default_rng()
-        k = kernel_size
-        fan_in = in_channels // groups * k * k
-        self.weight = Parameter(he_normal(rng, (out_channels, in_channels // groups, k, k), fan_in),
-                                prox=True, groups=groups)
+        kh, kw = self.kh, self.kw
+        fan_in = in_channels // groups * kh * kw
+        self.weight = Parameter(he_normal(rng, (out_channels, in_channels // groups, kh, kw),
+                                          fan_in), prox=True, groups=groups)
         self.bias = Parameter(np.zeros(out_channels, np.float32)) if bias else None
         self._rows = None  # im2row rows of the last training-mode forward, for backward
 
     def layer_config(self) -> dict:
+        k = self.kernel_size
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
+                "kernel_size": list(k) if isinstance(k, tuple) else k, "stride": self.stride,
+                "padding": self.padding,
                 "groups": self.groups, "bias": self.bias is not None}
 
     def extra_repr(self) -> str:
@@ -99,8 +117,9 @@ class Conv2d(Module):
 
     def output_shape(self, x_shape) -> tuple[int, int, int, int]:
         n, _, h, w = x_shape
-        k, s, p = self.kernel_size, self.stride, self.padding
-        return (n, self.out_channels, conv_output_size(h, k, s, p), conv_output_size(w, k, s, p))
+        s, p = self.stride, self.padding
+        return (n, self.out_channels, conv_output_size(h, self.kh, s, p),
+                conv_output_size(w, self.kw, s, p))
 
     def forward(self, x):
         b = self.backend
@@ -111,16 +130,15 @@ class Conv2d(Module):
         n, o, oh, ow = self.output_shape(x.shape)
         if oh < 1 or ow < 1:
             raise ShapeError(f"Conv2d: input {tuple(x.shape)} is smaller than the "
-                             f"{self.kernel_size}x{self.kernel_size} kernel (padding {self.padding})")
+                             f"{self.kh}x{self.kw} kernel (padding {self.padding})")
         g = self.groups
         self._x_shape = tuple(x.shape)
         if self._direct_sparse():
             # inference with a CSR filter bank: direct sparse convolution, no im2row buffer
             self._rows = None
-            k = self.kernel_size
             return self.weight.csr.conv2d(x, None if self.bias is None else self.bias.data,
-                                          k, k, self.stride, self.padding)
-        rows = b.im2row(x, self.kernel_size, self.kernel_size, self.stride, self.padding, g)
+                                          self.kh, self.kw, self.stride, self.padding)
+        rows = b.im2row(x, self.kh, self.kw, self.stride, self.padding, g)
         # kept for backward in training only: at eval batch sizes the rows of every conv layer
         # together would hold gigabytes (ResNet-32 at batch 1000: ~11 GB)
         self._rows = rows if self.training else None
@@ -133,9 +151,8 @@ class Conv2d(Module):
     def _direct_sparse(self) -> bool:
         """Whether forward can skip im2row: CSR weights, no backward to come (eval mode), and
         taps that fit the packed (channel, ky, kx) form of csr_conv_taps."""
-        k = self.kernel_size
         return (self.weight.is_sparse and not self.training
-                and fits_conv_taps(self.in_channels // self.groups, k, k))
+                and fits_conv_taps(self.in_channels // self.groups, self.kh, self.kw))
 
     def backward(self, dy, need_dx=True):
         if self._rows is None:
@@ -152,5 +169,4 @@ class Conv2d(Module):
         if not need_dx:
             return None
         drows = self.weight.matmul(dy3)
-        k = self.kernel_size
-        return b.row2im(drows, self._x_shape, k, k, self.stride, self.padding, g)
+        return b.row2im(drows, self._x_shape, self.kh, self.kw, self.stride, self.padding, g)

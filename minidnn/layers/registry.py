@@ -15,6 +15,7 @@ from typing import Any, Callable
 from ..errors import ConfigError
 from .base import Module
 from .linear import Conv2d, Linear
+from .lowrank import CPConv2d, LowRankLinear, Tucker2Conv2d
 from .normalization import BatchNorm1d, BatchNorm2d
 from .simple import AvgPool2d, Dropout, Flatten, GlobalAvgPool2d, MaxPool2d, ReLU
 
@@ -23,7 +24,8 @@ INT_MAX = 2 ** 31 - 1
 
 @dataclass(frozen=True)
 class Arg:
-    """One constructor argument: ``kind`` 'int', 'int?' (int or None), 'bool' or 'float'."""
+    """One constructor argument: ``kind`` 'int', 'int?' (int or None), 'size' (int or a
+    [height, width] pair of ints), 'bool' or 'float'."""
 
     kind: str
     low: float = 0
@@ -33,7 +35,9 @@ class Arg:
         """``value`` if it has this argument's type and range; ConfigError otherwise."""
         if self.kind == "int?" and value is None:
             return None
-        if self.kind in ("int", "int?"):
+        if self.kind == "size" and isinstance(value, list) and len(value) == 2:
+            return [Arg("int", self.low, self.high).check(v) for v in value]
+        if self.kind in ("int", "int?", "size"):
             ok = isinstance(value, int) and not isinstance(value, bool)
             want = "an integer"
         elif self.kind == "bool":
@@ -108,8 +112,39 @@ def _linear(c: dict) -> dict[str, TensorShape]:
 
 def _conv(c: dict) -> dict[str, TensorShape]:
     k, out = c["kernel_size"], c["out_channels"]
-    weight = TensorShape((out, c["in_channels"] // c["groups"], k, k), c["groups"], prox=True)
+    kh, kw = k if isinstance(k, list) else (k, k)
+    weight = TensorShape((out, c["in_channels"] // c["groups"], kh, kw), c["groups"], prox=True)
     return _with_bias(weight, c, out)
+
+
+def _chain(pieces: list[tuple[str, tuple[int, ...], int]], bias: int | None
+           ) -> dict[str, TensorShape]:
+    """Shapes of a factorized layer: each piece's weight (name, shape, groups), the last
+    piece's bias."""
+    shapes = {f"{name}.weight": TensorShape(shape, groups, prox=True)
+              for name, shape, groups in pieces}
+    if bias is not None:
+        shapes[f"{pieces[-1][0]}.bias"] = TensorShape((bias,))
+    return shapes
+
+
+def _lowrank_linear(c: dict) -> dict[str, TensorShape]:
+    r = c["rank"]
+    return _chain([("first", (r, c["in_features"]), 1), ("second", (c["out_features"], r), 1)],
+                  c["out_features"] if c["bias"] else None)
+
+
+def _tucker2(c: dict) -> dict[str, TensorShape]:
+    k, r1, r2, out = c["kernel_size"], c["rank_in"], c["rank_out"], c["out_channels"]
+    return _chain([("first", (r1, c["in_channels"], 1, 1), 1), ("core", (r2, r1, k, k), 1),
+                   ("last", (out, r2, 1, 1), 1)], out if c["bias"] else None)
+
+
+def _cp(c: dict) -> dict[str, TensorShape]:
+    k, r, out = c["kernel_size"], c["rank"], c["out_channels"]
+    return _chain([("first", (r, c["in_channels"], 1, 1), 1), ("vertical", (r, 1, k, 1), r),
+                   ("horizontal", (r, 1, 1, k), r), ("last", (out, r, 1, 1), 1)],
+                  out if c["bias"] else None)
 
 
 def _bn_params(c: dict) -> dict[str, TensorShape]:
@@ -123,15 +158,24 @@ def _bn_buffers(c: dict) -> dict[str, TensorShape]:
 
 _POSITIVE = Arg("int", 1)
 _BN_ARGS = {"num_features": _POSITIVE, "eps": Arg("float", 0, 1), "momentum": Arg("float", 0, 1)}
+_CONV_ARGS = {"in_channels": _POSITIVE, "out_channels": _POSITIVE, "kernel_size": _POSITIVE,
+              "stride": _POSITIVE, "padding": Arg("int", 0)}
 _POOL_ARGS = {"kernel_size": Arg("int?", 1), "stride": Arg("int?", 1), "padding": Arg("int", 0)}
 
 LAYER_TYPES: dict[str, LayerType] = {
     "Linear": LayerType(Linear, {"in_features": _POSITIVE, "out_features": _POSITIVE,
                                  "bias": Arg("bool")}, _linear),
     "Conv2d": LayerType(Conv2d, {"in_channels": _POSITIVE, "out_channels": _POSITIVE,
-                                 "kernel_size": _POSITIVE, "stride": _POSITIVE,
+                                 "kernel_size": Arg("size", 1), "stride": _POSITIVE,
                                  "padding": Arg("int", 0), "groups": _POSITIVE,
                                  "bias": Arg("bool")}, _conv),
+    "LowRankLinear": LayerType(LowRankLinear, {"in_features": _POSITIVE,
+                                               "out_features": _POSITIVE, "rank": _POSITIVE,
+                                               "bias": Arg("bool")}, _lowrank_linear),
+    "Tucker2Conv2d": LayerType(Tucker2Conv2d, {**_CONV_ARGS, "rank_in": _POSITIVE,
+                                               "rank_out": _POSITIVE, "bias": Arg("bool")},
+                               _tucker2),
+    "CPConv2d": LayerType(CPConv2d, {**_CONV_ARGS, "rank": _POSITIVE, "bias": Arg("bool")}, _cp),
     "BatchNorm1d": LayerType(BatchNorm1d, _BN_ARGS, _bn_params, _bn_buffers),
     "BatchNorm2d": LayerType(BatchNorm2d, _BN_ARGS, _bn_params, _bn_buffers),
     "ReLU": LayerType(ReLU),
