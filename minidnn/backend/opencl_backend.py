@@ -28,6 +28,7 @@ import operator
 import numpy as np
 
 from .base import Backend
+from .cl_conv import ConvOps
 from .cl_csr import CSROps
 from .cl_gemm import GemmOps
 from .cl_nn import NNOps
@@ -41,6 +42,7 @@ from ..errors import ConfigError
 OPS = (
     ("dense", GemmOps),
     ("nn", NNOps),
+    ("conv", ConvOps),
     ("optim", OptimOps),
     ("sparse", CSROps),
     ("shared", QuantizeOps),

@@ -87,6 +87,7 @@ class Conv2d(Module):
                                 prox=True, groups=groups)
         self.bias = Parameter(np.zeros(out_channels, np.float32)) if bias else None
         self._rows = None  # im2row rows of the last training-mode forward, for backward
+        self._x = None     # or its input, when forward was a direct conv2d
 
     def layer_config(self) -> dict:
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
@@ -116,10 +117,17 @@ class Conv2d(Module):
         self._x_shape = tuple(x.shape)
         if self._direct_sparse():
             # inference with a CSR filter bank: direct sparse convolution, no im2row buffer
-            self._rows = None
+            self._rows = self._x = None
             k = self.kernel_size
             return self.weight.csr.conv2d(x, None if self.bias is None else self.bias.data,
                                           k, k, self.stride, self.padding)
+        if self._direct_dense():
+            # stride 1, dense filters: a direct convolution (no im2row rows, no transpose);
+            # backward lowers x itself for the weight gradient
+            self._rows, self._x = None, (x if self.training else None)
+            return b.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data,
+                            self.padding, g)
+        self._x = None
         rows = b.im2row(x, self.kernel_size, self.kernel_size, self.stride, self.padding, g)
         # kept for backward in training only: at eval batch sizes the rows of every conv layer
         # together would hold gigabytes (ResNet-32 at batch 1000: ~11 GB)
@@ -137,20 +145,30 @@ class Conv2d(Module):
         return (self.weight.is_sparse and not self.training
                 and fits_conv_taps(self.in_channels // self.groups, k, k))
 
+    def _direct_dense(self) -> bool:
+        """Whether this convolution is a backend ``conv2d``: dense filters, stride 1 and a
+        padding below the kernel size (so that the input gradient is one too)."""
+        return (not self.weight.is_sparse and self.stride == 1
+                and self.padding < self.kernel_size)
+
     def backward(self, dy, need_dx=True):
-        if self._rows is None:
+        if self._rows is None and self._x is None:
             raise StateError("Conv2d.backward after an eval-mode forward (inference keeps no "
                                "im2row rows): call model.train() before the forward pass")
         b = self.backend
         n, o, oh, ow = dy.shape
-        g = self.groups
+        g, k = self.groups, self.kernel_size
+        rows = self._rows
+        if rows is None:  # direct forward: lower the input now, for the weight gradient only
+            rows = b.im2row(self._x, k, k, self.stride, self.padding, g)
         dy3 = b.transpose(dy.reshape((n, g, o // g, oh * ow)), (1, 0, 3, 2))
         dy3 = dy3.reshape((g, n * oh * ow, o // g))
-        self.weight.accumulate_outer_grad(dy3, self._rows)
+        self.weight.accumulate_outer_grad(dy3, rows)
         if self.bias is not None:
             b.channel_sum(dy, self.bias.grad_buffer())
         if not need_dx:
             return None
+        if self._rows is None:
+            return b.conv2d_input_grad(dy, self.weight.data, self._x_shape, self.padding, g)
         drows = self.weight.matmul(dy3)
-        k = self.kernel_size
         return b.row2im(drows, self._x_shape, k, k, self.stride, self.padding, g)
