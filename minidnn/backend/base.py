@@ -9,10 +9,11 @@ Two kinds of primitive (lists: ``CORE_PRIMITIVES``, ``OPTIONAL_PRIMITIVES``):
   relu_backward, dropout_mask, max pooling, softmax cross-entropy, count_correct, count_zeros
   and the six CSR ops that do integer work (compaction, scatter, transpose, gather, the forward
   product, SDDMM). A new backend implements these and is complete.
-- *optional* (28): fused or convenience ops with a default below written against the core only
+- *optional* (31): fused or convenience ops with a default below written against the core only
   (bias and channel sums as products with ones, average pooling as im2row + gemm, batch norm,
   the optimizer updates with the l1 prox and mask folded in, the backward CSR product as the
   forward one on the transpose, the direct sparse convolution as im2row + CSR product, the
+  dense stride-1 convolution and its input gradient as im2row + gemm and gemm + row2im, the
   segmented sum of shared weights as a CSR product with ones, the prox variants of reweighted
   l1 / annealed l0 / sticky zeros from relu and its gate). The
   defaults are correct but allocate temporaries and run several ops; a backend overrides them
