@@ -146,10 +146,8 @@ class Conv2d(Module):
                 and fits_conv_taps(self.in_channels // self.groups, k, k))
 
     def _direct_dense(self) -> bool:
-        """Whether this convolution is a backend ``conv2d``: dense filters, stride 1 and a
-        padding below the kernel size (so that the input gradient is one too)."""
-        return (not self.weight.is_sparse and self.stride == 1
-                and self.padding < self.kernel_size)
+        """Whether this convolution is a backend ``conv2d``: dense filters and stride 1."""
+        return not self.weight.is_sparse and self.stride == 1
 
     def backward(self, dy, need_dx=True):
         if self._rows is None and self._x is None:
@@ -168,7 +166,9 @@ class Conv2d(Module):
             b.channel_sum(dy, self.bias.grad_buffer())
         if not need_dx:
             return None
-        if self._rows is None:
+        if self._rows is None and 2 * self.padding == k - 1:
+            # a "same" convolution: its input gradient is one too (with little padding it
+            # would be a full convolution, mostly over zeros: the product + row2im is faster)
             return b.conv2d_input_grad(dy, self.weight.data, self._x_shape, self.padding, g)
         drows = self.weight.matmul(dy3)
         return b.row2im(drows, self._x_shape, k, k, self.stride, self.padding, g)
