@@ -64,6 +64,8 @@ class Linear(Module):
 class Conv2d(Module):
     """2-D convolution (cross-correlation) via im2row + GEMM/CSR; stride, zero padding, groups."""
 
+    DIRECT_MIN_WIDTH = 8  # narrowest output row computed by the backend's direct conv2d
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int = 0, groups: int = 1, bias: bool = True,
                  rng: np.random.Generator | None = None) -> None:
@@ -121,7 +123,7 @@ class Conv2d(Module):
             k = self.kernel_size
             return self.weight.csr.conv2d(x, None if self.bias is None else self.bias.data,
                                           k, k, self.stride, self.padding)
-        if self._direct_dense():
+        if self._direct_dense(ow):
             # stride 1, dense filters: a direct convolution (no im2row rows, no transpose);
             # backward lowers x itself for the weight gradient
             self._rows, self._x = None, (x if self.training else None)
@@ -145,9 +147,13 @@ class Conv2d(Module):
         return (self.weight.is_sparse and not self.training
                 and fits_conv_taps(self.in_channels // self.groups, k, k))
 
-    def _direct_dense(self) -> bool:
-        """Whether this convolution is a backend ``conv2d``: dense filters and stride 1."""
-        return not self.weight.is_sparse and self.stride == 1
+    def _direct_dense(self, out_width: int) -> bool:
+        """Whether this convolution is a backend ``conv2d``: dense filters, stride 1 and output
+        rows of at least DIRECT_MIN_WIDTH pixels (narrower rows, as in VGG16's last stages at
+        4x4 and 2x2, left the direct kernels' 8-pixel blocks mostly empty: slower than im2row +
+        gemm in issue 20's measurements)."""
+        return (not self.weight.is_sparse and self.stride == 1
+                and out_width >= self.DIRECT_MIN_WIDTH)
 
     def backward(self, dy, need_dx=True):
         if self._rows is None and self._x is None:
