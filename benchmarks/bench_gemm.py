@@ -1,7 +1,8 @@
 """Measured GFLOP/s of the OpenCL gemm against NumPy (BLAS) and PyTorch CPU, with ratios.
 
-Cases: 1024^3 in all four transpose combinations and the LeNet-5 products at batch 128
-(forward, dX, dW). Runs of the three libraries are interleaved and each figure is the median of
+Cases: 1024^3 in all four transpose combinations, the LeNet-5 products at batch 128
+(forward, dX, dW) and those of ResNet-32's 3x3 convolutions at batch 128 (``r32``: 16/32/64
+channels). Runs of the three libraries are interleaved and each figure is the median of
 several repeats, since timings on a shared machine swing run to run; each timed block follows a
 short pause and an untimed call, so one library's spinning worker threads do not slow the next.
 OpenCL timings wait on ``queue.finish()``.
@@ -38,6 +39,16 @@ CASES = {
     "fc2 fwd X.W^T": (128, 10, 500, False, True),
     "fc2 dX dY.W": (128, 500, 10, False, False),
     "fc2 dW dY^T.X": (10, 500, 128, True, False),
+    # ResNet-32 at batch 128: the 3x3 convolutions of its three stages (16/32/64 channels)
+    "r32 s1 fwd": (131072, 16, 144, False, True),
+    "r32 s1 dX": (131072, 144, 16, False, False),
+    "r32 s1 dW": (16, 144, 131072, True, False),
+    "r32 s2 fwd": (32768, 32, 288, False, True),
+    "r32 s2 dX": (32768, 288, 32, False, False),
+    "r32 s2 dW": (32, 288, 32768, True, False),
+    "r32 s3 fwd": (8192, 64, 576, False, True),
+    "r32 s3 dX": (8192, 576, 64, False, False),
+    "r32 s3 dW": (64, 576, 8192, True, False),
 }
 
 

@@ -6,12 +6,12 @@
 /* y = xhat * gamma + beta with xhat = (x - mean) * inv_std from two-pass batch statistics;
  * running stats r = (1 - momentum) * r + momentum * stat (unbiased variance). Each lane works
  * on its share of the channel (CHANNEL_LANES), float4 at a time. */
-__kernel void batchnorm_train(__global const float* x, __global const float* gamma,
-                              __global const float* beta, __global float* running_mean,
-                              __global float* running_var, __global float* y,
-                              __global float* xhat, __global float* inv_std_out,
-                              const uint N, const uint C, const uint P, const uint lp_log2,
-                              const float momentum, const float eps) {
+KERNEL void batchnorm_train(__global const float* x, __global const float* gamma,
+                            __global const float* beta, __global float* running_mean,
+                            __global float* running_var, __global float* y,
+                            __global float* xhat, __global float* inv_std_out,
+                            const uint N, const uint C, const uint P, const uint lp_log2,
+                            const float momentum, const float eps) {
     __local float scratch[RED_LS_MAX];
     const uint c = get_group_id(0);
     const uint count = N * P;
@@ -59,11 +59,11 @@ __kernel void batchnorm_train(__global const float* x, __global const float* gam
 
 /* dx = gamma * inv_std / count * (count * dy - sum(dy) - xhat * sum(dy * xhat));
  * dgamma[c] += sum(dy * xhat), dbeta[c] += sum(dy). */
-__kernel void batchnorm_backward(__global const float* dy, __global const float* xhat,
-                                 __global const float* inv_std, __global const float* gamma,
-                                 __global float* dgamma, __global float* dbeta,
-                                 __global float* dx, const uint N, const uint C, const uint P,
-                                 const uint lp_log2) {
+KERNEL void batchnorm_backward(__global const float* dy, __global const float* xhat,
+                               __global const float* inv_std, __global const float* gamma,
+                               __global float* dgamma, __global float* dbeta,
+                               __global float* dx, const uint N, const uint C, const uint P,
+                               const uint lp_log2) {
     __local float scratch[RED_LS_MAX];
     const uint c = get_group_id(0);
     const float count = (float)(N * P);
@@ -104,10 +104,10 @@ __kernel void batchnorm_backward(__global const float* dy, __global const float*
 
 /* Eval mode, step 1: coef[c] = gamma * inv_std, coef[C + c] = beta - mean * gamma * inv_std
  * from the running statistics. Global size C. */
-__kernel void batchnorm_eval_coeffs(__global const float* gamma, __global const float* beta,
-                                    __global const float* running_mean,
-                                    __global const float* running_var, __global float* coef,
-                                    const uint C, const float eps) {
+KERNEL void batchnorm_eval_coeffs(__global const float* gamma, __global const float* beta,
+                                  __global const float* running_mean,
+                                  __global const float* running_var, __global float* coef,
+                                  const uint C, const float eps) {
     const uint c = get_global_id(0);
     if (c >= C) return;
     const float inv_std = 1.0f / sqrt(running_var[c] + eps);
@@ -117,9 +117,9 @@ __kernel void batchnorm_eval_coeffs(__global const float* gamma, __global const 
 
 /* Eval mode, step 2: y = x * coef[c] + coef[C + c] for x viewed as (N*C, P) planes; global
  * size (ceil(P / 8), N*C). */
-__kernel void channel_affine_planes(__global const float* x, __global float* y,
-                                    __global const float* coef, const uint P, const uint C,
-                                    const uint NC) {
+KERNEL void channel_affine_planes(__global const float* x, __global float* y,
+                                  __global const float* coef, const uint P, const uint C,
+                                  const uint NC) {
     const uint p0 = (uint)get_global_id(0) * 8u, r = get_global_id(1);
     if (r >= NC) return;
     const uint c = r % C;
@@ -133,8 +133,8 @@ __kernel void channel_affine_planes(__global const float* x, __global float* y,
 }
 
 /* The same for P = 1, x viewed as (N, C) rows: global size (ceil(C / 4), N). */
-__kernel void channel_affine_cols(__global const float* x, __global float* y,
-                                  __global const float* coef, const uint C, const uint N) {
+KERNEL void channel_affine_cols(__global const float* x, __global float* y,
+                                __global const float* coef, const uint C, const uint N) {
     const uint c0 = (uint)get_global_id(0) * 4u, n = get_global_id(1);
     if (n >= N) return;
     const size_t o = (size_t)n * C;

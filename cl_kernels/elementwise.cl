@@ -5,7 +5,7 @@
 
 #define I0 ((uint)get_global_id(0) * 8u)
 
-__kernel void relu(__global const float* x, __global float* y, const uint n) {
+KERNEL void relu(__global const float* x, __global float* y, const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         const float8 v = LD8(x + i0);
@@ -15,8 +15,8 @@ __kernel void relu(__global const float* x, __global float* y, const uint n) {
     }
 }
 
-__kernel void relu_backward(__global const float* dy, __global const float* y,
-                            __global float* dx, const uint n) {
+KERNEL void relu_backward(__global const float* dy, __global const float* y,
+                          __global float* dx, const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         ST8(LD8(y + i0) > 0.0f ? LD8(dy + i0) : (float8)(0.0f), dx + i0);
@@ -25,8 +25,8 @@ __kernel void relu_backward(__global const float* dy, __global const float* y,
     }
 }
 
-__kernel void add(__global const float* a, __global const float* b, __global float* out,
-                  const uint n) {
+KERNEL void add(__global const float* a, __global const float* b, __global float* out,
+                const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         ST8(LD8(a + i0) + LD8(b + i0), out + i0);
@@ -35,8 +35,8 @@ __kernel void add(__global const float* a, __global const float* b, __global flo
     }
 }
 
-__kernel void mul(__global const float* a, __global const float* b, __global float* out,
-                  const uint n) {
+KERNEL void mul(__global const float* a, __global const float* b, __global float* out,
+                const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         ST8(LD8(a + i0) * LD8(b + i0), out + i0);
@@ -46,7 +46,7 @@ __kernel void mul(__global const float* a, __global const float* b, __global flo
 }
 
 /* y += alpha * x */
-__kernel void axpy(const float alpha, __global const float* x, __global float* y, const uint n) {
+KERNEL void axpy(const float alpha, __global const float* x, __global float* y, const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         ST8(LD8(y + i0) + alpha * LD8(x + i0), y + i0);
@@ -56,7 +56,7 @@ __kernel void axpy(const float alpha, __global const float* x, __global float* y
 }
 
 /* a *= s */
-__kernel void scale(__global float* a, const float s, const uint n) {
+KERNEL void scale(__global float* a, const float s, const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         ST8(LD8(a + i0) * s, a + i0);
@@ -66,8 +66,8 @@ __kernel void scale(__global float* a, const float s, const uint n) {
 }
 
 /* out = a / (sqrt(b) + eps): the adaptive step of RMSProp/Adam, 1/std of batch norm */
-__kernel void div_sqrt(__global const float* a, __global const float* b, __global float* out,
-                       const float eps, const uint n) {
+KERNEL void div_sqrt(__global const float* a, __global const float* b, __global float* out,
+                     const float eps, const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         ST8(LD8(a + i0) / (sqrt(LD8(b + i0)) + eps), out + i0);
@@ -76,8 +76,8 @@ __kernel void div_sqrt(__global const float* a, __global const float* b, __globa
     }
 }
 
-__kernel void soft_threshold(__global const float* w, __global float* out, const float t,
-                             const uint n) {
+KERNEL void soft_threshold(__global const float* w, __global float* out, const float t,
+                           const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         ST8(soft_threshold8(LD8(w + i0), t), out + i0);
@@ -88,8 +88,8 @@ __kernel void soft_threshold(__global const float* w, __global float* out, const
 
 /* Keep-mask from the counter-based hash: eight elements per work-item (the unrolled scalar
  * hashes vectorize), global size ceil(n / 8). */
-__kernel void dropout_mask(__global float* out, const uint seed, const uint counter,
-                           const float p, const float keep_scale, const uint n) {
+KERNEL void dropout_mask(__global float* out, const uint seed, const uint counter,
+                         const float p, const float keep_scale, const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         float8 u;
@@ -110,8 +110,8 @@ __kernel void dropout_mask(__global float* out, const uint seed, const uint coun
 
 /* x[r, l] += bias[l] for x viewed as (R, L) rows (linear layers: L = channels).
  * Global size (ceil(L / 4), R); four floats per work-item, tail handled one by one. */
-__kernel void add_bias_cols(__global float* x, __global const float* bias, const uint L,
-                            const uint R) {
+KERNEL void add_bias_cols(__global float* x, __global const float* bias, const uint L,
+                          const uint R) {
     const uint l0 = (uint)get_global_id(0) * 4u, r = get_global_id(1);
     if (r >= R) return;
     __global float* row = x + (size_t)r * L;
@@ -124,8 +124,8 @@ __kernel void add_bias_cols(__global float* x, __global const float* bias, const
 
 /* x[n, c, p] += bias[c] for x viewed as (N*C, P) planes (convolutions: P = pixels).
  * Global size (ceil(P / 8), N*C). */
-__kernel void add_bias_planes(__global float* x, __global const float* bias, const uint P,
-                              const uint C, const uint NC) {
+KERNEL void add_bias_planes(__global float* x, __global const float* bias, const uint P,
+                            const uint C, const uint NC) {
     const uint p0 = (uint)get_global_id(0) * 8u, r = get_global_id(1);
     if (r >= NC) return;
     const float b = bias[r % C];

@@ -15,6 +15,8 @@
  *   buffer that gemm_splitk_reduce sums in slice order. Results are deterministic.
  */
 
+#include "common.h"
+
 #define GEMM_MR 6
 #define GEMM_NR 16
 
@@ -36,8 +38,8 @@
  * (zero past N). Work-item (j, k8, b) moves 8 rows k of panel j: for B (cs == 1) two float8
  * row pieces per k, neighbours reading neighbouring memory; for B^T (rs == 1) 16 float8 column
  * pieces transposed in registers. Ragged edges take the scalar path. */
-__kernel void gemm_pack_b(const int K, const int N, __global const float *B, const int sb,
-                          const int rs, const int cs, __global float8 *Bp, const int nbatch)
+KERNEL void gemm_pack_b(const int K, const int N, __global const float *B, const int sb,
+                        const int rs, const int cs, __global float8 *Bp, const int nbatch)
 {
     const int j = get_global_id(0);
     const int k0 = get_global_id(1) * 8;
@@ -83,8 +85,8 @@ __kernel void gemm_pack_b(const int K, const int N, __global const float *B, con
 /* op(A) (nbatch batches of M x K, element (m, k) at A[b*sa + m*rs + k*cs]) -> Ap panels of 6
  * (zero past M): Ap[b][i][k][r]. Work-item (k8, i, b) moves 8 columns k of row panel i; for A^T
  * (rs == 1) the grid is (i, k8, b) instead, so neighbours read neighbouring memory. */
-__kernel void gemm_pack_a(const int M, const int K, __global const float *A, const int sa,
-                          const int rs, const int cs, __global float *Ap, const int nbatch)
+KERNEL void gemm_pack_a(const int M, const int K, __global const float *A, const int sa,
+                        const int rs, const int cs, __global float *Ap, const int nbatch)
 {
     const int g0 = get_global_id(0), g1 = get_global_id(1);
     const int k0 = (rs == 1 ? g1 : g0) * 8;
@@ -245,23 +247,23 @@ inline void gemm_block(const int M, const int N, const int K, const int nbatch,
 }
 
 /* op(A) read in place through strides (row panel stride 6*rs). */
-__kernel void gemm_6x16(const int M, const int N, const int K, const int nbatch,
-                        __global const float *A, const int sa, const int rs, const int cs,
-                        __global const float *B, const int sb, const int bdirect,
-                        __global float *C, const int ldc, const int scb, const int sc,
-                        const int kb, const int ke, const int kc, const float alpha,
-                        const float beta)
+KERNEL void gemm_6x16(const int M, const int N, const int K, const int nbatch,
+                      __global const float *A, const int sa, const int rs, const int cs,
+                      __global const float *B, const int sb, const int bdirect,
+                      __global float *C, const int ldc, const int scb, const int sc,
+                      const int kb, const int ke, const int kc, const float alpha,
+                      const float beta)
 {
     gemm_block(M, N, K, nbatch, A, 0, sa, GEMM_MR * rs, rs, cs, B, sb, bdirect, C, ldc, scb, sc,
                kb, ke, kc, alpha, beta);
 }
 
 /* op(A) packed by gemm_pack_a: panel i at Ap + i*6K, element (r, k) at + 6k + r. */
-__kernel void gemm_6x16_packed(const int M, const int N, const int K, const int nbatch,
-                               __global const float *Ap, __global const float *B, const int sb,
-                               const int bdirect, __global float *C, const int ldc,
-                               const int scb, const int sc, const int kb, const int ke,
-                               const int kc, const float alpha, const float beta)
+KERNEL void gemm_6x16_packed(const int M, const int N, const int K, const int nbatch,
+                             __global const float *Ap, __global const float *B, const int sb,
+                             const int bdirect, __global float *C, const int ldc,
+                             const int scb, const int sc, const int kb, const int ke,
+                             const int kc, const float alpha, const float beta)
 {
     const int mpanels = (M + GEMM_MR - 1) / GEMM_MR;
     gemm_block(M, N, K, nbatch, Ap, 1, mpanels * K * GEMM_MR, K * GEMM_MR, 1, GEMM_MR, B, sb,
@@ -270,8 +272,8 @@ __kernel void gemm_6x16_packed(const int M, const int N, const int K, const int 
 
 /* C[e] = alpha * sum_s P[s*n + e] + beta * C[e], slices added in order; 8 elements per
  * work-item (the last work-item takes the ragged tail). */
-__kernel void gemm_splitk_reduce(__global const float *P, const int nsplit, const int n,
-                                 __global float *C, const float alpha, const float beta)
+KERNEL void gemm_splitk_reduce(__global const float *P, const int nsplit, const int n,
+                               __global float *C, const float alpha, const float beta)
 {
     const int e0 = get_global_id(0) * 8;
     if (e0 >= n)

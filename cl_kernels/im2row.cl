@@ -35,9 +35,9 @@
 
 /* Adjoint (GPU path): one work-item per input pixel, global size (W, H, N*C); sums the row
  * entries of every window covering it in a fixed order (no atomics). */
-__kernel void row2im_px(__global const float* rows, __global float* dx, const int C, const int H,
-                        const int W, const int KH, const int KW, const int stride, const int pad,
-                        const int OH, const int OW, const int G, const int N) {
+KERNEL void row2im_px(__global const float* rows, __global float* dx, const int C, const int H,
+                      const int W, const int KH, const int KW, const int stride, const int pad,
+                      const int OH, const int OW, const int G, const int N) {
     const int w = get_global_id(0), h = get_global_id(1), nc = get_global_id(2);
     if (w >= W || h >= H || nc >= N * C) return;
     const int n = nc / C, c = nc - n * C, CG = C / G, g = c / CG, cl = c - g * CG;

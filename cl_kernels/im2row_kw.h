@@ -15,7 +15,7 @@
 
 /* One work-item per (oh, g*N + n): writes the OW consecutive rows of one output row
  * (OW * K floats in order). Global size (OH, G*N). */
-__kernel void IM2ROW_CAT(im2row_, SUFFIX)(
+KERNEL void IM2ROW_CAT(im2row_, SUFFIX)(
         __global const float* x, __global float* rows, const int C, const int H, const int W,
         const int KH, const int KW, const int stride, const int pad, const int OH,
         const int OW, const int G, const int N) {
@@ -60,7 +60,7 @@ __kernel void IM2ROW_CAT(im2row_, SUFFIX)(
  * image's rows in memory order and adds each window into its own zeroed dx image (cache
  * resident; no other work-item writes there, fixed order: deterministic, no atomics). Updates
  * of the same pixel are C*KH*KW apart, so no store-to-load forwarding stalls. */
-__kernel void IM2ROW_CAT(row2im_, SUFFIX)(
+KERNEL void IM2ROW_CAT(row2im_, SUFFIX)(
         __global const float* rows, __global float* dx, const int C, const int H, const int W,
         const int KH, const int KW, const int stride, const int pad, const int OH,
         const int OW, const int G, const int N) {

@@ -21,10 +21,10 @@ inline float finish1(float w, const float thr, const int has_mask, __global cons
 }
 
 /* SGD, PyTorch convention: d = g + wd*w; v = mu*v + d; step = d + mu*v (nesterov) or v. */
-__kernel void sgd_update(__global float* w, __global const float* g, __global float* vel,
-                         __global const float* mask, const float lr, const float mu,
-                         const int use_velocity, const int nesterov, const float wd,
-                         const float thr, const int has_mask, const uint n) {
+KERNEL void sgd_update(__global float* w, __global const float* g, __global float* vel,
+                       __global const float* mask, const float lr, const float mu,
+                       const int use_velocity, const int nesterov, const float wd,
+                       const float thr, const int has_mask, const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         float8 W = LD8(w + i0);
@@ -49,10 +49,10 @@ __kernel void sgd_update(__global float* w, __global const float* g, __global fl
 }
 
 /* RMSProp: d = g + wd*w; s = alpha*s + (1-alpha)*d^2; w -= lr * d / (sqrt(s) + eps). */
-__kernel void rmsprop_update(__global float* w, __global const float* g, __global float* sq,
-                             __global const float* mask, const float lr, const float alpha,
-                             const float one_m_alpha, const float eps, const float wd,
-                             const float thr, const int has_mask, const uint n) {
+KERNEL void rmsprop_update(__global float* w, __global const float* g, __global float* sq,
+                           __global const float* mask, const float lr, const float alpha,
+                           const float one_m_alpha, const float eps, const float wd,
+                           const float thr, const int has_mask, const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         const float8 W = LD8(w + i0);
@@ -72,12 +72,12 @@ __kernel void rmsprop_update(__global float* w, __global const float* g, __globa
 
 /* Adam: m = b1*m + (1-b1)*d; v = b2*v + (1-b2)*d^2; w -= lr * (m/bc1) / (sqrt(v/bc2) + eps)
  * with bc = 1 - beta^step computed on the host. */
-__kernel void adam_update(__global float* w, __global const float* g, __global float* m,
-                          __global float* v, __global const float* mask, const float lr,
-                          const float b1, const float one_m_b1, const float b2,
-                          const float one_m_b2, const float bc1, const float bc2,
-                          const float eps, const float wd, const float thr, const int has_mask,
-                          const uint n) {
+KERNEL void adam_update(__global float* w, __global const float* g, __global float* m,
+                        __global float* v, __global const float* mask, const float lr,
+                        const float b1, const float one_m_b1, const float b2,
+                        const float one_m_b2, const float bc1, const float bc2,
+                        const float eps, const float wd, const float thr, const int has_mask,
+                        const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         const float8 W = LD8(w + i0);

@@ -7,9 +7,9 @@
 
 /* Max over the window; padding never wins. argmax = h*W + w of the first maximum in window
  * order (like np.argmax), the window's first cell when every value is -inf. */
-__kernel void maxpool2d(__global const float* x, __global float* y, __global int* argmax,
-                        const int H, const int W, const int OH, const int OW, const int k,
-                        const int stride, const int pad, const int NC) {
+KERNEL void maxpool2d(__global const float* x, __global float* y, __global int* argmax,
+                      const int H, const int W, const int OH, const int OW, const int k,
+                      const int stride, const int pad, const int NC) {
     const int oh = get_global_id(0), nc = get_global_id(1);
     if (oh >= OH || nc >= NC) return;
     const __global float* xp = x + (long)nc * H * W;
@@ -37,9 +37,9 @@ __kernel void maxpool2d(__global const float* x, __global float* y, __global int
 
 /* Max pooling for k = stride = 2, pad = 0 (the common case), four outputs per step from two
  * float8 row pieces; global size (OH, N*C). Same results as maxpool2d. */
-__kernel void maxpool2d_k2s2(__global const float* x, __global float* y, __global int* argmax,
-                             const int H, const int W, const int OH, const int OW,
-                             const int NC) {
+KERNEL void maxpool2d_k2s2(__global const float* x, __global float* y, __global int* argmax,
+                           const int H, const int W, const int OH, const int OW,
+                           const int NC) {
     const int oh = get_global_id(0), nc = get_global_id(1);
     if (oh >= OH || nc >= NC) return;
     const int r0 = 2 * oh * W;
@@ -78,9 +78,9 @@ __kernel void maxpool2d_k2s2(__global const float* x, __global float* y, __globa
 }
 
 /* Max-pool adjoint for any window geometry: dx[argmax[o]] += dy[o] within each plane. */
-__kernel void maxpool2d_backward(__global const float* dy, __global const int* argmax,
-                                 __global float* dx, const int HW, const int OHW,
-                                 const int NC) {
+KERNEL void maxpool2d_backward(__global const float* dy, __global const int* argmax,
+                               __global float* dx, const int HW, const int OHW,
+                               const int NC) {
     const int nc = get_global_id(0);
     if (nc >= NC) return;
     __global float* d = dx + (long)nc * HW;
@@ -94,9 +94,9 @@ __kernel void maxpool2d_backward(__global const float* dy, __global const int* a
 }
 
 /* Mean over the k*k window; zero padding counts in the divisor. */
-__kernel void avgpool2d(__global const float* x, __global float* y, const int H, const int W,
-                        const int OH, const int OW, const int k, const int stride, const int pad,
-                        const int NC) {
+KERNEL void avgpool2d(__global const float* x, __global float* y, const int H, const int W,
+                      const int OH, const int OW, const int k, const int stride, const int pad,
+                      const int NC) {
     const int oh = get_global_id(0), nc = get_global_id(1);
     if (oh >= OH || nc >= NC) return;
     const __global float* xp = x + (long)nc * H * W;
@@ -117,9 +117,9 @@ __kernel void avgpool2d(__global const float* x, __global float* y, const int H,
 }
 
 /* Avg-pool adjoint: each window adds dy / (k*k) to its in-image pixels. */
-__kernel void avgpool2d_backward(__global const float* dy, __global float* dx, const int H,
-                                 const int W, const int OH, const int OW, const int k,
-                                 const int stride, const int pad, const int NC) {
+KERNEL void avgpool2d_backward(__global const float* dy, __global float* dx, const int H,
+                               const int W, const int OH, const int OW, const int k,
+                               const int stride, const int pad, const int NC) {
     const int nc = get_global_id(0);
     if (nc >= NC) return;
     __global float* d = dx + (long)nc * H * W;

@@ -9,9 +9,9 @@
 /* r = s / (|w| + eps * s), s = the RMS of the nonzero w (sqrt(sumsq / (n - zeros)), both
  * reductions made on the device beforehand): ~1 for a typical weight, 1/eps for a zero. A
  * layer with no nonzero weight gets r = 1/eps everywhere. */
-__kernel void l1_reweight(__global const float* w, __global float* r,
-                          __global const float* sumsq, __global const int* zeros,
-                          const float eps, const uint n) {
+KERNEL void l1_reweight(__global const float* w, __global float* r,
+                        __global const float* sumsq, __global const int* zeros,
+                        const float eps, const uint n) {
     const uint alive = n - (uint)zeros[0];
     const float s = alive ? sqrt(sumsq[0] / (float)alive) : 0.0f;
     const uint i0 = I0;
@@ -27,8 +27,8 @@ __kernel void l1_reweight(__global const float* w, __global float* r,
 }
 
 /* out = sign(w) * max(|w| - thr * r, 0): the soft-threshold with a per-weight scale. */
-__kernel void soft_threshold_scaled(__global const float* w, __global const float* r,
-                                    __global float* out, const float thr, const uint n) {
+KERNEL void soft_threshold_scaled(__global const float* w, __global const float* r,
+                                  __global float* out, const float thr, const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         const float8 W = LD8(w + i0);
@@ -43,8 +43,8 @@ __kernel void soft_threshold_scaled(__global const float* w, __global const floa
 }
 
 /* out = w where |w| > thr, else 0: the prox of thr^2/2 ||w||_0 (hard threshold). */
-__kernel void hard_threshold(__global const float* w, __global float* out, const float thr,
-                             const uint n) {
+KERNEL void hard_threshold(__global const float* w, __global float* out, const float thr,
+                           const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         const float8 W = LD8(w + i0);
@@ -55,7 +55,7 @@ __kernel void hard_threshold(__global const float* w, __global float* out, const
 }
 
 /* mask *= (w != 0): every current zero of w joins the mask's zeros (sticky zeros). */
-__kernel void mask_zeros(__global const float* w, __global float* mask, const uint n) {
+KERNEL void mask_zeros(__global const float* w, __global float* mask, const uint n) {
     const uint i0 = I0;
     if (i0 + 8 <= n) {
         const float8 M = LD8(mask + i0);

@@ -4,8 +4,8 @@
 #include "nn.h"
 
 /* out[c] (+)= sum_{n,p} x[n, c, p]; one work-group per channel (global size C * LS). */
-__kernel void channel_sum(__global const float* x, __global float* out, const uint N,
-                          const uint C, const uint P, const uint lp_log2, const int accumulate) {
+KERNEL void channel_sum(__global const float* x, __global float* out, const uint N,
+                        const uint C, const uint P, const uint lp_log2, const int accumulate) {
     __local float scratch[RED_LS_MAX];
     const uint c = get_group_id(0);
     const float total = group_sum_f(lane_channel_sum(x, N, C, P, c, lp_log2), scratch);
@@ -14,8 +14,8 @@ __kernel void channel_sum(__global const float* x, __global float* out, const ui
 
 /* P = 1 (x is (N, C), e.g. a linear layer's bias gradient): one work-item per column c sums
  * its N entries in order (no barriers; neighbours read neighbouring memory). Global size C. */
-__kernel void column_sum(__global const float* x, __global float* out, const uint N,
-                         const uint C, const int accumulate) {
+KERNEL void column_sum(__global const float* x, __global float* out, const uint N,
+                       const uint C, const int accumulate) {
     const uint c = get_global_id(0);
     if (c >= C) return;
     float a0 = 0.0f, a1 = 0.0f;  /* two chains: half the add latency */
@@ -32,8 +32,8 @@ __kernel void column_sum(__global const float* x, __global float* out, const uin
 /* Stage 1 of a whole-array sum: group g sums chunk [g*chunk, (g+1)*chunk) of a[0, n), each
  * lane a contiguous run of chunk / LS floats (float4 loads; chunk a multiple of 4 * LS), and
  * writes partial[g]. With one group partial is the result; stage 2 reuses it on partials. */
-__kernel void sum_partial(__global const float* a, __global float* partial, const uint n,
-                          const uint chunk) {
+KERNEL void sum_partial(__global const float* a, __global float* partial, const uint n,
+                        const uint chunk) {
     __local float scratch[RED_LS_MAX];
     const uint sub = chunk / get_local_size(0);
     const uint begin = umin(get_group_id(0) * chunk + get_local_id(0) * sub, n);
@@ -47,8 +47,8 @@ __kernel void sum_partial(__global const float* a, __global float* partial, cons
 }
 
 /* Stage 1 of counting exact zeros (float input): like sum_partial, int results. */
-__kernel void count_zeros_partial(__global const float* a, __global int* partial,
-                                  const uint n, const uint chunk) {
+KERNEL void count_zeros_partial(__global const float* a, __global int* partial,
+                                const uint n, const uint chunk) {
     __local int scratch[RED_LS_MAX];
     const uint sub = chunk / get_local_size(0);
     const uint begin = umin(get_group_id(0) * chunk + get_local_id(0) * sub, n);
@@ -62,7 +62,7 @@ __kernel void count_zeros_partial(__global const float* a, __global int* partial
 }
 
 /* Stage 2 of count_zeros: one group sums the int partials. */
-__kernel void sum_int(__global const int* partial, __global int* out, const uint n) {
+KERNEL void sum_int(__global const int* partial, __global int* out, const uint n) {
     __local int scratch[RED_LS_MAX];
     int acc = 0;
     for (uint i = get_local_id(0); i < n; i += get_local_size(0)) acc += partial[i];

@@ -4,9 +4,9 @@
 #include "nn.h"
 
 /* loss[0] = mean_r (logsumexp(z_r) - z_r[label_r]); grad = (softmax(z) - onehot) / N. */
-__kernel void softmax_xent(__global const float* logits, __global const int* labels,
-                           __global float* loss, __global float* grad, const int N,
-                           const int K) {
+KERNEL void softmax_xent(__global const float* logits, __global const int* labels,
+                         __global float* loss, __global float* grad, const int N,
+                         const int K) {
     __local float scratch[RED_LS_MAX];
     const float fn = (float)N;
     float acc = 0.0f;
@@ -30,8 +30,8 @@ __kernel void softmax_xent(__global const float* logits, __global const int* lab
 }
 
 /* out[0] = number of rows whose first maximum is at the label. */
-__kernel void count_correct(__global const float* logits, __global const int* labels,
-                            __global int* out, const int N, const int K) {
+KERNEL void count_correct(__global const float* logits, __global const int* labels,
+                          __global int* out, const int N, const int K) {
     __local int scratch[RED_LS_MAX];
     int acc = 0;
     for (int r = get_local_id(0); r < N; r += get_local_size(0)) {

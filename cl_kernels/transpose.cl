@@ -7,6 +7,8 @@
  *   8x8 tile (8 float8-wide reads along u, a register transpose, 8 float8-wide writes along 3).
  */
 
+#include "common.h"
+
 /* Unaligned 8-element load/store as scalar accesses (LLVM merges them; vload8/vstore8 ran 2-3x
  * slower on PoCL). */
 #define TR_LD8(p) (uint8)((p)[0], (p)[1], (p)[2], (p)[3], (p)[4], (p)[5], (p)[6], (p)[7])
@@ -16,9 +18,9 @@
         q_[4] = v_.s4; q_[5] = v_.s5; q_[6] = v_.s6; q_[7] = v_.s7; \
     } while (0)
 
-__kernel void transpose_rows(__global const uint *in, __global uint *out,
-                             const int d0, const int d1, const int d2, const int d3,
-                             const int s0, const int s1, const int s2, const int s3)
+KERNEL void transpose_rows(__global const uint *in, __global uint *out,
+                           const int d0, const int d1, const int d2, const int d3,
+                           const int s0, const int s1, const int s2, const int s3)
 {
     const int c0 = get_global_id(0) * 64;
     const int i2 = get_global_id(1);
@@ -40,10 +42,10 @@ __kernel void transpose_rows(__global const uint *in, __global uint *out,
 
 /* Output axis 3 (n3 long, input stride s3) against output axis u (nu long, input stride 1,
  * output stride osu); the two other axes (n0 x n1, flattened in g) are plain offsets. */
-__kernel void transpose_tiles(__global const uint *in, __global uint *out,
-                              const int n3, const int s3, const int nu, const int osu,
-                              const int n1, const int n01, const int is0, const int os0,
-                              const int is1, const int os1)
+KERNEL void transpose_tiles(__global const uint *in, __global uint *out,
+                            const int n3, const int s3, const int nu, const int osu,
+                            const int n1, const int n01, const int is0, const int os0,
+                            const int is1, const int os1)
 {
     const int t3 = get_global_id(0) * 8;
     const int tu = get_global_id(1) * 8;

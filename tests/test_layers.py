@@ -25,6 +25,10 @@ def _place(layer, backend):
     (1, 2, 5, 8, 3, 1, 1, 0, 1),
     (2, 6, 9, 9, 6, 5, 2, 2, 3),
     (3, 1, 6, 6, 2, 2, 2, 0, 1),
+    # output rows of >= 8 pixels, stride 1: backend conv2d (forward), conv2d_input_grad
+    # ("same" padding) or gemm + row2im (other padding) in backward
+    (2, 4, 6, 9, 6, 3, 1, 1, 2),
+    (1, 2, 5, 12, 3, 5, 1, 0, 1),
 ])
 def test_conv2d_gradients(np64, rng, n, c, h, w, o, k, stride, pad, groups):
     layer = _place(Conv2d(c, o, k, stride=stride, padding=pad, groups=groups), np64)

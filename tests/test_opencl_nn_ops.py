@@ -33,6 +33,17 @@ def run_conv_lowering(be, rng, shape, kh, kw, stride, pad, groups, gpu_path=Fals
     return {"rows": rows, "dx": dx}
 
 
+def run_direct_conv(be, rng, shape, out_channels, k, pad, groups, bias):
+    """conv2d and conv2d_input_grad (stride 1); NumPy's reference is the sliding-window
+    definition, independent of im2row."""
+    x = be.from_host(_normal(rng, shape))
+    w = be.from_host(_normal(rng, (out_channels, shape[1] // groups, k, k)))
+    b = be.from_host(_normal(rng, (out_channels,))) if bias else None
+    y = be.conv2d(x, w, b, pad, groups)
+    dy = be.from_host(_normal(rng, y.shape))
+    return {"y": y, "dx": be.conv2d_input_grad(dy, w, shape, pad, groups)}
+
+
 def run_channel_bias(be, rng, shape, accumulate):
     c = shape[1]
     x, bias, acc = be.from_host(_normal(rng, shape)), be.from_host(_normal(rng, (c,))), \
@@ -180,6 +191,16 @@ CASES: list[tuple[str, Callable, dict, tuple[float, float]]] = [
           (IMG, 1, 1, 2, 0, 3), (IMG, 1, 1, 1, 0, 1), ((5, 4, 7, 9), 3, 3, 2, 1, 2),
           ((5, 4, 9, 7), 1, 3, 1, 1, 2), ((2, 6, 12, 12), 5, 5, 1, 0, 2), (IMG, 2, 4, 1, 1, 1),
           (IMG, 3, 2, 2, 1, 1), (IMG, 7, 7, 1, 3, 1), (IMG, 4, 4, 1, 2, 3)]],
+    # ragged pixel blocks (W not a multiple of 8), channel blocks (not multiples of 16),
+    # groups, the constant widths 3 and 5 and any other width, pixels at the padding
+    *[(f"direct_conv-{s}-o{o}-k{k}-p{p}-g{g}-b{int(b)}", run_direct_conv,
+       dict(shape=s, out_channels=o, k=k, pad=p, groups=g, bias=b), (1e-4, 1e-4))
+      for s, o, k, p, g, b in [
+          (IMG, 5, 3, 1, 1, True), ((2, 16, 16, 16), 16, 3, 1, 1, False),
+          ((2, 6, 9, 20), 34, 3, 1, 2, True), ((3, 5, 13, 13), 20, 5, 0, 1, True),
+          ((2, 4, 12, 18), 8, 5, 2, 2, False), ((2, 3, 10, 11), 17, 1, 0, 1, True),
+          ((2, 6, 11, 9), 4, 7, 3, 2, True), (IMG, 4, 3, 0, 1, False),
+          ((1, 2, 3, 3), 3, 3, 2, 1, True), ((2, 3, 4, 2), 2, 2, 1, 1, True)]],
     *[(f"channel_bias-{s}-acc{a}", run_channel_bias, dict(shape=s, accumulate=a), (1e-4, 1e-4))
       for s, a in [(IMG, True), (IMG, False), ((5, 10), True), ((5, 12), False),
                    ((5, 3, 4, 4), True), ((300, 13), True), ((5, 3, 1, 1), False),

@@ -9,10 +9,11 @@ Two kinds of primitive (lists: ``CORE_PRIMITIVES``, ``OPTIONAL_PRIMITIVES``):
   relu_backward, dropout_mask, max pooling, softmax cross-entropy, count_correct, count_zeros
   and the six CSR ops that do integer work (compaction, scatter, transpose, gather, the forward
   product, SDDMM). A new backend implements these and is complete.
-- *optional* (31): fused or convenience ops with a default below written against the core only
+- *optional* (37): fused or convenience ops with a default below written against the core only
   (bias and channel sums as products with ones, average pooling as im2row + gemm, batch norm,
   the optimizer updates with the l1 prox and mask folded in, the backward CSR product as the
   forward one on the transpose, the direct sparse convolution as im2row + CSR product, the
+  dense stride-1 convolution and its input gradient as im2row + gemm and gemm + row2im, the
   segmented sum of shared weights as a CSR product with ones, the prox variants of reweighted
   l1 / annealed l0 / sticky zeros from relu and its gate, the gather and product of
   permuted block-diagonal weights as a selection CSR around a batched GEMM). The
@@ -113,6 +114,7 @@ OPTIONAL_PRIMITIVES = (
     "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum", "prepare",
     "qcsr_matmul_t", "qcsr_conv2d", "nearest_centroid",
     "block_pack", "block_matmul",
+    "conv2d", "conv2d_input_grad",
 )
 
 
@@ -338,6 +340,38 @@ class Backend(ABC):
     def scale(self, a: Array, s: float) -> None:
         """In place a *= s."""
         self.mul(a, self._full(a.shape, s, a.dtype), out=a)
+
+    # ------------------------------------------------------------ dense convolution
+    def conv2d(self, x: Array, weight: Array, bias: Array | None, pad: int,
+               groups: int) -> Array:
+        """Stride-1 convolution (cross-correlation) of x (N, C, H, W) with dense filters
+        ``weight`` (O, C/G, KH, KW) in ``groups`` groups, zero padding ``pad``, + bias (O,)
+        unless None -> (N, O, OH, OW). The default is what Conv2d does at any stride: im2row,
+        one gemm per group, the transpose back to NCHW, the bias; backends compute it without
+        the im2row buffer and the transpose."""
+        n = int(x.shape[0])
+        o, cg, kh, kw = (int(s) for s in weight.shape)
+        oh = conv_output_size(int(x.shape[2]), kh, 1, pad)
+        ow = conv_output_size(int(x.shape[3]), kw, 1, pad)
+        rows = self.im2row(x, kh, kw, 1, pad, groups)
+        y = self.gemm(rows, weight.reshape((groups, o // groups, cg * kh * kw)), trans_b=True)
+        y = self.transpose(y.reshape((groups, n, oh * ow, o // groups)), (1, 0, 3, 2))
+        y = y.reshape((n, o, oh, ow))
+        if bias is not None:
+            self.add_channel_bias(y, bias)
+        return y
+
+    def conv2d_input_grad(self, dy: Array, weight: Array, x_shape: Sequence[int], pad: int,
+                          groups: int) -> Array:
+        """The gradient of ``conv2d`` with respect to its input: dy (N, O, OH, OW) -> dx shaped
+        ``x_shape``. Needs pad < KH, KW (dx is then a stride-1 convolution of dy with the
+        flipped filters, padding KH - 1 - pad). Default: gemm into im2row rows, row2im."""
+        n, o, oh, ow = (int(s) for s in dy.shape)
+        kh, kw = int(weight.shape[2]), int(weight.shape[3])
+        dy3 = self.transpose(dy.reshape((n, groups, o // groups, oh * ow)), (1, 0, 3, 2))
+        dy3 = dy3.reshape((groups, n * oh * ow, o // groups))
+        drows = self.gemm(dy3, weight.reshape((groups, o // groups, int(weight.size) // o)))
+        return self.row2im(drows, x_shape, kh, kw, 1, pad, groups)
 
     # ------------------------------------------------------------ pooling
     def avgpool2d(self, x: Array, k: int, stride: int, pad: int) -> Array:

@@ -124,6 +124,33 @@ class NumpyBackend(Backend):
                 xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += cols[:, :, i, j]
         return np.ascontiguousarray(xp[:, :, pad:pad + h, pad:pad + w])
 
+    # ------------------------------------------------------------ dense convolution
+    # The im2row formulation Conv2d uses at any stride (one BLAS product per group): the fast
+    # form on NumPy, and the same arithmetic as before these primitives existed, so NumPy
+    # results are unchanged. OpenCL's direct kernels are checked against these.
+    def conv2d(self, x, weight, bias, pad, groups):
+        n, _, h, w = x.shape
+        o, cg, kh, kw = weight.shape
+        oh, ow = conv_output_size(h, kh, 1, pad), conv_output_size(w, kw, 1, pad)
+        rows = self.im2row(x, kh, kw, 1, pad, groups)                 # (G, N*OH*OW, K)
+        y = np.matmul(rows, weight.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1))
+        y = y.reshape(groups, n, oh * ow, o // groups).transpose(1, 0, 3, 2)
+        y = np.ascontiguousarray(y).reshape(n, o, oh, ow)
+        if bias is not None:
+            y += bias[None, :, None, None]
+        return y
+
+    def conv2d_input_grad(self, dy, weight, x_shape, pad, groups):
+        n, o, oh, ow = dy.shape
+        kh, kw = weight.shape[2:]
+        if pad >= kh or pad >= kw:
+            raise ShapeError(f"conv2d_input_grad: padding {pad} exceeds the {kh}x{kw} "
+                             f"filter's {min(kh, kw) - 1}")
+        dy3 = dy.reshape(n, groups, o // groups, oh * ow).transpose(1, 0, 3, 2)
+        dy3 = dy3.reshape(groups, n * oh * ow, o // groups)
+        drows = np.matmul(dy3, weight.reshape(groups, o // groups, -1))
+        return self.row2im(drows, x_shape, kh, kw, 1, pad, groups)
+
     # ------------------------------------------------------------ bias / channels
     def add_channel_bias(self, x, bias):
         _as_ncp(x, bias.shape[0])[...] += bias[None, :, None]

@@ -30,6 +30,7 @@ import numpy as np
 
 from .base import Backend
 from .cl_block import BlockOps
+from .cl_conv import ConvOps
 from .cl_csr import CSROps
 from .cl_gemm import GemmOps
 from .cl_nn import NNOps
@@ -43,6 +44,7 @@ from ..errors import ConfigError
 OPS = (
     ("dense", GemmOps),
     ("nn", NNOps),
+    ("conv", ConvOps),
     ("optim", OptimOps),
     ("sparse", CSROps),
     ("shared", QuantizeOps),

@@ -79,6 +79,8 @@ class Conv2d(Module):
     convolution (``layers.lowrank``) are k x 1 and 1 x k. Stride and padding are the same along
     both axes."""
 
+    DIRECT_MIN_WIDTH = 8  # narrowest output row computed by the backend's direct conv2d
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1,
                  padding: int = 0, groups: int = 1, bias: bool = True,
                  rng: np.random.Generator | None = None) -> None:
@@ -103,6 +105,7 @@ class Conv2d(Module):
                                           fan_in), prox=True, groups=groups)
         self.bias = Parameter(np.zeros(out_channels, np.float32)) if bias else None
         self._rows = None  # im2row rows of the last training-mode forward, for backward
+        self._x = None     # or its input, when forward was a direct conv2d
 
     def layer_config(self) -> dict:
         k = self.kernel_size
@@ -135,9 +138,16 @@ class Conv2d(Module):
         self._x_shape = tuple(x.shape)
         if self._direct_sparse():
             # inference with a CSR filter bank: direct sparse convolution, no im2row buffer
-            self._rows = None
+            self._rows = self._x = None
             return self.weight.csr.conv2d(x, None if self.bias is None else self.bias.data,
                                           self.kh, self.kw, self.stride, self.padding)
+        if self._direct_dense(ow):
+            # stride 1, dense filters: a direct convolution (no im2row rows, no transpose);
+            # backward lowers x itself for the weight gradient
+            self._rows, self._x = None, (x if self.training else None)
+            return b.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data,
+                            self.padding, g)
+        self._x = None
         rows = b.im2row(x, self.kh, self.kw, self.stride, self.padding, g)
         # kept for backward in training only: at eval batch sizes the rows of every conv layer
         # together would hold gigabytes (ResNet-32 at batch 1000: ~11 GB)
@@ -154,19 +164,35 @@ class Conv2d(Module):
         return (self.weight.is_sparse and not self.training
                 and fits_conv_taps(self.in_channels // self.groups, self.kh, self.kw))
 
+    def _direct_dense(self, out_width: int) -> bool:
+        """Whether this convolution is a backend ``conv2d``: dense filters, stride 1 and output
+        rows of at least DIRECT_MIN_WIDTH pixels (narrower rows, as in VGG16's last stages at
+        4x4 and 2x2, left the direct kernels' 8-pixel blocks mostly empty: slower than im2row +
+        gemm in issue 20's measurements). Square kernels only: the parity table covers those.
+        Block-diagonal weights keep their own products."""
+        return (not self.weight.is_sparse and not self.weight.is_blockdiag and self.stride == 1
+                and self.kh == self.kw and out_width >= self.DIRECT_MIN_WIDTH)
+
     def backward(self, dy, need_dx=True):
-        if self._rows is None:
+        if self._rows is None and self._x is None:
             raise StateError("Conv2d.backward after an eval-mode forward (inference keeps no "
                                "im2row rows): call model.train() before the forward pass")
         b = self.backend
         n, o, oh, ow = dy.shape
         g = self.groups
+        rows = self._rows
+        if rows is None:  # direct forward: lower the input now, for the weight gradient only
+            rows = b.im2row(self._x, self.kh, self.kw, self.stride, self.padding, g)
         dy3 = b.transpose(dy.reshape((n, g, o // g, oh * ow)), (1, 0, 3, 2))
         dy3 = dy3.reshape((g, n * oh * ow, o // g))
-        self.weight.accumulate_outer_grad(dy3, self._rows)
+        self.weight.accumulate_outer_grad(dy3, rows)
         if self.bias is not None:
             b.channel_sum(dy, self.bias.grad_buffer())
         if not need_dx:
             return None
+        if self._rows is None and 2 * self.padding == self.kh - 1:   # (square: _direct_dense)
+            # a "same" convolution: its input gradient is one too (with little padding it
+            # would be a full convolution, mostly over zeros: the product + row2im is faster)
+            return b.conv2d_input_grad(dy, self.weight.data, self._x_shape, self.padding, g)
         drows = self.weight.matmul(dy3)
         return b.row2im(drows, self._x_shape, self.kh, self.kw, self.stride, self.padding, g)

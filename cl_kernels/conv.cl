@@ -1,0 +1,54 @@
+/* Dense direct convolution with stride 1 (cl_conv.py): no im2row buffer, no transposes.
+ * x (N, C, H, W) -> y (N, O, OH, OW), OH = H + 2*pad - KH + 1, groups G; the same kernels give
+ * the input gradient of such a layer (a stride-1 convolution of dy with the filters flipped and
+ * their channel axes swapped, padding KH - 1 - pad), packed that way by conv2d_pack_w.
+ *
+ * Design (CPU first, plain OpenCL 1.2 without barriers, so GPUs run it too): a work-item owns
+ * 16 output channels x 8 neighbouring pixels of one output row in 16 float8 registers. Per
+ * input channel and filter row it loads the 8 + KW - 1 input values once (two float8, zeros
+ * outside the image), and per filter column it forms the shifted float8 of inputs with
+ * swizzles and does 16 vector a*b + c with the 16 weights of that tap (one aligned 16-float
+ * piece of the packed filters: no strided or ragged weight reads). The input row is read from
+ * cache KH times by the work-items of neighbouring output rows. Output: contiguous float8
+ * stores into NCHW, bias added; nothing else is written.
+ */
+#include "nn.h"
+
+#define CONV_OB 16  /* output channels per work-item */
+
+/* w (the filters of a layer, (O, CIG, KH*KW) with CIG = C/G) -> wp[g][ob][c][t][0..15], the
+ * weight of direct output channel g*COG + ob*16 + r, direct input channel g*CIG + c (in-group
+ * index c) and tap t, zero past COG. transposed == 0: the layer's own convolution (COG = O/G).
+ * transposed == 1: its input gradient, whose output channels are the layer's input channels
+ * (COG = the layer's C/G) and input channels the layer's output channels (CIG = O/G), taps
+ * flipped. One work-item per packed float. */
+KERNEL void conv2d_pack_w(__global const float* w, const int G, const int COG, const int CIG,
+                          const int T, const int transposed, __global float* wp) {
+    const int nob = (COG + CONV_OB - 1) / CONV_OB;
+    const long total = (long)G * nob * CIG * T * CONV_OB;
+    const long e = get_global_id(0);
+    if (e >= total) return;
+    const int r = (int)(e % CONV_OB);
+    long q = e / CONV_OB;
+    const int t = (int)(q % T); q /= T;
+    const int c = (int)(q % CIG); q /= CIG;
+    const int ob = (int)(q % nob);
+    const int g = (int)(q / nob);
+    const int oc = ob * CONV_OB + r;  /* in-group output channel */
+    float v = 0.0f;
+    if (oc < COG)
+        v = transposed ? w[(((long)g * CIG + c) * COG + oc) * T + (T - 1 - t)]
+                       : w[(((long)g * COG + oc) * CIG + c) * T + t];
+    wp[e] = v;
+}
+
+/* kernels conv2d_k3 and conv2d_k5 (constant filter widths), conv2d_k0 (any width) */
+#define KWC 0
+#include "conv_kw.h"
+#undef KWC
+#define KWC 3
+#include "conv_kw.h"
+#undef KWC
+#define KWC 5
+#include "conv_kw.h"
+#undef KWC

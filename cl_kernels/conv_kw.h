@@ -1,0 +1,117 @@
+/* Template of the direct convolution kernel for one constant filter width KWC (included by
+ * conv.cl): conv2d_k<KWC>, or conv2d_k0 for any width (KWC 0: the runtime KW). See conv.cl
+ * for the layouts and the design. Plain OpenCL C 1.2. */
+
+#ifndef CONV_KW_HELPERS
+#define CONV_KW_HELPERS
+#define CONV_CAT_(a, b) a##b
+#define CONV_CAT(a, b) CONV_CAT_(a, b)
+
+/* x[ix] of one image row, zero outside [0, W) (the padding) */
+inline float conv_ld(const __global float* row, const int ix, const int W) {
+    return ix >= 0 && ix < W ? row[ix] : 0.0f;
+}
+
+/* The 8 inputs under filter column kx, from the row pieces lo (columns 0..7) and hi (8..15):
+ * swizzles of sizes OpenCL allows (4, 3, 2, 1). */
+#define CONV_SHIFT0(lo, hi) (lo)
+#define CONV_SHIFT1(lo, hi) (float8)((lo).s1234, (lo).s567, (hi).s0)
+#define CONV_SHIFT2(lo, hi) (float8)((lo).s2345, (lo).s67, (hi).s01)
+#define CONV_SHIFT3(lo, hi) (float8)((lo).s3456, (lo).s7, (hi).s012)
+#define CONV_SHIFT4(lo, hi) (float8)((lo).s4567, (hi).s0123)
+
+/* acc_r += w[r] * v for the 16 output channels of one tap (weights broadcast from memory) */
+#define CONV_TAP(V, w) {                                                                    \
+        const float8 v_ = (V); const __global float* w_ = (w);                              \
+        a0 = w_[0] * v_ + a0;   a1 = w_[1] * v_ + a1;   a2 = w_[2] * v_ + a2;                \
+        a3 = w_[3] * v_ + a3;   a4 = w_[4] * v_ + a4;   a5 = w_[5] * v_ + a5;                \
+        a6 = w_[6] * v_ + a6;   a7 = w_[7] * v_ + a7;   a8 = w_[8] * v_ + a8;                \
+        a9 = w_[9] * v_ + a9;   a10 = w_[10] * v_ + a10; a11 = w_[11] * v_ + a11;            \
+        a12 = w_[12] * v_ + a12; a13 = w_[13] * v_ + a13; a14 = w_[14] * v_ + a14;           \
+        a15 = w_[15] * v_ + a15; }
+
+/* y row piece of output channel oc (+ bias): whole float8, or the first nout lanes */
+#define CONV_STORE(r, acc) if (oc0 + r < COG) {                                             \
+        const float8 v_ = (acc) + (has_bias ? bias[g * COG + oc0 + r] : 0.0f);              \
+        __global float* q_ = yo + (long)r * OH * OW;                                        \
+        if (nout == 8) {                                                                    \
+            ST8(v_, q_);                                                                    \
+        } else {                                                                            \
+            float t_[8];                                                                    \
+            vstore8(v_, 0, t_);                                                             \
+            for (int j_ = 0; j_ < nout; ++j_) q_[j_] = t_[j_];                              \
+        }                                                                                   \
+    }
+#endif
+
+/* One work-item: output channels oc0..oc0+15 of group g, pixels ox0..ox0+7 of output row oy
+ * of image n. Global size (OH * ceil(OW/8), G * ceil(COG/16), N). wp: conv2d_pack_w's layout. */
+KERNEL void CONV_CAT(conv2d_k, KWC)(__global const float* x, __global const float* wp,
+                                    __global const float* bias, const int has_bias,
+                                    __global float* y, const int C, const int H, const int W,
+                                    const int O, const int OH, const int OW, const int KH,
+                                    const int KW, const int pad, const int G, const int N) {
+    const int nbw = (OW + 7) / 8, COG = O / G, CIG = C / G;
+    const int nob = (COG + CONV_OB - 1) / CONV_OB;
+    const int blk = get_global_id(0), gob = get_global_id(1), n = get_global_id(2);
+    if (blk >= OH * nbw || gob >= G * nob || n >= N) return;
+    const int g = gob / nob, oc0 = (gob - g * nob) * CONV_OB;
+    const int oy = blk / nbw, ox0 = (blk - oy * nbw) * 8, ix0 = ox0 - pad;
+    const int KWE = KWC ? KWC : KW;  /* a constant in the fixed-width kernels */
+    const int T = KH * KWE, HW = H * W;
+    const bool inner = ix0 >= 0 && ix0 + 8 + KWE - 1 <= W;
+    const int ky_lo = pad - oy > 0 ? pad - oy : 0, ky_hi = imin(KH, H + pad - oy);
+    const __global float* xg = x + ((long)n * C + (long)g * CIG) * HW;
+    const __global float* wg = wp + (long)gob * CIG * T * CONV_OB;
+    float8 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f;
+    float8 a7 = 0.0f, a8 = 0.0f, a9 = 0.0f, a10 = 0.0f, a11 = 0.0f, a12 = 0.0f, a13 = 0.0f;
+    float8 a14 = 0.0f, a15 = 0.0f;
+    for (int c = 0; c < CIG; ++c) {
+        for (int ky = ky_lo; ky < ky_hi; ++ky) {
+            const __global float* row = xg + (long)c * HW + (long)(oy - pad + ky) * W;
+            const __global float* wt = wg + ((long)c * T + ky * KWE) * CONV_OB;
+#if KWC == 0  /* any width: 8 bounds-checked loads per tap */
+            for (int kx = 0; kx < KW; ++kx) {
+                const int i = ix0 + kx;
+                CONV_TAP(((float8)(conv_ld(row, i, W), conv_ld(row, i + 1, W),
+                                   conv_ld(row, i + 2, W), conv_ld(row, i + 3, W),
+                                   conv_ld(row, i + 4, W), conv_ld(row, i + 5, W),
+                                   conv_ld(row, i + 6, W), conv_ld(row, i + 7, W))),
+                         wt + kx * CONV_OB);
+            }
+#else
+            float8 lo, hi = 0.0f;
+            if (inner) {
+                lo = LD8(row + ix0);
+#if KWC == 3
+                hi.s01 = (float2)(row[ix0 + 8], row[ix0 + 9]);
+#elif KWC == 5
+                hi.s0123 = LD4(row + ix0 + 8);
+#endif
+            } else {
+                lo = (float8)(conv_ld(row, ix0, W), conv_ld(row, ix0 + 1, W),
+                              conv_ld(row, ix0 + 2, W), conv_ld(row, ix0 + 3, W),
+                              conv_ld(row, ix0 + 4, W), conv_ld(row, ix0 + 5, W),
+                              conv_ld(row, ix0 + 6, W), conv_ld(row, ix0 + 7, W));
+                hi.s01 = (float2)(conv_ld(row, ix0 + 8, W), conv_ld(row, ix0 + 9, W));
+#if KWC == 5
+                hi.s23 = (float2)(conv_ld(row, ix0 + 10, W), conv_ld(row, ix0 + 11, W));
+#endif
+            }
+            CONV_TAP(CONV_SHIFT0(lo, hi), wt);
+            CONV_TAP(CONV_SHIFT1(lo, hi), wt + CONV_OB);
+            CONV_TAP(CONV_SHIFT2(lo, hi), wt + 2 * CONV_OB);
+#if KWC == 5
+            CONV_TAP(CONV_SHIFT3(lo, hi), wt + 3 * CONV_OB);
+            CONV_TAP(CONV_SHIFT4(lo, hi), wt + 4 * CONV_OB);
+#endif
+#endif
+        }
+    }
+    const int nout = imin(8, OW - ox0);
+    __global float* yo = y + (((long)n * O + g * COG + oc0) * OH + oy) * OW + ox0;
+    CONV_STORE(0, a0); CONV_STORE(1, a1); CONV_STORE(2, a2); CONV_STORE(3, a3);
+    CONV_STORE(4, a4); CONV_STORE(5, a5); CONV_STORE(6, a6); CONV_STORE(7, a7);
+    CONV_STORE(8, a8); CONV_STORE(9, a9); CONV_STORE(10, a10); CONV_STORE(11, a11);
+    CONV_STORE(12, a12); CONV_STORE(13, a13); CONV_STORE(14, a14); CONV_STORE(15, a15);
+}

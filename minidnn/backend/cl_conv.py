@@ -1,0 +1,94 @@
+"""OpenCL dense direct convolution with stride 1, the ``ConvOps`` group of OpenCLBackend.
+
+``conv2d`` computes a stride-1 convolution straight from the NCHW input: no im2row buffer
+(at ResNet-32's first stage, 75 MB per layer and batch of 128), no GEMM output to transpose
+back to NCHW, the bias added in the same pass. ``conv2d_input_grad`` is the same kernel on dy
+with the filters flipped and their channel axes swapped, which replaces the input-gradient
+GEMM and row2im's scatter. Filters are first packed into 16-channel pieces (a small pass:
+weights change every step). Kernels: ``cl_kernels/conv.cl`` and ``conv_kw.h``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .base import Array, conv_output_size
+from .cl_runtime import CLRuntime
+from ..errors import ShapeError
+
+_i32 = np.int32
+OB = 16                   # output channels per work-item (CONV_OB in conv.cl)
+CONST_KW = (3, 5)         # filter widths with their own kernel; others run conv2d_k0
+MAIN_LS = (8, 1, 1)       # (pixel blocks, channel blocks, images): fixed (PoCL recompiles)
+PACK_LS = (64,)
+
+
+class ConvOps:
+    """``conv2d`` and ``conv2d_input_grad`` on a ``CLRuntime`` (contracts in base.py)."""
+
+    provides = ("conv2d", "conv2d_input_grad")
+
+    def __init__(self, runtime: CLRuntime) -> None:
+        self.rt = runtime
+
+    def _pack(self, weight: Array, groups: int, cog: int, cig: int, taps: int,
+              transposed: bool) -> Array:
+        """The filters as conv2d_pack_w lays them out (16-channel pieces, zero padded)."""
+        nob = -(-cog // OB)
+        size = groups * nob * cig * taps * OB
+        wp = self.rt.scratch("conv.w", size)
+        self.rt.launch("conv", "conv2d_pack_w", (-(-size // PACK_LS[0]) * PACK_LS[0],), PACK_LS,
+                       weight, _i32(groups), _i32(cog), _i32(cig), _i32(taps),
+                       _i32(int(transposed)), wp)
+        return wp
+
+    def _run(self, x: Array, wp: Array, bias: Array | None, out_channels: int, kh: int,
+             kw: int, pad: int, groups: int) -> Array:
+        """y = direct convolution of x with the packed filters wp (+ bias)."""
+        n, c, h, w = (int(s) for s in x.shape)
+        oh, ow = conv_output_size(h, kh, 1, pad), conv_output_size(w, kw, 1, pad)
+        y = self.rt.empty((n, out_channels, oh, ow), np.float32)
+        if y.size == 0:
+            return y
+        nob = -(-(out_channels // groups) // OB)
+        name = f"conv2d_k{kw if kw in CONST_KW else 0}"
+        self.rt.launch("conv", name, (oh * -(-ow // 8), groups * nob, n), MAIN_LS, x, wp,
+                       self.rt.dummy if bias is None else bias, _i32(bias is not None), y,
+                       *(_i32(v) for v in (c, h, w, out_channels, oh, ow, kh, kw, pad, groups,
+                                           n)))
+        return y
+
+    def conv2d(self, x: Array, weight: Array, bias: Array | None, pad: int,
+               groups: int) -> Array:
+        """Stride-1 convolution of x (N, C, H, W) with weight (O, C/G, KH, KW), + bias."""
+        o, cg, kh, kw = (int(s) for s in weight.shape)
+        _check(x.shape, weight.shape, groups, pad)
+        wp = self._pack(weight, groups, o // groups, cg, kh * kw, False)
+        return self._run(x, wp, bias, o, kh, kw, pad, groups)
+
+    def conv2d_input_grad(self, dy: Array, weight: Array, x_shape: Sequence[int], pad: int,
+                          groups: int) -> Array:
+        """dx of conv2d: the stride-1 convolution of dy with the flipped, channel-swapped
+        filters and padding KH - 1 - pad."""
+        o, cg, kh, kw = (int(s) for s in weight.shape)
+        n, c, h, w = (int(s) for s in x_shape)
+        _check(x_shape, weight.shape, groups, pad)
+        if kh - 1 - pad < 0 or kw - 1 - pad < 0:
+            raise ShapeError(f"conv2d_input_grad: padding {pad} exceeds the {kh}x{kw} filter's "
+                             f"{min(kh, kw) - 1}")
+        wp = self._pack(weight, groups, cg, o // groups, kh * kw, True)
+        dx = self._run(dy, wp, None, c, kh, kw, kh - 1 - pad, groups)
+        if tuple(dx.shape) != (n, c, h, w):
+            raise ShapeError(f"conv2d_input_grad: dy {tuple(dy.shape)} does not come from an "
+                             f"input of shape {tuple(x_shape)}")
+        return dx
+
+
+def _check(x_shape: Sequence[int], w_shape: Sequence[int], groups: int, pad: int) -> None:
+    """Shapes of a grouped convolution that fit together."""
+    o, cg = int(w_shape[0]), int(w_shape[1])
+    c = int(x_shape[1])
+    if groups < 1 or o % groups or cg * groups != c or pad < 0:
+        raise ShapeError(f"conv2d: input {tuple(x_shape)}, filters {tuple(w_shape)}, "
+                         f"groups {groups}, padding {pad} do not fit")
