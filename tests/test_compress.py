@@ -19,6 +19,9 @@ from minidnn.errors import ConfigError
 from minidnn.layers import Conv2d, Flatten, Linear, ReLU, Sequential
 from minidnn.layers.model import Model
 
+from synthetic import template_classes
+
+
 CONFIG = TrainConfig(batch_size=32, log_every=1000, seed=0)
 
 
@@ -43,14 +46,7 @@ class Tiny(Model):
 
 def synthetic(n: int = 384, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
     """Three classes: fixed 6x6 templates plus noise (linearly separable)."""
-    rng = np.random.default_rng(seed)
-    templates = np.random.default_rng(99).standard_normal((3, 1, 6, 6)).astype(np.float32)
-
-    def draw(m):
-        y = rng.integers(0, 3, m).astype(np.int32)
-        x = templates[y] + 0.5 * rng.standard_normal((m, 1, 6, 6)).astype(np.float32)
-        return ArrayDataset(x.astype(np.float32), y, "synthetic", ["a", "b", "c"])
-    return draw(n), draw(n // 2)
+    return template_classes(n, 6, seed)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from minidnn.layers.model import Model
 from minidnn.train_config import TrainConfig
 
 from gradcheck import check_layer
+from synthetic import template_classes
 
 HAVE_TENSORLY = dec.have_tensorly()
 needs_tensorly = pytest.mark.skipif(not HAVE_TENSORLY, reason="TensorLy not installed "
@@ -133,14 +134,7 @@ class SmallNet(Model):
 
 def synthetic(n: int = 512, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
     """Three classes: fixed 8x8 templates plus noise."""
-    rng = np.random.default_rng(seed)
-    templates = np.random.default_rng(99).standard_normal((3, 1, 8, 8)).astype(np.float32)
-
-    def draw(m):
-        y = rng.integers(0, 3, m).astype(np.int32)
-        x = templates[y] + 0.5 * rng.standard_normal((m, 1, 8, 8)).astype(np.float32)
-        return ArrayDataset(x.astype(np.float32), y, "synthetic", ["a", "b", "c"])
-    return draw(n), draw(n // 2)
+    return template_classes(n, 8, seed)
 
 
 def factorized_net(backend) -> Model:
