@@ -8,7 +8,7 @@ from typing import Callable
 from .data import ArrayDataset
 from .errors import ConfigError
 from .layers.base import Module
-from .models import training_augment, training_recipe
+from .models import augment_by_name, training_augment, training_recipe
 from .optim import make_optimizer, make_schedule
 from .optim.base import Optimizer
 from .train import History, Trainer
@@ -34,14 +34,15 @@ class TrainConfig:
     augment: Callable | None = None   # Trainer.fit's augmentation (a zoo recipe's, e.g. crop+flip)
 
     @classmethod
-    def for_model(cls, model: str, **given) -> "TrainConfig":
+    def for_model(cls, model: str, augment: str | None = None, **given) -> "TrainConfig":
         """Settings for a zoo model: ``given`` values (None: not given), else the model's recipe
-        (optimizer, lr, schedule, batch size, augmentation), else the defaults above."""
+        (optimizer, lr, schedule, batch size, augmentation), else the defaults above.
+        ``augment``: an augmentation by name ("none" turns the recipe's off)."""
         recipe = training_recipe(model)
         keys = ("optimizer", "lr", "schedule", "batch_size")
         values = {k: recipe[k] for k in keys if recipe.get(k) is not None}
         values.update({k: v for k, v in given.items() if v is not None})
-        values.setdefault("augment", training_augment(model))
+        values["augment"] = training_augment(model) if augment is None else augment_by_name(augment)
         return cls(**values)
 
     def to_dict(self) -> dict:

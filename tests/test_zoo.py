@@ -147,6 +147,17 @@ def test_registry_and_recipes():
     assert training_augment("alexnet") is None and training_augment("lenet5") is None
 
 
+def test_augment_option_overrides_the_recipe():
+    from minidnn.data import random_shift
+    from minidnn.errors import ConfigError
+    from minidnn.train_config import TrainConfig
+    assert TrainConfig.for_model("lenet5", augment="shift").augment is random_shift
+    assert TrainConfig.for_model("resnet32", augment="none").augment is None
+    assert TrainConfig.for_model("resnet32").augment is random_crop_flip
+    with pytest.raises(ConfigError, match="unknown augmentation 'tilt'"):
+        TrainConfig.for_model("lenet5", augment="tilt")
+
+
 @pytest.mark.parametrize("name", ZOO)
 def test_config_rebuilds_same_model(name):
     m = _model(name)

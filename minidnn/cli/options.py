@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..compress.mm import MMConfig
+from ..data import AUGMENTS
 from ..compress.mpd import MPDSettings
 from ..errors import ConfigError
 from ..optim import SCHEDULES
@@ -44,6 +45,9 @@ def add_training_args(p: argparse.ArgumentParser, time_budget: bool = False) -> 
                        help="time budget: stop after this many minutes of training (evaluation "
                             "not counted); --steps/--epochs, else the recipe's steps, cap the "
                             "run and set the schedule's length")
+    p.add_argument("--augment", default=None, choices=["none", *sorted(AUGMENTS)],
+                   help="training-image augmentation (default: the recipe's: crop_flip for "
+                        "resnet32, none otherwise); shift: up to 2 pixels each way, no flip")
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--log-every", type=positive_int, default=100)
     p.add_argument("--eval-every", type=nonneg_int, default=0, help="evaluate every N steps (0: at end)")
@@ -54,7 +58,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """The training options as settings, filled in from the model's recipe."""
     return TrainConfig.for_model(
         args.model, optimizer=args.optimizer, lr=args.lr, schedule=args.schedule,
-        momentum=args.momentum, batch_size=args.batch_size, seed=args.seed,
+        momentum=args.momentum, batch_size=args.batch_size, seed=args.seed, augment=args.augment,
         eval_every=args.eval_every, log_every=args.log_every, progress=not args.no_progress)
 
 

@@ -1,4 +1,5 @@
-"""Vectorized augmentation: random crop with zero padding plus random horizontal flip (CIFAR-style)."""
+"""Vectorized augmentation: random crop with zero padding plus random horizontal flip (CIFAR-style),
+and random shifts without flips (digits: a mirrored digit is another glyph)."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,3 +29,13 @@ def random_crop_flip(images: np.ndarray, rng: np.random.Generator, padding: int 
     """Random crop with `padding`-pixel zero padding + random horizontal flip; a new array, input untouched."""
     dy, dx, flip = draw_crop_flip(len(images), rng, padding)
     return crop_flip(images, dy, dx, flip, padding)
+
+
+def random_shift(images: np.ndarray, rng: np.random.Generator, padding: int = 2) -> np.ndarray:
+    """Shift each image by up to ``padding`` pixels each way (zeros come in), no flip; a new array."""
+    dy, dx, _ = draw_crop_flip(len(images), rng, padding)
+    return crop_flip(images, dy, dx, np.zeros(len(images), bool), padding)
+
+
+AUGMENTS = {"crop_flip": random_crop_flip, "shift": random_shift}
+"""The augmentations by name, as recipes and ``--augment`` name them."""
