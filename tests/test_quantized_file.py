@@ -493,3 +493,15 @@ def test_version_4_values_pool_is_checked(packed):
     _put_record(path, _assemble(header, codes, pool + rest[size:]))
     with pytest.raises(ModelFileError, match="longer than|values pool"):
         load(path)
+
+
+def test_plot_groups_files_by_the_method_that_made_their_weights(tmp_path):
+    from minidnn.cli.plot import file_records
+    model = _model()
+    meta = {"accuracy": 0.99, "method": "pru", "retrain_steps": 100, "quantize_bits": 5,
+            "quantize_method": "dp"}
+    save(model, tmp_path / "q.h5", quantized=quantize_model(model, 5), metadata=meta)
+    save(model, tmp_path / "f.h5", metadata={"accuracy": 0.991, "method": "spc"})
+    q, f = file_records([str(tmp_path / "q.h5"), str(tmp_path / "f.h5")])
+    assert q["method"] == "Pru (Retrain) + Q" and q["label"] == "dp 5 bits"
+    assert f["method"] == "SpC, float" and q["file_bytes"] < f["file_bytes"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from ..compress.methods import label_of
 from ..compress.results import (PUBLISHED_SPARSITY, format_summary, load_results,
                                 merge_records, plot_anchored, plot_bytes, plot_results)
 from ..errors import ConfigError
@@ -54,7 +55,8 @@ def merged(sources: list[str]) -> tuple[list[dict], dict | None]:
 
 
 def file_records(paths: list[str]) -> list[dict]:
-    """One record per model file: its size, the accuracy in its metadata, and a label."""
+    """One record per model file: its size, the accuracy in its metadata, and a label; files
+    are grouped into lines by how their weights were made (e.g. "SpC (Retrain) + Q")."""
     from ..io import file_report
     out = []
     for path in paths:
@@ -63,11 +65,19 @@ def file_records(paths: list[str]) -> list[dict]:
         if not isinstance(meta.get("accuracy"), (int, float)):
             raise ConfigError(f"plot: {path} has no accuracy in its metadata")
         q = meta.get("quantize_bits")
-        out.append({"method": "quantized file" if r["format_version"] >= 3 else "float file",
+        out.append({"method": f"{_made_by(meta)} + Q" if q else f"{_made_by(meta)}, float",
                     "accuracy": float(meta["accuracy"]), "file_bytes": os.path.getsize(path),
                     "label": f"{meta.get('quantize_method', '')} {q} bits" if q else
                     f"{r['layers'][0]['dtype']}"})
     return out
+
+
+def _made_by(meta: dict) -> str:
+    """The sparsifying method of a file's weights as legends name it ('Pru (Retrain)')."""
+    method = meta.get("method")
+    if not isinstance(method, str):
+        return "model"
+    return label_of(method + ("+retrain" if meta.get("retrain_steps") else ""))
 
 
 def anchored_records(args) -> list[dict]:
