@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..compress.quantize import MAX_BITS, METHODS, MIN_BITS
-from ..options import bounded_int, nonneg_int, positive_float, positive_int
+from ..options import bounded_int, fraction, nonneg_int, positive_float, positive_int
 from ..workflows import QuantizeSettings, QuantizeSpec, quantize_file
 from .options import add_backend_args, add_data_args
 
@@ -19,6 +19,14 @@ def add_quantize_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
                                                        else ""))
     p.add_argument(f"--{prefix}per-layer", default=None, metavar="SPEC",
                    help="per-layer bits overriding the default, e.g. conv1=8,fc2=6")
+    p.add_argument(f"--{prefix}max-bytes", type=positive_int, default=None, metavar="BYTES",
+                   help="choose the bits of each layer (2-8) for the most accurate file of at "
+                        "most this many bytes (loss rises measured on training images; "
+                        "needs --data); replaces --bits/--per-layer")
+    p.add_argument(f"--{prefix}max-drop", type=fraction, default=None, metavar="F",
+                   help="choose the bits of each layer (2-8) for the smallest file whose test "
+                        "accuracy is at most F below the float model's (0.001 = 0.1 points; "
+                        "picked on the evaluation data --data names)")
     p.add_argument(f"--{prefix}method", default="kmeans", choices=METHODS,
                    help="kmeans: Deep Compression's k-means (linear init); dp: optimal 1-D "
                         "quantization by dynamic programming (DP-Net)")
@@ -52,7 +60,8 @@ def settings(args: argparse.Namespace, prefix: str = "", batch_size: int = 128,
                             retrain_steps=get("retrain_steps"), retrain_lr=get("retrain_lr"),
                             batch_size=batch_size, seed=seed, bias_dtype=get("bias_dtype"),
                             zero_unused=not get("keep_unused_biases"),
-                            codebook_dtype=get("codebook_dtype"))
+                            codebook_dtype=get("codebook_dtype"), max_bytes=get("max_bytes"),
+                            max_drop=get("max_drop"))
 
 
 def register(sub) -> None:

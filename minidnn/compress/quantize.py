@@ -244,7 +244,7 @@ def layer_bits(model: Module, bits: int, overrides: dict | str | None = None) ->
 
 
 # ---------------------------------------------------------------------- whole models
-def _nonzeros(p: Parameter) -> tuple[np.ndarray, np.ndarray]:
+def nonzero_entries(p: Parameter) -> tuple[np.ndarray, np.ndarray]:
     """(flat row-major positions, values) of a parameter's nonzero entries, on the host.
     A CSR parameter holding explicit zeros in its values is re-compacted first; a
     block-diagonal one becomes CSR (the shared values have no block structure)."""
@@ -282,7 +282,7 @@ def write_values(p: Parameter, record: QuantizedLayer) -> None:
 def quantize_parameter(name: str, p: Parameter, bits: int, method: str = "kmeans"
                        ) -> QuantizedLayer:
     """Quantize one weight in place (its nonzeros only); returns its record."""
-    positions, values = _nonzeros(p)
+    positions, values = nonzero_entries(p)
     codebook, assignments = quantize_values(values, bits, method)
     record = QuantizedLayer(name, p.shape, check_bits(bits), codebook, assignments, positions)
     write_values(p, record)

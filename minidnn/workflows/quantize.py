@@ -69,10 +69,11 @@ def quantize_file(spec: QuantizeSpec, log: Log = print) -> dict:
                                                   spec.data_root)
         check_input_shape(model, train_ds)
     log(f"minidnn quantize: {spec.input} ({model.arch}) on {backend.device_name}")
-    records, figures = quantize_stage(model, spec.settings, train_ds, test_ds, log)
     source = getattr(model, "metadata", {})
-    metadata = {k: v for k, v in {**{k: source.get(k) for k in KEPT_METADATA}, **figures,
-                                  "quantized_from": Path(spec.input).name}.items()
+    kept = {**{k: source.get(k) for k in KEPT_METADATA}, "quantized_from": Path(spec.input).name}
+    records, figures = quantize_stage(model, spec.settings, train_ds, test_ds, log,
+                                      metadata={k: v for k, v in kept.items() if v is not None})
+    metadata = {k: v for k, v in {**kept, **figures}.items()
                 if v is not None and k not in DROPPED_FIGURES}
     size = save_quantized(model, records, spec.out, metadata, spec.settings.bias_dtype)
     figures.update(file=str(spec.out), file_bytes=size)

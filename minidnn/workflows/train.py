@@ -286,7 +286,8 @@ def _finish(spec: TrainSpec, s: Setup, config: TrainConfig, result: dict, log: L
     if spec.quantize is None:
         size = save_model_file(s.model, out, result, spec.values)
     else:
-        records, figures = quantize_stage(s.model, spec.quantize, s.train_ds, s.test_ds, log)
+        records, figures = quantize_stage(s.model, spec.quantize, s.train_ds, s.test_ds, log,
+                                          metadata=result)
         result.update(figures)
         size = save_quantized(s.model, records, out, result, spec.quantize.bias_dtype)
     log(f"test accuracy {100 * result['accuracy']:.2f}%  zeros {100 * total.zeros:.2f}% "
