@@ -175,17 +175,21 @@ inline void gemm_block(const int M, const int N, const int K, const int nbatch,
                        __global const float *A, const int apacked, const int sa, const int sp,
                        const int rs, const int cs, __global const float *B, const int sb,
                        const int bdirect, __global float *C, const int ldc, const int scb,
-                       const int sc, const int kb, const int ke, const int kc,
+                       const int sc, const int kb, const int ke, const int kc, const int rb,
                        const float alpha, const float beta)
 {
-    const int i = get_global_id(0);
+    /* grid (rb, column panels, row blocks x K slices x batches), batch fastest: row panel
+     * i = row block * rb + get_global_id(0) */
+    const int nsplit = (ke - kb + kc - 1) / kc;
+    const int g2 = get_global_id(2);
+    const int b = g2 % nbatch;
+    const int s = (g2 / nbatch) % nsplit;
+    const int i = (g2 / nbatch / nsplit) * rb + get_global_id(0);
     const int j = get_global_id(1);
-    const int b = get_global_id(2) % nbatch;
-    const int s = get_global_id(2) / nbatch;
     const int mpanels = (M + GEMM_MR - 1) / GEMM_MR;
     const int npanels = (N + GEMM_NR - 1) / GEMM_NR;
     const int k0 = kb + s * kc;
-    if (i >= mpanels || j >= npanels || k0 >= ke)
+    if (get_global_id(0) >= rb || i >= mpanels || j >= npanels || k0 >= ke)
         return;
     const int n = min(ke - k0, kc);
     const int nrows = min(GEMM_MR, M - i * GEMM_MR);
@@ -251,11 +255,11 @@ KERNEL void gemm_6x16(const int M, const int N, const int K, const int nbatch,
                       __global const float *A, const int sa, const int rs, const int cs,
                       __global const float *B, const int sb, const int bdirect,
                       __global float *C, const int ldc, const int scb, const int sc,
-                      const int kb, const int ke, const int kc, const float alpha,
-                      const float beta)
+                      const int kb, const int ke, const int kc, const int rb,
+                      const float alpha, const float beta)
 {
     gemm_block(M, N, K, nbatch, A, 0, sa, GEMM_MR * rs, rs, cs, B, sb, bdirect, C, ldc, scb, sc,
-               kb, ke, kc, alpha, beta);
+               kb, ke, kc, rb, alpha, beta);
 }
 
 /* op(A) packed by gemm_pack_a: panel i at Ap + i*6K, element (r, k) at + 6k + r. */
@@ -263,11 +267,11 @@ KERNEL void gemm_6x16_packed(const int M, const int N, const int K, const int nb
                              __global const float *Ap, __global const float *B, const int sb,
                              const int bdirect, __global float *C, const int ldc,
                              const int scb, const int sc, const int kb, const int ke,
-                             const int kc, const float alpha, const float beta)
+                             const int kc, const int rb, const float alpha, const float beta)
 {
     const int mpanels = (M + GEMM_MR - 1) / GEMM_MR;
     gemm_block(M, N, K, nbatch, Ap, 1, mpanels * K * GEMM_MR, K * GEMM_MR, 1, GEMM_MR, B, sb,
-               bdirect, C, ldc, scb, sc, kb, ke, kc, alpha, beta);
+               bdirect, C, ldc, scb, sc, kb, ke, kc, rb, alpha, beta);
 }
 
 /* C[e] = alpha * sum_s P[s*n + e] + beta * C[e], slices added in order; 8 elements per

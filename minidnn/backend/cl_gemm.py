@@ -70,6 +70,8 @@ class GemmOps:
     gemm_pack_a_min_k = 64
     # Read a row-major op(B) in place (no packing pass) when op(A) has at most this many rows.
     gemm_direct_b_max_m = 256
+    # CPU: row panels (of 6 rows) per row block of the product grid (see _gemm_row_blocks)
+    gemm_row_block = 16
 
     def __init__(self, runtime: CLRuntime) -> None:
         self.rt = runtime
@@ -87,10 +89,22 @@ class GemmOps:
     def _gemm_local(self, kind: str) -> tuple[int, ...]:
         """Fixed work-group sizes per kernel and device type (PoCL recompiles per new size)."""
         if self.rt.is_cpu:
-            return {"main": (1, 8, 1), "pack_a": (8, 1, 1), "pack_b": (4, 4, 1), "reduce": (64,),
+            return {"main": (8, 1, 1), "pack_a": (8, 1, 1), "pack_b": (4, 4, 1), "reduce": (64,),
                     "copy": (1, 8, 1), "tile": (1, 8, 1)}[kind]
         return {"main": (16, 4, 1), "pack_a": (64, 1, 1), "pack_b": (8, 8, 1), "reduce": (128,),
                 "copy": (64, 1, 1), "tile": (8, 8, 1)}[kind]
+
+    def _gemm_row_blocks(self, mp: int) -> tuple[int, int]:
+        """(row panels per row block, number of row blocks) of the product's grid.
+
+        On a CPU a work-group is a column of row panels sharing one 16-column B panel, which
+        stays in L1 while its work-items run one after the other; the row block's A panels
+        (gemm_row_block x 6 rows x K block) stay in L2 while the groups walk the column panels.
+        On a GPU all row panels form one block (the grid of the plain 2-D layout)."""
+        step = self._gemm_local("main")[0]
+        rb = min(self.gemm_row_block if self.rt.is_cpu else mp, _cdiv(mp, step) * step)
+        rb = _cdiv(rb, step) * step
+        return rb, _cdiv(mp, rb)
 
     def _gemm_target_blocks(self) -> int:
         """How many 6x16 output blocks keep the device busy before K gets split."""
@@ -164,16 +178,19 @@ class GemmOps:
                      _cdiv(k, self.gemm_max_split))
             nsplit = _cdiv(k, kc)
             c = self.rt.scratch("gemm.p", nsplit * out.size)
-            self.rt.launch("gemm", name, (mp, npn, nb * nsplit), self._gemm_local("main"),
+            rb, nblk = self._gemm_row_blocks(mp)
+            self.rt.launch("gemm", name, (rb, npn, nblk * nsplit * nb), self._gemm_local("main"),
                            *head, c, i32(n), i32(m * n), i32(out.size), i32(0), i32(k),
-                           i32(kc), np.float32(1.0), np.float32(0.0))
+                           i32(kc), i32(rb), np.float32(1.0), np.float32(0.0))
             self._gemm_reduce(c, nsplit, out.size, out, alpha, beta)
             return out
         kc = _cdiv(k, _cdiv(k, self.gemm_k_block))
+        rb, nblk = self._gemm_row_blocks(mp)
         for k0 in range(0, k, kc):
-            self.rt.launch("gemm", name, (mp, npn, nb), self._gemm_local("main"), *head,
+            self.rt.launch("gemm", name, (rb, npn, nblk * nb), self._gemm_local("main"), *head,
                            out, i32(n), i32(m * n), i32(0), i32(k0), i32(min(k, k0 + kc)),
-                           i32(kc), np.float32(alpha), np.float32(beta if k0 == 0 else 1.0))
+                           i32(kc), i32(rb), np.float32(alpha),
+                           np.float32(beta if k0 == 0 else 1.0))
         return out
 
     def _gemm_reduce(self, partial, nsplit: int, size: int, out, alpha: float,
