@@ -17,7 +17,12 @@
 
 #include "common.h"
 
+/* Rows of C per work-item: 6 (12 float8 accumulators: fits the 16 vector registers of AVX2), or
+ * 12 in the gemm@mr12 build (24 accumulators: for the 32 registers of AVX-512, where each
+ * broadcast of A then feeds twice as many multiply-adds). */
+#ifndef GEMM_MR
 #define GEMM_MR 6
+#endif
 #define GEMM_NR 16
 
 /* Unaligned 8-float load/store. On PoCL vload8/vstore8 ran 2-3x slower than 8 scalar accesses,
@@ -103,6 +108,19 @@ KERNEL void gemm_pack_a(const int M, const int K, __global const float *A, const
         const float8 r0 = GEMM_LD8(src), r1 = GEMM_LD8(src + (size_t)rs);
         const float8 r2 = GEMM_LD8(src + (size_t)2 * rs), r3 = GEMM_LD8(src + (size_t)3 * rs);
         const float8 r4 = GEMM_LD8(src + (size_t)4 * rs), r5 = GEMM_LD8(src + (size_t)5 * rs);
+#if GEMM_MR == 12
+        const float8 r6 = GEMM_LD8(src + (size_t)6 * rs), r7 = GEMM_LD8(src + (size_t)7 * rs);
+        const float8 r8 = GEMM_LD8(src + (size_t)8 * rs), r9 = GEMM_LD8(src + (size_t)9 * rs);
+        const float8 r10 = GEMM_LD8(src + (size_t)10 * rs);
+        const float8 r11 = GEMM_LD8(src + (size_t)11 * rs);
+        /* 96 floats k-major: 12 rows of column q at dst + 12q */
+#define GEMM_PA12(S, q) \
+        GEMM_ST8((float8)(r0.S, r1.S, r2.S, r3.S, r4.S, r5.S, r6.S, r7.S), dst + 12 * q); \
+        dst[12 * q + 8] = r8.S; dst[12 * q + 9] = r9.S; \
+        dst[12 * q + 10] = r10.S; dst[12 * q + 11] = r11.S
+        GEMM_PA12(s0, 0); GEMM_PA12(s1, 1); GEMM_PA12(s2, 2); GEMM_PA12(s3, 3);
+        GEMM_PA12(s4, 4); GEMM_PA12(s5, 5); GEMM_PA12(s6, 6); GEMM_PA12(s7, 7);
+#else
         /* 48 floats k-major: (r0.s0 .. r5.s0), (r0.s1 .. r5.s1), ... */
         GEMM_ST8((float8)(r0.s0, r1.s0, r2.s0, r3.s0, r4.s0, r5.s0, r0.s1, r1.s1), dst);
         GEMM_ST8((float8)(r2.s1, r3.s1, r4.s1, r5.s1, r0.s2, r1.s2, r2.s2, r3.s2), dst + 8);
@@ -110,11 +128,15 @@ KERNEL void gemm_pack_a(const int M, const int K, __global const float *A, const
         GEMM_ST8((float8)(r0.s4, r1.s4, r2.s4, r3.s4, r4.s4, r5.s4, r0.s5, r1.s5), dst + 24);
         GEMM_ST8((float8)(r2.s5, r3.s5, r4.s5, r5.s5, r0.s6, r1.s6, r2.s6, r3.s6), dst + 32);
         GEMM_ST8((float8)(r4.s6, r5.s6, r0.s7, r1.s7, r2.s7, r3.s7, r4.s7, r5.s7), dst + 40);
+#endif
     } else if (nrows >= GEMM_MR && nk >= 8 && rs == 1) {
         for (int q = 0; q < 8; ++q) {
             const __global float *s = src + (size_t)q * cs;
             __global float *d = dst + q * GEMM_MR;
             d[0] = s[0]; d[1] = s[1]; d[2] = s[2]; d[3] = s[3]; d[4] = s[4]; d[5] = s[5];
+#if GEMM_MR == 12
+            d[6] = s[6]; d[7] = s[7]; d[8] = s[8]; d[9] = s[9]; d[10] = s[10]; d[11] = s[11];
+#endif
         }
     } else {
         for (int q = 0; q < min(8, nk); ++q)
@@ -194,7 +216,6 @@ inline void gemm_block(const int M, const int N, const int K, const int nbatch,
     const int n = min(ke - k0, kc);
     const int nrows = min(GEMM_MR, M - i * GEMM_MR);
 
-    const __global float *ap = A + (size_t)b * sa + (size_t)i * sp + (size_t)k0 * cs;
     /* packed panels are zero-padded; in place, rows past M re-read row M-1. One pointer with
      * row offsets (constants for packed A) keeps the loop to one address increment. */
     const int last = apacked ? GEMM_MR - 1 : nrows - 1;
@@ -202,6 +223,11 @@ inline void gemm_block(const int M, const int N, const int K, const int nbatch,
     const size_t o1 = (size_t)min(1, last) * rs, o2 = (size_t)min(2, last) * rs;
     const size_t o3 = (size_t)min(3, last) * rs, o4 = (size_t)min(4, last) * rs;
     const size_t o5 = (size_t)min(5, last) * rs;
+#if GEMM_MR == 12
+    const size_t o6 = (size_t)min(6, last) * rs, o7 = (size_t)min(7, last) * rs;
+    const size_t o8 = (size_t)min(8, last) * rs, o9 = (size_t)min(9, last) * rs;
+    const size_t o10 = (size_t)min(10, last) * rs, o11 = (size_t)min(11, last) * rs;
+#endif
     const int col0 = bdirect ? min(j * GEMM_NR, N - GEMM_NR) : j * GEMM_NR;
     const int ldb = bdirect ? N : GEMM_NR;
     const __global float *bp = B + (size_t)b * sb + (size_t)k0 * ldb
@@ -209,14 +235,19 @@ inline void gemm_block(const int M, const int N, const int K, const int nbatch,
 
     float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
     float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
+#define GEMM_ROW(r, o) av = a0[o]; c##r##0 = av * b0 + c##r##0; c##r##1 = av * b1 + c##r##1
+#if GEMM_MR == 12
+    float8 c60 = 0.0f, c61 = 0.0f, c70 = 0.0f, c71 = 0.0f, c80 = 0.0f, c81 = 0.0f;
+    float8 c90 = 0.0f, c91 = 0.0f, cA0 = 0.0f, cA1 = 0.0f, cB0 = 0.0f, cB1 = 0.0f;
+#define GEMM_ROWS_HI GEMM_ROW(6, o6); GEMM_ROW(7, o7); GEMM_ROW(8, o8); GEMM_ROW(9, o9); \
+                     GEMM_ROW(A, o10); GEMM_ROW(B, o11)
+#else
+#define GEMM_ROWS_HI
+#endif
 #define GEMM_STEP(B0, B1) { \
         const float8 b0 = B0, b1 = B1; float av; \
-        av = a0[0];  c00 = av * b0 + c00; c01 = av * b1 + c01; \
-        av = a0[o1]; c10 = av * b0 + c10; c11 = av * b1 + c11; \
-        av = a0[o2]; c20 = av * b0 + c20; c21 = av * b1 + c21; \
-        av = a0[o3]; c30 = av * b0 + c30; c31 = av * b1 + c31; \
-        av = a0[o4]; c40 = av * b0 + c40; c41 = av * b1 + c41; \
-        av = a0[o5]; c50 = av * b0 + c50; c51 = av * b1 + c51; \
+        GEMM_ROW(0, 0); GEMM_ROW(1, o1); GEMM_ROW(2, o2); GEMM_ROW(3, o3); GEMM_ROW(4, o4); \
+        GEMM_ROW(5, o5); GEMM_ROWS_HI; \
         a0 += cs; }
     if (bdirect) {  /* unaligned rows of B */
         for (int k = 0; k < n; ++k) {
@@ -240,6 +271,14 @@ inline void gemm_block(const int M, const int N, const int K, const int nbatch,
         GEMM_ST8(alpha * c30, c); GEMM_ST8(alpha * c31, c + 8); c += ldc;
         GEMM_ST8(alpha * c40, c); GEMM_ST8(alpha * c41, c + 8); c += ldc;
         GEMM_ST8(alpha * c50, c); GEMM_ST8(alpha * c51, c + 8);
+#if GEMM_MR == 12
+        c += ldc; GEMM_ST8(alpha * c60, c); GEMM_ST8(alpha * c61, c + 8); c += ldc;
+        GEMM_ST8(alpha * c70, c); GEMM_ST8(alpha * c71, c + 8); c += ldc;
+        GEMM_ST8(alpha * c80, c); GEMM_ST8(alpha * c81, c + 8); c += ldc;
+        GEMM_ST8(alpha * c90, c); GEMM_ST8(alpha * c91, c + 8); c += ldc;
+        GEMM_ST8(alpha * cA0, c); GEMM_ST8(alpha * cA1, c + 8); c += ldc;
+        GEMM_ST8(alpha * cB0, c); GEMM_ST8(alpha * cB1, c + 8);
+#endif
         return;
     }
     gemm_store_row(c, c00, c01, lo, hi, alpha, beta);
@@ -248,6 +287,14 @@ inline void gemm_block(const int M, const int N, const int K, const int nbatch,
     if (nrows > 3) gemm_store_row(c + (size_t)3 * ldc, c30, c31, lo, hi, alpha, beta);
     if (nrows > 4) gemm_store_row(c + (size_t)4 * ldc, c40, c41, lo, hi, alpha, beta);
     if (nrows > 5) gemm_store_row(c + (size_t)5 * ldc, c50, c51, lo, hi, alpha, beta);
+#if GEMM_MR == 12
+    if (nrows > 6) gemm_store_row(c + (size_t)6 * ldc, c60, c61, lo, hi, alpha, beta);
+    if (nrows > 7) gemm_store_row(c + (size_t)7 * ldc, c70, c71, lo, hi, alpha, beta);
+    if (nrows > 8) gemm_store_row(c + (size_t)8 * ldc, c80, c81, lo, hi, alpha, beta);
+    if (nrows > 9) gemm_store_row(c + (size_t)9 * ldc, c90, c91, lo, hi, alpha, beta);
+    if (nrows > 10) gemm_store_row(c + (size_t)10 * ldc, cA0, cA1, lo, hi, alpha, beta);
+    if (nrows > 11) gemm_store_row(c + (size_t)11 * ldc, cB0, cB1, lo, hi, alpha, beta);
+#endif
 }
 
 /* op(A) read in place through strides (row panel stride 6*rs). */

@@ -67,6 +67,40 @@ def test_gemm_matches_numpy(clb, np32, rng, nb, m, n, k, ta, tb):
     _check(clb, np32, a, b, ta, tb, k)
 
 
+# (batch, M, N, K) at the edges of both register blocks (6 or 12 rows x 16 columns): 1 row, a
+# row short of / past a panel, K not a multiple of 8 with op(A) packed (N >= 128, K >= 64), more
+# row panels than one row block (16 panels), K split across work-items with several row blocks
+EDGES = [
+    (0, 1, 200, 70), (0, 11, 130, 67), (0, 12, 128, 64), (2, 13, 150, 129), (0, 23, 17, 9),
+    (0, 25, 140, 100), (0, 200, 20, 3000), (1, 389, 131, 75), (0, 1030, 33, 64),
+]
+
+
+@pytest.mark.parametrize("mr", [6, 12])
+@pytest.mark.parametrize("ta,tb", TRANS)
+@pytest.mark.parametrize("nb,m,n,k", EDGES)
+def test_gemm_register_rows(clb, np32, rng, monkeypatch, mr, nb, m, n, k, ta, tb):
+    """Both builds of the product kernels (6-row blocks: AVX2 CPUs and GPUs; 12-row blocks:
+    AVX-512 CPUs) on every device, whichever one the device picks."""
+    monkeypatch.setattr(clb.dense, "mr", mr)
+    a, b = _operands(rng, nb, m, n, k, ta, tb)
+    _check(clb, np32, a, b, ta, tb, k)
+    c0 = rng.standard_normal(np32.gemm(a, b, ta, tb).shape, dtype=np.float32)
+    ref = np32.gemm(a, b, ta, tb, out=c0.copy(), alpha=0.5, beta=-2.0)
+    out = clb.from_host(c0)
+    clb.gemm(clb.from_host(a), clb.from_host(b), ta, tb, out=out, alpha=0.5, beta=-2.0)
+    _assert_close(clb.to_host(out), ref, 0.5 * np32.gemm(np.abs(a), np.abs(b), ta, tb)
+                  + 2.0 * np.abs(c0), k)
+
+
+def test_gemm_register_rows_follow_the_device(clb):
+    """12-row blocks only on CPUs with 16-float native vectors (32 AVX-512 registers)."""
+    dev = clb.runtime.device
+    wide = clb.runtime.is_cpu and dev.native_vector_width_float >= 16
+    assert clb.dense.mr == (12 if wide else 6)
+    assert clb.dense.stem == ("gemm@mr12" if wide else "gemm")
+
+
 @pytest.mark.parametrize("name,m,n,k,ta,tb", LENET, ids=[c[0] for c in LENET])
 def test_gemm_lenet_shapes(clb, np32, rng, name, m, n, k, ta, tb):
     a, b = _operands(rng, 0, m, n, k, ta, tb)
