@@ -72,7 +72,8 @@ def test_gemm_matches_numpy(clb, np32, rng, nb, m, n, k, ta, tb):
 # row panels than one row block (16 panels), K split across work-items with several row blocks
 EDGES = [
     (0, 1, 200, 70), (0, 11, 130, 67), (0, 12, 128, 64), (2, 13, 150, 129), (0, 23, 17, 9),
-    (0, 25, 140, 100), (0, 200, 20, 3000), (1, 389, 131, 75), (0, 1030, 33, 64),
+    (0, 25, 140, 100), (0, 97, 130, 72), (0, 200, 20, 3000), (1, 389, 131, 75),
+    (0, 1030, 33, 64),
 ]
 
 
@@ -98,7 +99,13 @@ def test_gemm_register_rows_follow_the_device(clb):
     dev = clb.runtime.device
     wide = clb.runtime.is_cpu and dev.native_vector_width_float >= 16
     assert clb.dense.mr == (12 if wide else 6)
-    assert clb.dense.stem == ("gemm@mr12" if wide else "gemm")
+    # 12-row blocks where they pad op(A) no more than 6-row ones, or M is large
+    rows = {m: clb.dense._gemm_rows(m) for m in (1, 6, 12, 16, 18, 23, 24, 30, 50, 96, 97)}
+    if wide:
+        assert rows == {1: 6, 6: 6, 12: 12, 16: 6, 18: 6, 23: 12, 24: 12, 30: 6, 50: 6,
+                        96: 12, 97: 12}
+    else:
+        assert set(rows.values()) == {6}
 
 
 @pytest.mark.parametrize("name,m,n,k,ta,tb", LENET, ids=[c[0] for c in LENET])

@@ -75,14 +75,21 @@ class GemmOps:
 
     def __init__(self, runtime: CLRuntime) -> None:
         self.rt = runtime
-        # rows of C per work-item: 12 where the device has 32 vector registers (a CPU with
-        # AVX-512: 16-float native vectors), else 6 (AVX2 CPUs, GPUs); kernels of gemm@mr12
+        # most rows of C per work-item: 12 where the device has 32 vector registers (a CPU with
+        # AVX-512: 16-float native vectors), else 6 (AVX2 CPUs, GPUs); see _gemm_rows
         self.mr = 12 if self._wide_registers() else 6
 
-    @property
-    def stem(self) -> str:
-        """The program of the gemm kernels: gemm.cl built for ``self.mr`` rows."""
-        return "gemm@mr12" if self.mr == 12 else "gemm"
+    @staticmethod
+    def _stem(mr: int) -> str:
+        """The program of the gemm kernels with ``mr``-row blocks: gemm.cl or gemm@mr12."""
+        return "gemm@mr12" if mr == 12 else "gemm"
+
+    def _gemm_rows(self, m: int) -> int:
+        """Rows per register block for a product with ``m`` rows: 12 where the device has
+        them and they pad op(A) no more than 6-row panels do (or M is large), else 6."""
+        if self.mr == 12 and (m >= 96 or _cdiv(m, 12) * 12 == _cdiv(m, 6) * 6):
+            return 12
+        return 6
 
     def _wide_registers(self) -> bool:
         """Whether the device is a CPU with 16-float native vectors (AVX-512)."""
@@ -141,16 +148,17 @@ class GemmOps:
             elif beta != 1.0:
                 self._gemm_reduce(out, 0, out.size, out, 0.0, beta)
             return out
-        name, head = self._gemm_operands(a, b, trans_a, trans_b, nb, m, n, k)
-        return self._gemm_product(name, head, out, nb, m, n, k, alpha, beta)
+        mr = self._gemm_rows(m)
+        name, head = self._gemm_operands(a, b, trans_a, trans_b, nb, m, n, k, mr)
+        return self._gemm_product(name, head, out, nb, m, n, k, mr, alpha, beta)
 
     def _gemm_operands(self, a, b, trans_a: bool, trans_b: bool, nb: int, m: int, n: int,
-                       k: int) -> tuple[str, tuple]:
+                       k: int, mr: int) -> tuple[str, tuple]:
         """(kernel name, its leading arguments): op(A) and op(B) packed into panels or read
         in place, whichever pays."""
         a3, b3 = a.data, b.data  # buffers: reshaping a pyopencl Array costs ~50 us
         i32 = np.int32
-        mp, npn = _cdiv(m, self.mr), _cdiv(n, NR)
+        mp, npn = _cdiv(m, mr), _cdiv(n, NR)
         # op(B): read in place when it is row-major and packing it would cost much next to
         # the product (few rows of A), else packed into 16-column panels
         if self._gemm_direct_b(m, n, k, trans_b):
@@ -158,16 +166,16 @@ class GemmOps:
         else:
             rs_b, cs_b = (1, k) if trans_b else (n, 1)
             bp = self.rt.scratch("gemm.b", nb * npn * k * NR)
-            self.rt.launch(self.stem, "gemm_pack_b", (npn, _cdiv(k, 8), nb),
+            self.rt.launch(self._stem(mr), "gemm_pack_b", (npn, _cdiv(k, 8), nb),
                            self._gemm_local("pack_b"), i32(k), i32(n), b3, i32(k * n),
                            i32(rs_b), i32(cs_b), bp, i32(nb))
             b_args = (bp, i32(npn * k * NR), i32(0))
         # op(A): packed into 6-row panels when that pays, else read in place through strides
         rs_a, cs_a = (1, m) if trans_a else (k, 1)
         if self._gemm_pack_a(m, n, k, trans_a):
-            ap = self.rt.scratch("gemm.a", nb * mp * k * self.mr)
+            ap = self.rt.scratch("gemm.a", nb * mp * k * mr)
             grid_a = (mp, _cdiv(k, 8), nb) if trans_a else (_cdiv(k, 8), mp, nb)
-            self.rt.launch(self.stem, "gemm_pack_a", grid_a, self._gemm_local("pack_a"),
+            self.rt.launch(self._stem(mr), "gemm_pack_a", grid_a, self._gemm_local("pack_a"),
                            i32(m), i32(k), a3, i32(m * k), i32(rs_a), i32(cs_a), ap, i32(nb))
             name, a_args = "gemm_6x16_packed", (ap,)
         else:
@@ -175,14 +183,14 @@ class GemmOps:
         return name, (i32(m), i32(n), i32(k), i32(nb), *a_args, *b_args)
 
     def _gemm_product(self, name: str, head: tuple, out, nb: int, m: int, n: int, k: int,
-                      alpha: float, beta: float):
+                      mr: int, alpha: float, beta: float):
         """Run the product kernel into ``out``.
 
         Few output blocks and a long K: K slices run side by side into a scratch buffer, then
         one reduction in slice order. Otherwise K is cut into blocks run one after the other
         (each adds into C), which keeps the B panels of one block in cache."""
         i32 = np.int32
-        mp, npn = _cdiv(m, self.mr), _cdiv(n, NR)
+        mp, npn = _cdiv(m, mr), _cdiv(n, NR)
         blocks = nb * mp * npn
         if blocks < self._gemm_target_blocks() and k >= 2 * self.gemm_min_split_k:
             want = _cdiv(self._gemm_target_blocks(), blocks)
@@ -191,16 +199,17 @@ class GemmOps:
             nsplit = _cdiv(k, kc)
             c = self.rt.scratch("gemm.p", nsplit * out.size)
             rb, nblk = self._gemm_row_blocks(mp)
-            self.rt.launch(self.stem, name, (rb, npn, nblk * nsplit * nb), self._gemm_local("main"),
-                           *head, c, i32(n), i32(m * n), i32(out.size), i32(0), i32(k),
-                           i32(kc), i32(rb), np.float32(1.0), np.float32(0.0))
+            self.rt.launch(self._stem(mr), name, (rb, npn, nblk * nsplit * nb),
+                           self._gemm_local("main"), *head, c, i32(n), i32(m * n),
+                           i32(out.size), i32(0), i32(k), i32(kc), i32(rb), np.float32(1.0),
+                           np.float32(0.0))
             self._gemm_reduce(c, nsplit, out.size, out, alpha, beta)
             return out
         kc = _cdiv(k, _cdiv(k, self.gemm_k_block))
         rb, nblk = self._gemm_row_blocks(mp)
         for k0 in range(0, k, kc):
-            self.rt.launch(self.stem, name, (rb, npn, nblk * nb), self._gemm_local("main"), *head,
-                           out, i32(n), i32(m * n), i32(0), i32(k0), i32(min(k, k0 + kc)),
+            self.rt.launch(self._stem(mr), name, (rb, npn, nblk * nb), self._gemm_local("main"),
+                           *head, out, i32(n), i32(m * n), i32(0), i32(k0), i32(min(k, k0 + kc)),
                            i32(kc), i32(rb), np.float32(alpha),
                            np.float32(beta if k0 == 0 else 1.0))
         return out
@@ -208,7 +217,7 @@ class GemmOps:
     def _gemm_reduce(self, partial, nsplit: int, size: int, out, alpha: float,
                      beta: float) -> None:
         """out = alpha * (sum of ``nsplit`` slices of ``partial``) + beta * out."""
-        self.rt.launch(self.stem, "gemm_splitk_reduce", (_cdiv(size, 8),),
+        self.rt.launch("gemm", "gemm_splitk_reduce", (_cdiv(size, 8),),
                        self._gemm_local("reduce"), partial, np.int32(nsplit), np.int32(size),
                        out, np.float32(alpha), np.float32(beta))
 
