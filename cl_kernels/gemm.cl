@@ -1,15 +1,18 @@
 /* Dense batched GEMM: C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b] (row-major C).
  *
  * Design (tuned on PoCL's CPU device; plain OpenCL C 1.2 without barriers, so GPUs run it too):
- * - Each work-item owns a 6x16 block of C in 12 float8 registers: per k it loads 16 values of
- *   op(B) as two float8, broadcasts 6 values of op(A) and does 12 vector a*b + c (not
- *   fma()/mad(), ~9x slower on PoCL). Work-item (i, j, s*nbatch + b): row panel i, column
- *   panel j, K slice s, batch b (conv group).
+ * - Each work-item owns a GEMM_MR x 16 block of C (6x16 in 12 float8 registers; 12x16 in 24 in
+ *   the gemm@mr12 build, for AVX-512 CPUs): per k it loads 16 values of op(B) as two float8,
+ *   broadcasts GEMM_MR values of op(A) and does 2*GEMM_MR vector a*b + c (not fma()/mad(), ~9x
+ *   slower on PoCL). The kernels keep their historical names gemm_6x16*.
+ * - Grid (rb, column panel j, row block x K slice s x batch b): a work-group on a CPU is a column
+ *   of row panels sharing one B panel (in L1 while its work-items run one after the other), and
+ *   the groups of one row block walk the column panels while its A panels stay in L2.
  * - op(B) is packed by gemm_pack_b into 16-column panels (Bp[b][j][k][0..15], zero past N) for
  *   aligned float8 loads, or, when row-major with N >= 16, read in place (last panel shifted
  *   left to end at column N, so there is no ragged tail).
  * - op(A) is read in place through a row stride and a column stride (covers A and A^T), or
- *   packed by gemm_pack_a into 6-row panels (Ap[b][i][k][0..5]) for large products.
+ *   packed by gemm_pack_a into GEMM_MR-row panels (Ap[b][i][k][0..MR-1]) for large products.
  * - K: the host runs K in blocks of a few hundred (each launch adds into C: the B panels of a
  *   block stay in cache) or, with few output blocks, splits it across work-items into a scratch
  *   buffer that gemm_splitk_reduce sums in slice order. Results are deterministic.
@@ -87,9 +90,10 @@ KERNEL void gemm_pack_b(const int K, const int N, __global const float *B, const
     }
 }
 
-/* op(A) (nbatch batches of M x K, element (m, k) at A[b*sa + m*rs + k*cs]) -> Ap panels of 6
- * (zero past M): Ap[b][i][k][r]. Work-item (k8, i, b) moves 8 columns k of row panel i; for A^T
- * (rs == 1) the grid is (i, k8, b) instead, so neighbours read neighbouring memory. */
+/* op(A) (nbatch batches of M x K, element (m, k) at A[b*sa + m*rs + k*cs]) -> Ap panels of
+ * GEMM_MR rows (zero past M): Ap[b][i][k][r]. Work-item (k8, i, b) moves 8 columns k of row
+ * panel i; for A^T (rs == 1) the grid is (i, k8, b) instead, so neighbours read neighbouring
+ * memory. */
 KERNEL void gemm_pack_a(const int M, const int K, __global const float *A, const int sa,
                         const int rs, const int cs, __global float *Ap, const int nbatch)
 {
@@ -185,7 +189,7 @@ inline void gemm_store_row(__global float *c, float8 v0, float8 v1, const int lo
     gemm_store8(c + 8, alpha * v1, lo - 8, hi - 8, beta);
 }
 
-/* One 6x16 block of C over one K slice.
+/* One GEMM_MR x 16 block of C over one K slice.
  * A: row panel i starts at A + b*sa + i*sp; row r of the panel at + r*rs, its column k at + k*cs
  *    (apacked: zero-padded panels; else rows past M re-read row M-1; their results are dropped).
  * B: packed (bdirect == 0): panel j at B + b*sb + j*16K, row k at + 16k; or read in place
@@ -297,7 +301,7 @@ inline void gemm_block(const int M, const int N, const int K, const int nbatch,
 #endif
 }
 
-/* op(A) read in place through strides (row panel stride 6*rs). */
+/* op(A) read in place through strides (row panel stride GEMM_MR*rs). */
 KERNEL void gemm_6x16(const int M, const int N, const int K, const int nbatch,
                       __global const float *A, const int sa, const int rs, const int cs,
                       __global const float *B, const int sb, const int bdirect,
@@ -309,7 +313,7 @@ KERNEL void gemm_6x16(const int M, const int N, const int K, const int nbatch,
                kb, ke, kc, rb, alpha, beta);
 }
 
-/* op(A) packed by gemm_pack_a: panel i at Ap + i*6K, element (r, k) at + 6k + r. */
+/* op(A) packed by gemm_pack_a: panel i at Ap + i*MR*K, element (r, k) at + MR*k + r. */
 KERNEL void gemm_6x16_packed(const int M, const int N, const int K, const int nbatch,
                              __global const float *Ap, __global const float *B, const int sb,
                              const int bdirect, __global float *C, const int ldc,

@@ -1,9 +1,11 @@
 """OpenCL dense matrix products and permuted copies: the ``GemmOps`` group of OpenCLBackend.
 
-``gemm`` runs one register-blocked kernel (a 6x16 block of C per work-item, float8 registers) on
-op(A) and op(B) read in place through strides or packed into panels when that pays; K runs in
-cache-sized blocks, or in parallel slices summed in a fixed order when there are few output
-blocks. Kernels and their design notes: ``cl_kernels/gemm.cl`` and ``cl_kernels/transpose.cl``.
+``gemm`` runs one register-blocked kernel (a 6x16 block of C per work-item in float8 registers,
+or 12x16 on CPUs with AVX-512's 32 registers) on op(A) and op(B) read in place through strides
+or packed into panels when that pays; work-groups of row panels share a B panel in L1 while a
+block of A panels stays in L2; K runs in cache-sized blocks, or in parallel slices summed in a
+fixed order when there are few output blocks. Kernels and their design notes:
+``cl_kernels/gemm.cl`` and ``cl_kernels/transpose.cl``.
 """
 from __future__ import annotations
 
@@ -64,13 +66,13 @@ class GemmOps:
     gemm_k_block = 512
     gemm_min_split_k = 128
     gemm_max_split = 256
-    # Pack op(A) into 6-row panels when op(B) has at least this many columns (the packing pass is
-    # O(M*K), the product O(M*N*K)) and K at least gemm_pack_a_min_k.
+    # Pack op(A) into 6- or 12-row panels when op(B) has at least this many columns (the
+    # packing pass is O(M*K), the product O(M*N*K)) and K at least gemm_pack_a_min_k.
     gemm_pack_a_min_n = 128
     gemm_pack_a_min_k = 64
     # Read a row-major op(B) in place (no packing pass) when op(A) has at most this many rows.
     gemm_direct_b_max_m = 256
-    # CPU: row panels (of 6 rows) per row block of the product grid (see _gemm_row_blocks)
+    # CPU: row panels (of 6 or 12 rows) per row block of the product grid (_gemm_row_blocks)
     gemm_row_block = 16
 
     def __init__(self, runtime: CLRuntime) -> None:
@@ -118,7 +120,8 @@ class GemmOps:
 
         On a CPU a work-group is a column of row panels sharing one 16-column B panel, which
         stays in L1 while its work-items run one after the other; the row block's A panels
-        (gemm_row_block x 6 rows x K block) stay in L2 while the groups walk the column panels.
+        (gemm_row_block x 6 or 12 rows x K block) stay in L2 while the groups walk the column
+        panels.
         On a GPU all row panels form one block (the grid of the plain 2-D layout)."""
         step = self._gemm_local("main")[0]
         rb = min(self.gemm_row_block if self.rt.is_cpu else mp, _cdiv(mp, step) * step)
@@ -126,7 +129,7 @@ class GemmOps:
         return rb, _cdiv(mp, rb)
 
     def _gemm_target_blocks(self) -> int:
-        """How many 6x16 output blocks keep the device busy before K gets split."""
+        """How many output blocks (of 6 or 12 x 16) keep the device busy before K is split."""
         cu = int(self.rt.device.max_compute_units)
         return cu * (32 if self.rt.is_cpu else 256)
 
@@ -170,7 +173,7 @@ class GemmOps:
                            self._gemm_local("pack_b"), i32(k), i32(n), b3, i32(k * n),
                            i32(rs_b), i32(cs_b), bp, i32(nb))
             b_args = (bp, i32(npn * k * NR), i32(0))
-        # op(A): packed into 6-row panels when that pays, else read in place through strides
+        # op(A): packed into mr-row panels when that pays, else read in place through strides
         rs_a, cs_a = (1, m) if trans_a else (k, 1)
         if self._gemm_pack_a(m, n, k, trans_a):
             ap = self.rt.scratch("gemm.a", nb * mp * k * mr)
