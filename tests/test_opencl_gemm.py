@@ -104,6 +104,7 @@ def test_gemm_register_rows_follow_the_device(clb):
     if wide:
         assert rows == {1: 6, 6: 6, 12: 12, 16: 6, 18: 6, 23: 12, 24: 12, 30: 6, 50: 6,
                         96: 12, 97: 12}
+        assert clb.dense._gemm_rows(200, 4096) == 6 and clb.dense._gemm_rows(200, 576) == 12
     else:
         assert set(rows.values()) == {6}
 
@@ -130,13 +131,24 @@ def test_gemm_alpha_beta_out(clb, np32, rng, nb, m, n, k, ta, tb):
     _assert_close(clb.to_host(out), ref, scale, k)
 
 
-@pytest.mark.parametrize("nb,m,n,k", [(0, 13, 17, 33), (0, 400, 256, 1100), (0, 20, 25, 3000)])
-def test_gemm_beta_zero_ignores_garbage_in_out(clb, np32, rng, nb, m, n, k):
-    a, b = _operands(rng, nb, m, n, k, False, False)
-    out = clb.from_host(np.full((m, n), np.nan, dtype=np.float32))
-    clb.gemm(clb.from_host(a), clb.from_host(b), out=out, alpha=2.0)
-    ref = 2.0 * np32.gemm(a, b)
-    _assert_close(clb.to_host(out), ref, 2.0 * np32.gemm(np.abs(a), np.abs(b)), k)
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("nb,m,n,k", [(0, 13, 17, 33), (0, 400, 256, 1100), (0, 20, 25, 3000),
+                                      (2, 64, 300, 200)])
+def test_gemm_beta_zero_ignores_garbage_in_out(clb, np32, rng, nb, m, n, k, tb):
+    a, b = _operands(rng, nb, m, n, k, False, tb)
+    shape = (nb, m, n) if nb else (m, n)
+    out = clb.from_host(np.full(shape, np.nan, dtype=np.float32))
+    clb.gemm(clb.from_host(a), clb.from_host(b), False, tb, out=out, alpha=2.0)
+    ref = 2.0 * np32.gemm(a, b, False, tb)
+    _assert_close(clb.to_host(out), ref, 2.0 * np32.gemm(np.abs(a), np.abs(b), False, tb), k)
+
+
+def test_gemm_swaps_operands_of_a_linear_forward(clb):
+    """X W^T with few rows of X runs as W X^T (W read in place, no packing of W^T), a
+    transposed product that the parity tests above cover (NT and TT with M < N)."""
+    swap = clb.dense._gemm_swap
+    assert swap(128, 500, True) and swap(1, 1000, True) and swap(64, 1024, True)
+    assert not swap(128, 10, True) and not swap(128, 500, False) and not swap(1024, 2048, True)
 
 
 def test_gemm_out_of_another_shape_and_2d_3d(clb, np32, rng):
