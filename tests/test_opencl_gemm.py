@@ -100,11 +100,12 @@ def test_gemm_register_rows_follow_the_device(clb):
     wide = clb.runtime.is_cpu and dev.native_vector_width_float >= 16
     assert clb.dense.mr == (12 if wide else 6)
     # 12-row blocks where they pad op(A) no more than 6-row ones, or M is large
-    rows = {m: clb.dense._gemm_rows(m) for m in (1, 6, 12, 16, 18, 23, 24, 30, 50, 96, 97)}
+    rows = {m: clb.dense._gemm_rows(m, 64) for m in (1, 6, 12, 16, 18, 23, 24, 30, 50, 96, 97)}
     if wide:
         assert rows == {1: 6, 6: 6, 12: 12, 16: 6, 18: 6, 23: 12, 24: 12, 30: 6, 50: 6,
                         96: 12, 97: 12}
-        assert clb.dense._gemm_rows(200, 4096) == 6 and clb.dense._gemm_rows(200, 576) == 12
+        assert clb.dense._gemm_rows(200, 4096, 4096) == 6
+        assert clb.dense._gemm_rows(200, 576, 576) == 12 and clb.dense._gemm_rows(200, 32) == 6
     else:
         assert set(rows.values()) == {6}
 

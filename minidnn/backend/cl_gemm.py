@@ -74,6 +74,8 @@ class GemmOps:
     gemm_direct_b_max_m = 256
     # CPU: row panels (of 6 or 12 rows) per row block of the product grid (_gemm_row_blocks)
     gemm_row_block = 16
+    # 12-row register blocks (AVX-512 CPUs) only for K at least this long (see _gemm_rows)
+    gemm_wide_min_k = 64
 
     def __init__(self, runtime: CLRuntime) -> None:
         self.rt = runtime
@@ -86,13 +88,14 @@ class GemmOps:
         """The program of the gemm kernels with ``mr``-row blocks: gemm.cl or gemm@mr12."""
         return "gemm@mr12" if mr == 12 else "gemm"
 
-    def _gemm_rows(self, m: int, row_stride: int = 0) -> int:
+    def _gemm_rows(self, m: int, k: int, row_stride: int = 0) -> int:
         """Rows per register block for a product with ``m`` rows: 12 where the device has
-        them and they pad op(A) no more than 6-row panels do (or M is large), else 6. Also 6
-        when op(A) is read in place with rows ``row_stride`` floats apart (0: packed or
-        transposed) and that is a multiple of 4 KiB: 12 such rows fall into one set of an
-        8-way L1 cache (measured 1.5x slower than 6 rows on Zen 4 at K = 4096)."""
-        if row_stride and row_stride % 1024 == 0:
+        them, K is at least gemm_wide_min_k (with a short K the stores of C dominate and 12
+        rows measured slower) and they pad op(A) no more than 6-row panels do (or M is
+        large), else 6. Also 6 when op(A) is read in place with rows ``row_stride`` floats
+        apart (0: packed or transposed) and that is a multiple of 4 KiB: 12 such rows fall
+        into one set of an 8-way L1 cache (1.5x slower than 6 rows on Zen 4 at K = 4096)."""
+        if (row_stride and row_stride % 1024 == 0) or k < self.gemm_wide_min_k:
             return 6
         if self.mr == 12 and (m >= 96 or _cdiv(m, 12) * 12 == _cdiv(m, 6) * 6):
             return 12
@@ -159,7 +162,7 @@ class GemmOps:
         if self._gemm_swap(m, n, trans_b) and (beta == 0.0 or m == 1):
             return self._gemm_transposed(a, b, trans_a, out, nb, m, n, k, alpha, beta)
         in_place = not trans_a and not self._gemm_pack_a(m, n, k, trans_a)
-        mr = self._gemm_rows(m, k if in_place else 0)
+        mr = self._gemm_rows(m, k, k if in_place else 0)
         name, head = self._gemm_operands(a, b, trans_a, trans_b, nb, m, n, k, mr)
         return self._gemm_product(name, head, out, nb, m, n, k, mr, alpha, beta)
 
@@ -175,7 +178,7 @@ class GemmOps:
         """``out = alpha * op(a) @ b^T (+ beta * out)`` as C^T = b @ op(a)^T: b read in place as
         op(A) of the swapped product, C^T into scratch and transposed into ``out`` (beta must be
         0 then), or straight into ``out`` when m == 1 (C^T has the layout of C)."""
-        mr = self._gemm_rows(n, k)
+        mr = self._gemm_rows(n, k, k)
         name, head = self._gemm_operands(b, a, False, not trans_a, nb, n, m, k, mr,
                                          pack_a=False)
         if m == 1:
