@@ -68,8 +68,8 @@ def _median_rate(work: float, times: list[float]) -> float:
 def ab_products(backend, old, names: list[str], repeats: int, clock) -> None:
     """GFLOP/s of old vs new gemm vs NumPy per bench_gemm case."""
     new = backend.dense
-    print(f"{'case':<18}{'old':>8}{'new':>8}{'NumPy':>8}{'new/old':>9}{'old/NumPy':>10}"
-          f"{'new/NumPy':>10}")
+    print(f"{'case':<18}{'old':>8}{'new':>8}{'NumPy':>8}{'new/old*':>9}{'old/NumPy':>10}"
+          f"{'new/NumPy':>10}{'new/NumPy*':>11}   (*: median of the per-repeat ratios)")
     for name in names:
         m, n, k, ta, tb = bg.CASES[name]
         rng = np.random.default_rng(0)
@@ -91,9 +91,12 @@ def ab_products(backend, old, names: list[str], repeats: int, clock) -> None:
                 bg._time(fn, sync, 1)
                 times[key].append(bg._time(fn, sync, inner[key], clock))
         r = {key: _median_rate(2e-9 * m * n * k, t) for key, t in times.items()}
+        # ratios of the runs made back to back in each repeat, then their median
+        pair = {key: float(np.median(np.array(times[key]) / np.array(times["new"])))
+                for key in ("old", "numpy")}
         print(f"{name:<18}{r['old']:>8.1f}{r['new']:>8.1f}{r['numpy']:>8.1f}"
-              f"{r['new'] / r['old']:>9.2f}{r['old'] / r['numpy']:>10.2f}"
-              f"{r['new'] / r['numpy']:>10.2f}", flush=True)
+              f"{pair['old']:>9.2f}{r['old'] / r['numpy']:>10.2f}"
+              f"{r['new'] / r['numpy']:>10.2f}{pair['numpy']:>11.2f}", flush=True)
 
 
 def ab_training(backend, old, model: str, steps: int, repeats: int) -> None:
@@ -112,10 +115,11 @@ def ab_training(backend, old, model: str, steps: int, repeats: int) -> None:
     finally:
         backend.dense = new
     med = {mode: float(np.median(r)) for mode, r in rates.items()}
+    paired = float(np.median(np.array(rates["new"]) / np.array(rates["old"])))
     print(f"{model}, batch {batch}: images/s old gemm {med['old']:.1f}, new gemm "
-          f"{med['new']:.1f}, new/old {med['new'] / med['old']:.2f}x (median of {repeats} x "
-          f"{steps} steps; blocks: old {[round(x) for x in rates['old']]}, new "
-          f"{[round(x) for x in rates['new']]})")
+          f"{med['new']:.1f} (medians of {repeats} x {steps} steps); new/old, median of the "
+          f"{repeats} back-to-back pairs: {paired:.2f}x; blocks: old "
+          f"{[round(x) for x in rates['old']]}, new {[round(x) for x in rates['new']]}")
 
 
 def main() -> None:
