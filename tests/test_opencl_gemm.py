@@ -77,13 +77,14 @@ EDGES = [
 ]
 
 
-@pytest.mark.parametrize("mr", [6, 12])
+@pytest.mark.parametrize("mr,row_blocked", [(6, False), (6, True), (12, True), (12, False)])
 @pytest.mark.parametrize("ta,tb", TRANS)
 @pytest.mark.parametrize("nb,m,n,k", EDGES)
-def test_gemm_register_rows(clb, np32, rng, monkeypatch, mr, nb, m, n, k, ta, tb):
-    """Both builds of the product kernels (6-row blocks: AVX2 CPUs and GPUs; 12-row blocks:
-    AVX-512 CPUs) on every device, whichever one the device picks."""
+def test_gemm_register_rows(clb, np32, rng, monkeypatch, mr, row_blocked, nb, m, n, k, ta, tb):
+    """Both builds of the product kernels (6-row blocks; 12-row blocks for AVX-512) and both
+    grids (row-blocked; plain 2-D) on every device, whichever the device picks."""
     monkeypatch.setattr(clb.dense, "mr", mr)
+    monkeypatch.setattr(clb.dense, "row_blocked", row_blocked)
     a, b = _operands(rng, nb, m, n, k, ta, tb)
     _check(clb, np32, a, b, ta, tb, k)
     c0 = rng.standard_normal(np32.gemm(a, b, ta, tb).shape, dtype=np.float32)
@@ -95,9 +96,12 @@ def test_gemm_register_rows(clb, np32, rng, monkeypatch, mr, nb, m, n, k, ta, tb
 
 
 def test_gemm_register_rows_follow_the_device(clb):
-    """12-row blocks only on CPUs with 16-float native vectors (32 AVX-512 registers)."""
+    """12-row blocks and row-blocked grids only on CPU runtimes other than Intel's, 12 rows
+    only with 16-float native vectors (32 AVX-512 registers)."""
     dev = clb.runtime.device
-    wide = clb.runtime.is_cpu and dev.native_vector_width_float >= 16
+    intel = "intel" in dev.platform.vendor.lower()
+    assert clb.dense.row_blocked == (clb.runtime.is_cpu and not intel)
+    wide = clb.runtime.is_cpu and not intel and dev.native_vector_width_float >= 16
     assert clb.dense.mr == (12 if wide else 6)
     # 12-row blocks where they pad op(A) no more than 6-row ones, or M is large
     rows = {m: clb.dense._gemm_rows(m, 64) for m in (1, 6, 12, 16, 18, 23, 24, 30, 50, 96, 97)}

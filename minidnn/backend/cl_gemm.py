@@ -79,9 +79,15 @@ class GemmOps:
 
     def __init__(self, runtime: CLRuntime) -> None:
         self.rt = runtime
-        # most rows of C per work-item: 12 where the device has 32 vector registers (a CPU with
-        # AVX-512: 16-float native vectors), else 6 (AVX2 CPUs, GPUs); see _gemm_rows
-        self.mr = 12 if self._wide_registers() else 6
+        # Two layouts, chosen per runtime from A/B runs on Zen 4 (docs/results.md, issue 20,
+        # "GEMM (session 6)"): on CPU runtimes other than Intel's (PoCL), row-blocked grids
+        # and up to 12 rows of C per work-item where the device has 32 vector registers
+        # (AVX-512: 16-float native vectors); on Intel's CPU runtime, on GPUs and without
+        # AVX-512, 6 rows and work-groups of column panels (Intel's runtime ran short-K
+        # products up to 1.6x slower with the row-blocked grid, and gained nothing from 12).
+        intel = "intel" in str(self.rt.device.platform.vendor).lower()
+        self.row_blocked = self.rt.is_cpu and not intel
+        self.mr = 12 if self.row_blocked and self._wide_registers() else 6
 
     @staticmethod
     def _stem(mr: int) -> str:
@@ -89,15 +95,17 @@ class GemmOps:
         return "gemm@mr12" if mr == 12 else "gemm"
 
     def _gemm_rows(self, m: int, k: int, row_stride: int = 0) -> int:
-        """Rows per register block for a product with ``m`` rows: 12 where the device has
-        them, K is at least gemm_wide_min_k (with a short K the stores of C dominate and 12
+        """Rows per register block for a product with ``m`` rows: 12 where the device uses
+        them (``self.mr``), K is at least gemm_wide_min_k (with a short K the stores of C dominate and 12
         rows measured slower) and they pad op(A) no more than 6-row panels do (or M is
         large), else 6. Also 6 when op(A) is read in place with rows ``row_stride`` floats
         apart (0: packed or transposed) and that is a multiple of 4 KiB: 12 such rows fall
         into one set of an 8-way L1 cache (1.5x slower than 6 rows on Zen 4 at K = 4096)."""
-        if (row_stride and row_stride % 1024 == 0) or k < self.gemm_wide_min_k:
+        if self.mr == 6 or k < self.gemm_wide_min_k:
             return 6
-        if self.mr == 12 and (m >= 96 or _cdiv(m, 12) * 12 == _cdiv(m, 6) * 6):
+        if row_stride and row_stride % 1024 == 0:
+            return 6
+        if m >= 96 or _cdiv(m, 12) * 12 == _cdiv(m, 6) * 6:
             return 12
         return 6
 
@@ -118,7 +126,8 @@ class GemmOps:
     def _gemm_local(self, kind: str) -> tuple[int, ...]:
         """Fixed work-group sizes per kernel and device type (PoCL recompiles per new size)."""
         if self.rt.is_cpu:
-            return {"main": (8, 1, 1), "pack_a": (8, 1, 1), "pack_b": (4, 4, 1), "reduce": (64,),
+            main = (8, 1, 1) if self.row_blocked else (1, 8, 1)
+            return {"main": main, "pack_a": (8, 1, 1), "pack_b": (4, 4, 1), "reduce": (64,),
                     "copy": (1, 8, 1), "tile": (1, 8, 1)}[kind]
         return {"main": (16, 4, 1), "pack_a": (64, 1, 1), "pack_b": (8, 8, 1), "reduce": (128,),
                 "copy": (64, 1, 1), "tile": (8, 8, 1)}[kind]
@@ -126,13 +135,13 @@ class GemmOps:
     def _gemm_row_blocks(self, mp: int) -> tuple[int, int]:
         """(row panels per row block, number of row blocks) of the product's grid.
 
-        On a CPU a work-group is a column of row panels sharing one 16-column B panel, which
-        stays in L1 while its work-items run one after the other; the row block's A panels
-        (gemm_row_block x 6 or 12 rows x K block) stay in L2 while the groups walk the column
-        panels.
-        On a GPU all row panels form one block (the grid of the plain 2-D layout)."""
+        Row-blocked (``self.row_blocked``): a work-group is a column of row panels sharing
+        one 16-column B panel, which stays in L1 while its work-items run one after the other;
+        the row block's A panels (gemm_row_block x 6 or 12 rows x K block) stay in L2 while
+        the groups walk the column panels. Otherwise all row panels form one block (the plain
+        2-D grid: on a CPU, work-groups of 8 column panels sharing one A panel)."""
         step = self._gemm_local("main")[0]
-        rb = min(self.gemm_row_block if self.rt.is_cpu else mp, _cdiv(mp, step) * step)
+        rb = min(self.gemm_row_block if self.row_blocked else mp, _cdiv(mp, step) * step)
         rb = _cdiv(rb, step) * step
         return rb, _cdiv(mp, rb)
 
