@@ -96,9 +96,9 @@ class GemmOps:
 
     def _gemm_rows(self, m: int, k: int, row_stride: int = 0) -> int:
         """Rows per register block for a product with ``m`` rows: 12 where the device uses
-        them (``self.mr``), K is at least gemm_wide_min_k (with a short K the stores of C dominate and 12
-        rows measured slower) and they pad op(A) no more than 6-row panels do (or M is
-        large), else 6. Also 6 when op(A) is read in place with rows ``row_stride`` floats
+        them (``self.mr``), K is at least gemm_wide_min_k (with a short K the stores of C
+        dominate and 12 rows measured slower) and they pad op(A) no more than 6-row panels do
+        (or M is large), else 6. Also 6 when op(A) is read in place with rows ``row_stride`` floats
         apart (0: packed or transposed) and that is a multiple of 4 KiB: 12 such rows fall
         into one set of an 8-way L1 cache (1.5x slower than 6 rows on Zen 4 at K = 4096)."""
         if self.mr == 6 or k < self.gemm_wide_min_k:
