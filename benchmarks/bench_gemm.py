@@ -1,16 +1,25 @@
 """Measured GFLOP/s of the OpenCL gemm against NumPy (BLAS) and PyTorch CPU, with ratios.
 
 Cases: 1024^3 in all four transpose combinations, the LeNet-5 products at batch 128
-(forward, dX, dW) and those of ResNet-32's 3x3 convolutions at batch 128 (``r32``: 16/32/64
-channels). Runs of the three libraries are interleaved and each figure is the median of
-several repeats, since timings on a shared machine swing run to run; each timed block follows a
-short pause and an untimed call, so one library's spinning worker threads do not slow the next.
-OpenCL timings wait on ``queue.finish()``.
-Usage: ``python benchmarks/bench_gemm.py [--repeats 7] [--device cpu] [--only 1024]``.
+(forward, dX, dW), those of ResNet-32's 3x3 convolutions at batch 128 (``r32``: 16/32/64
+channels) and AlexNet's at batch 64 (``alex``: the two hidden linears and the weight gradients
+of conv2/conv3, which still run as GEMMs in training). Runs of the libraries are interleaved
+and each figure is the median of several repeats, since timings on a shared machine swing run
+to run; each timed block follows a short pause and an untimed call, so one library's spinning
+worker threads do not slow the next. OpenCL timings wait on ``queue.finish()``.
+
+``--rows 6,12`` times the OpenCL product once per register-block height, interleaved in the
+same run (an A/B of the two kernel builds): 6 rows (AVX2 CPUs, GPUs) or up to 12 (AVX-512
+CPUs: 12 where that pads op(A) no more than 6 would, or M >= 96). ``--cpu-time`` divides by
+the process's CPU time instead of wall time: GFLOP per CPU-second, less sensitive to other jobs
+on a shared machine (BLAS threads that spin while waiting count too).
+Usage: ``python benchmarks/bench_gemm.py [--repeats 7] [--device cpu] [--only 1024]
+[--rows 6,12] [--cpu-time]``.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -49,32 +58,56 @@ CASES = {
     "r32 s3 fwd": (8192, 64, 576, False, True),
     "r32 s3 dX": (8192, 576, 64, False, False),
     "r32 s3 dW": (64, 576, 8192, True, False),
+    # AlexNet at batch 64: fc1 4096->1024 and fc2 1024->1024 (forward, dX, dW), and the weight
+    # gradients dY^T.X of conv3 (256->384, 3x3 at 8x8) and of one group of conv2 (48->128, 5x5
+    # at 16x16)
+    "alex fc1 fwd": (64, 1024, 4096, False, True),
+    "alex fc1 dX": (64, 4096, 1024, False, False),
+    "alex fc1 dW": (1024, 4096, 64, True, False),
+    "alex fc2 fwd": (64, 1024, 1024, False, True),
+    "alex fc2 dX": (64, 1024, 1024, False, False),
+    "alex fc2 dW": (1024, 1024, 64, True, False),
+    "alex conv3 dW": (384, 2304, 4096, True, False),
+    "alex conv2 dW": (128, 1200, 16384, True, False),
 }
 
 
-def _time(fn, sync, inner: int) -> float:
-    """Seconds per call of ``fn`` over ``inner`` back-to-back calls."""
+def _time(fn, sync, inner: int, clock=time.perf_counter) -> float:
+    """Seconds (of ``clock``) per call of ``fn`` over ``inner`` back-to-back calls."""
     sync()
-    t = time.perf_counter()
+    t = clock()
     for _ in range(inner):
         fn()
     sync()
-    return (time.perf_counter() - t) / inner
+    return (clock() - t) / inner
+
+
+def _opencl_runs(be: OpenCLBackend, da, db, dc, ta: bool, tb: bool,
+                 rows: list[int]) -> dict[str, tuple]:
+    """(call, sync) per OpenCL build timed: the device's own, or one per register-block height
+    in ``rows`` (GemmOps.mr switched before each call)."""
+    if not rows:
+        return {"opencl": (lambda: be.gemm(da, db, ta, tb, out=dc), be.synchronize)}
+
+    def run(mr: int):
+        def call():
+            be.dense.mr = mr
+            be.gemm(da, db, ta, tb, out=dc)
+        return call
+    return {f"mr{mr}": (run(mr), be.synchronize) for mr in rows}
 
 
 def bench_case(be: OpenCLBackend, m: int, n: int, k: int, ta: bool, tb: bool,
-               repeats: int) -> dict[str, float]:
-    """Median GFLOP/s per library for one product, runs interleaved."""
+               repeats: int, rows: list[int], clock=time.perf_counter) -> dict[str, float]:
+    """Median GFLOP/s per library (and OpenCL build) for one product, runs interleaved."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((k, m) if ta else (m, k), dtype=np.float32)
     b = rng.standard_normal((n, k) if tb else (k, n), dtype=np.float32)
     da, db = be.from_host(a), be.from_host(b)
     dc = be.empty((m, n))
     a_op, b_op = (a.T if ta else a), (b.T if tb else b)
-    runs = {
-        "opencl": (lambda: be.gemm(da, db, ta, tb, out=dc), be.synchronize),
-        "numpy": (lambda: np.matmul(a_op, b_op), lambda: None),
-    }
+    runs = _opencl_runs(be, da, db, dc, ta, tb, rows)
+    runs["numpy"] = (lambda: np.matmul(a_op, b_op), lambda: None)
     if torch is not None:
         ta_, tb_ = torch.from_numpy(a), torch.from_numpy(b)
         ta_op, tb_op = (ta_.T if ta else ta_), (tb_.T if tb else tb_)
@@ -89,9 +122,9 @@ def bench_case(be: OpenCLBackend, m: int, n: int, k: int, ta: bool, tb: bool,
             # let the previous library's worker threads stop spinning, then one untimed call
             time.sleep(0.02)
             _time(fn, sync, 1)
-            times[name].append(_time(fn, sync, inner[name]))
+            times[name].append(_time(fn, sync, inner[name], clock))
     flops = 2.0 * m * n * k
-    return {name: flops / float(np.median(t)) / 1e9 for name, t in times.items()}
+    return {name: flops / max(float(np.median(t)), 1e-12) / 1e9 for name, t in times.items()}
 
 
 def main() -> None:
@@ -99,18 +132,34 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default=None, help="OpenCL device spec (default: auto)")
     parser.add_argument("--only", default=None, help="substring of the case names to run")
+    parser.add_argument("--rows", default=None,
+                        help="comma-separated register-block heights to compare (6,12)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="GFLOP per CPU-second of this process instead of wall time")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    rows = [int(r) for r in args.rows.split(",")] if args.rows else []
+    if any(r not in (6, 12) for r in rows):
+        parser.error("--rows takes 6 and/or 12")
     be = OpenCLBackend(args.device)
-    print(f"device: {be.device_name}")
-    print(f"{'case':<18}{'M':>7}{'N':>6}{'K':>7}  {'OpenCL':>7}{'NumPy':>7}{'torch':>7}"
-          f"  {'CL/NumPy':>8}{'CL/torch':>9}   (GFLOP/s, median of {args.repeats})")
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    names = [f"mr{r}" for r in rows] or ["opencl"]
+    print(f"device: {be.device_name} (own register rows: {be.dense.mr}); load average "
+          f"{os.getloadavg()[0]:.1f}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')}")
+    unit = "GFLOP per CPU-s" if args.cpu_time else "GFLOP/s"
+    print(f"{'case':<18}{'M':>7}{'N':>6}{'K':>7}  " + "".join(f"{x:>8}" for x in names)
+          + f"{'NumPy':>7}{'torch':>7}  " + "".join(f"{x + '/NumPy':>12}" for x in names)
+          + f"{'/torch':>8}   ({unit}, median of {args.repeats})")
     for name, (m, n, k, ta, tb) in CASES.items():
         if args.only and args.only not in name:
             continue
-        r = bench_case(be, m, n, k, ta, tb, args.repeats)
+        r = bench_case(be, m, n, k, ta, tb, args.repeats, rows, clock)
         tq = r.get("torch", float("nan"))
-        print(f"{name:<18}{m:>7}{n:>6}{k:>7}  {r['opencl']:>7.1f}{r['numpy']:>7.1f}{tq:>7.1f}"
-              f"  {r['opencl'] / r['numpy']:>8.2f}{r['opencl'] / tq:>9.2f}", flush=True)
+        print(f"{name:<18}{m:>7}{n:>6}{k:>7}  " + "".join(f"{r[x]:>8.1f}" for x in names)
+              + f"{r['numpy']:>7.1f}{tq:>7.1f}  "
+              + "".join(f"{r[x] / r['numpy']:>12.2f}" for x in names)
+              + f"{r[names[-1]] / tq:>8.2f}", flush=True)
 
 
 if __name__ == "__main__":

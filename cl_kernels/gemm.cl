@@ -1,15 +1,18 @@
 /* Dense batched GEMM: C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b] (row-major C).
  *
  * Design (tuned on PoCL's CPU device; plain OpenCL C 1.2 without barriers, so GPUs run it too):
- * - Each work-item owns a 6x16 block of C in 12 float8 registers: per k it loads 16 values of
- *   op(B) as two float8, broadcasts 6 values of op(A) and does 12 vector a*b + c (not
- *   fma()/mad(), ~9x slower on PoCL). Work-item (i, j, s*nbatch + b): row panel i, column
- *   panel j, K slice s, batch b (conv group).
+ * - Each work-item owns a GEMM_MR x 16 block of C (6x16 in 12 float8 registers; 12x16 in 24 in
+ *   the gemm@mr12 build, for AVX-512 CPUs): per k it loads 16 values of op(B) as two float8,
+ *   broadcasts GEMM_MR values of op(A) and does 2*GEMM_MR vector a*b + c (not fma()/mad(), ~9x
+ *   slower on PoCL). The kernels keep their historical names gemm_6x16*.
+ * - Grid (rb, column panel j, row block x K slice s x batch b): a work-group on a CPU is a column
+ *   of row panels sharing one B panel (in L1 while its work-items run one after the other), and
+ *   the groups of one row block walk the column panels while its A panels stay in L2.
  * - op(B) is packed by gemm_pack_b into 16-column panels (Bp[b][j][k][0..15], zero past N) for
  *   aligned float8 loads, or, when row-major with N >= 16, read in place (last panel shifted
  *   left to end at column N, so there is no ragged tail).
  * - op(A) is read in place through a row stride and a column stride (covers A and A^T), or
- *   packed by gemm_pack_a into 6-row panels (Ap[b][i][k][0..5]) for large products.
+ *   packed by gemm_pack_a into GEMM_MR-row panels (Ap[b][i][k][0..MR-1]) for large products.
  * - K: the host runs K in blocks of a few hundred (each launch adds into C: the B panels of a
  *   block stay in cache) or, with few output blocks, splits it across work-items into a scratch
  *   buffer that gemm_splitk_reduce sums in slice order. Results are deterministic.
@@ -17,7 +20,12 @@
 
 #include "common.h"
 
+/* Rows of C per work-item: 6 (12 float8 accumulators: fits the 16 vector registers of AVX2), or
+ * 12 in the gemm@mr12 build (24 accumulators: for the 32 registers of AVX-512, where each
+ * broadcast of A then feeds twice as many multiply-adds). */
+#ifndef GEMM_MR
 #define GEMM_MR 6
+#endif
 #define GEMM_NR 16
 
 /* Unaligned 8-float load/store. On PoCL vload8/vstore8 ran 2-3x slower than 8 scalar accesses,
@@ -82,9 +90,10 @@ KERNEL void gemm_pack_b(const int K, const int N, __global const float *B, const
     }
 }
 
-/* op(A) (nbatch batches of M x K, element (m, k) at A[b*sa + m*rs + k*cs]) -> Ap panels of 6
- * (zero past M): Ap[b][i][k][r]. Work-item (k8, i, b) moves 8 columns k of row panel i; for A^T
- * (rs == 1) the grid is (i, k8, b) instead, so neighbours read neighbouring memory. */
+/* op(A) (nbatch batches of M x K, element (m, k) at A[b*sa + m*rs + k*cs]) -> Ap panels of
+ * GEMM_MR rows (zero past M): Ap[b][i][k][r]. Work-item (k8, i, b) moves 8 columns k of row
+ * panel i; for A^T (rs == 1) the grid is (i, k8, b) instead, so neighbours read neighbouring
+ * memory. */
 KERNEL void gemm_pack_a(const int M, const int K, __global const float *A, const int sa,
                         const int rs, const int cs, __global float *Ap, const int nbatch)
 {
@@ -103,6 +112,19 @@ KERNEL void gemm_pack_a(const int M, const int K, __global const float *A, const
         const float8 r0 = GEMM_LD8(src), r1 = GEMM_LD8(src + (size_t)rs);
         const float8 r2 = GEMM_LD8(src + (size_t)2 * rs), r3 = GEMM_LD8(src + (size_t)3 * rs);
         const float8 r4 = GEMM_LD8(src + (size_t)4 * rs), r5 = GEMM_LD8(src + (size_t)5 * rs);
+#if GEMM_MR == 12
+        const float8 r6 = GEMM_LD8(src + (size_t)6 * rs), r7 = GEMM_LD8(src + (size_t)7 * rs);
+        const float8 r8 = GEMM_LD8(src + (size_t)8 * rs), r9 = GEMM_LD8(src + (size_t)9 * rs);
+        const float8 r10 = GEMM_LD8(src + (size_t)10 * rs);
+        const float8 r11 = GEMM_LD8(src + (size_t)11 * rs);
+        /* 96 floats k-major: 12 rows of column q at dst + 12q */
+#define GEMM_PA12(S, q) \
+        GEMM_ST8((float8)(r0.S, r1.S, r2.S, r3.S, r4.S, r5.S, r6.S, r7.S), dst + 12 * q); \
+        dst[12 * q + 8] = r8.S; dst[12 * q + 9] = r9.S; \
+        dst[12 * q + 10] = r10.S; dst[12 * q + 11] = r11.S
+        GEMM_PA12(s0, 0); GEMM_PA12(s1, 1); GEMM_PA12(s2, 2); GEMM_PA12(s3, 3);
+        GEMM_PA12(s4, 4); GEMM_PA12(s5, 5); GEMM_PA12(s6, 6); GEMM_PA12(s7, 7);
+#else
         /* 48 floats k-major: (r0.s0 .. r5.s0), (r0.s1 .. r5.s1), ... */
         GEMM_ST8((float8)(r0.s0, r1.s0, r2.s0, r3.s0, r4.s0, r5.s0, r0.s1, r1.s1), dst);
         GEMM_ST8((float8)(r2.s1, r3.s1, r4.s1, r5.s1, r0.s2, r1.s2, r2.s2, r3.s2), dst + 8);
@@ -110,11 +132,15 @@ KERNEL void gemm_pack_a(const int M, const int K, __global const float *A, const
         GEMM_ST8((float8)(r0.s4, r1.s4, r2.s4, r3.s4, r4.s4, r5.s4, r0.s5, r1.s5), dst + 24);
         GEMM_ST8((float8)(r2.s5, r3.s5, r4.s5, r5.s5, r0.s6, r1.s6, r2.s6, r3.s6), dst + 32);
         GEMM_ST8((float8)(r4.s6, r5.s6, r0.s7, r1.s7, r2.s7, r3.s7, r4.s7, r5.s7), dst + 40);
+#endif
     } else if (nrows >= GEMM_MR && nk >= 8 && rs == 1) {
         for (int q = 0; q < 8; ++q) {
             const __global float *s = src + (size_t)q * cs;
             __global float *d = dst + q * GEMM_MR;
             d[0] = s[0]; d[1] = s[1]; d[2] = s[2]; d[3] = s[3]; d[4] = s[4]; d[5] = s[5];
+#if GEMM_MR == 12
+            d[6] = s[6]; d[7] = s[7]; d[8] = s[8]; d[9] = s[9]; d[10] = s[10]; d[11] = s[11];
+#endif
         }
     } else {
         for (int q = 0; q < min(8, nk); ++q)
@@ -163,7 +189,7 @@ inline void gemm_store_row(__global float *c, float8 v0, float8 v1, const int lo
     gemm_store8(c + 8, alpha * v1, lo - 8, hi - 8, beta);
 }
 
-/* One 6x16 block of C over one K slice.
+/* One GEMM_MR x 16 block of C over one K slice.
  * A: row panel i starts at A + b*sa + i*sp; row r of the panel at + r*rs, its column k at + k*cs
  *    (apacked: zero-padded panels; else rows past M re-read row M-1; their results are dropped).
  * B: packed (bdirect == 0): panel j at B + b*sb + j*16K, row k at + 16k; or read in place
@@ -175,22 +201,25 @@ inline void gemm_block(const int M, const int N, const int K, const int nbatch,
                        __global const float *A, const int apacked, const int sa, const int sp,
                        const int rs, const int cs, __global const float *B, const int sb,
                        const int bdirect, __global float *C, const int ldc, const int scb,
-                       const int sc, const int kb, const int ke, const int kc,
+                       const int sc, const int kb, const int ke, const int kc, const int rb,
                        const float alpha, const float beta)
 {
-    const int i = get_global_id(0);
+    /* grid (rb, column panels, row blocks x K slices x batches), batch fastest: row panel
+     * i = row block * rb + get_global_id(0) */
+    const int nsplit = (ke - kb + kc - 1) / kc;
+    const int g2 = get_global_id(2);
+    const int b = g2 % nbatch;
+    const int s = (g2 / nbatch) % nsplit;
+    const int i = (g2 / nbatch / nsplit) * rb + get_global_id(0);
     const int j = get_global_id(1);
-    const int b = get_global_id(2) % nbatch;
-    const int s = get_global_id(2) / nbatch;
     const int mpanels = (M + GEMM_MR - 1) / GEMM_MR;
     const int npanels = (N + GEMM_NR - 1) / GEMM_NR;
     const int k0 = kb + s * kc;
-    if (i >= mpanels || j >= npanels || k0 >= ke)
+    if (get_global_id(0) >= rb || i >= mpanels || j >= npanels || k0 >= ke)
         return;
     const int n = min(ke - k0, kc);
     const int nrows = min(GEMM_MR, M - i * GEMM_MR);
 
-    const __global float *ap = A + (size_t)b * sa + (size_t)i * sp + (size_t)k0 * cs;
     /* packed panels are zero-padded; in place, rows past M re-read row M-1. One pointer with
      * row offsets (constants for packed A) keeps the loop to one address increment. */
     const int last = apacked ? GEMM_MR - 1 : nrows - 1;
@@ -198,6 +227,11 @@ inline void gemm_block(const int M, const int N, const int K, const int nbatch,
     const size_t o1 = (size_t)min(1, last) * rs, o2 = (size_t)min(2, last) * rs;
     const size_t o3 = (size_t)min(3, last) * rs, o4 = (size_t)min(4, last) * rs;
     const size_t o5 = (size_t)min(5, last) * rs;
+#if GEMM_MR == 12
+    const size_t o6 = (size_t)min(6, last) * rs, o7 = (size_t)min(7, last) * rs;
+    const size_t o8 = (size_t)min(8, last) * rs, o9 = (size_t)min(9, last) * rs;
+    const size_t o10 = (size_t)min(10, last) * rs, o11 = (size_t)min(11, last) * rs;
+#endif
     const int col0 = bdirect ? min(j * GEMM_NR, N - GEMM_NR) : j * GEMM_NR;
     const int ldb = bdirect ? N : GEMM_NR;
     const __global float *bp = B + (size_t)b * sb + (size_t)k0 * ldb
@@ -205,14 +239,19 @@ inline void gemm_block(const int M, const int N, const int K, const int nbatch,
 
     float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
     float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
+#define GEMM_ROW(r, o) av = a0[o]; c##r##0 = av * b0 + c##r##0; c##r##1 = av * b1 + c##r##1
+#if GEMM_MR == 12
+    float8 c60 = 0.0f, c61 = 0.0f, c70 = 0.0f, c71 = 0.0f, c80 = 0.0f, c81 = 0.0f;
+    float8 c90 = 0.0f, c91 = 0.0f, cA0 = 0.0f, cA1 = 0.0f, cB0 = 0.0f, cB1 = 0.0f;
+#define GEMM_ROWS_HI GEMM_ROW(6, o6); GEMM_ROW(7, o7); GEMM_ROW(8, o8); GEMM_ROW(9, o9); \
+                     GEMM_ROW(A, o10); GEMM_ROW(B, o11)
+#else
+#define GEMM_ROWS_HI
+#endif
 #define GEMM_STEP(B0, B1) { \
         const float8 b0 = B0, b1 = B1; float av; \
-        av = a0[0];  c00 = av * b0 + c00; c01 = av * b1 + c01; \
-        av = a0[o1]; c10 = av * b0 + c10; c11 = av * b1 + c11; \
-        av = a0[o2]; c20 = av * b0 + c20; c21 = av * b1 + c21; \
-        av = a0[o3]; c30 = av * b0 + c30; c31 = av * b1 + c31; \
-        av = a0[o4]; c40 = av * b0 + c40; c41 = av * b1 + c41; \
-        av = a0[o5]; c50 = av * b0 + c50; c51 = av * b1 + c51; \
+        GEMM_ROW(0, 0); GEMM_ROW(1, o1); GEMM_ROW(2, o2); GEMM_ROW(3, o3); GEMM_ROW(4, o4); \
+        GEMM_ROW(5, o5); GEMM_ROWS_HI; \
         a0 += cs; }
     if (bdirect) {  /* unaligned rows of B */
         for (int k = 0; k < n; ++k) {
@@ -236,6 +275,14 @@ inline void gemm_block(const int M, const int N, const int K, const int nbatch,
         GEMM_ST8(alpha * c30, c); GEMM_ST8(alpha * c31, c + 8); c += ldc;
         GEMM_ST8(alpha * c40, c); GEMM_ST8(alpha * c41, c + 8); c += ldc;
         GEMM_ST8(alpha * c50, c); GEMM_ST8(alpha * c51, c + 8);
+#if GEMM_MR == 12
+        c += ldc; GEMM_ST8(alpha * c60, c); GEMM_ST8(alpha * c61, c + 8); c += ldc;
+        GEMM_ST8(alpha * c70, c); GEMM_ST8(alpha * c71, c + 8); c += ldc;
+        GEMM_ST8(alpha * c80, c); GEMM_ST8(alpha * c81, c + 8); c += ldc;
+        GEMM_ST8(alpha * c90, c); GEMM_ST8(alpha * c91, c + 8); c += ldc;
+        GEMM_ST8(alpha * cA0, c); GEMM_ST8(alpha * cA1, c + 8); c += ldc;
+        GEMM_ST8(alpha * cB0, c); GEMM_ST8(alpha * cB1, c + 8);
+#endif
         return;
     }
     gemm_store_row(c, c00, c01, lo, hi, alpha, beta);
@@ -244,30 +291,38 @@ inline void gemm_block(const int M, const int N, const int K, const int nbatch,
     if (nrows > 3) gemm_store_row(c + (size_t)3 * ldc, c30, c31, lo, hi, alpha, beta);
     if (nrows > 4) gemm_store_row(c + (size_t)4 * ldc, c40, c41, lo, hi, alpha, beta);
     if (nrows > 5) gemm_store_row(c + (size_t)5 * ldc, c50, c51, lo, hi, alpha, beta);
+#if GEMM_MR == 12
+    if (nrows > 6) gemm_store_row(c + (size_t)6 * ldc, c60, c61, lo, hi, alpha, beta);
+    if (nrows > 7) gemm_store_row(c + (size_t)7 * ldc, c70, c71, lo, hi, alpha, beta);
+    if (nrows > 8) gemm_store_row(c + (size_t)8 * ldc, c80, c81, lo, hi, alpha, beta);
+    if (nrows > 9) gemm_store_row(c + (size_t)9 * ldc, c90, c91, lo, hi, alpha, beta);
+    if (nrows > 10) gemm_store_row(c + (size_t)10 * ldc, cA0, cA1, lo, hi, alpha, beta);
+    if (nrows > 11) gemm_store_row(c + (size_t)11 * ldc, cB0, cB1, lo, hi, alpha, beta);
+#endif
 }
 
-/* op(A) read in place through strides (row panel stride 6*rs). */
+/* op(A) read in place through strides (row panel stride GEMM_MR*rs). */
 KERNEL void gemm_6x16(const int M, const int N, const int K, const int nbatch,
                       __global const float *A, const int sa, const int rs, const int cs,
                       __global const float *B, const int sb, const int bdirect,
                       __global float *C, const int ldc, const int scb, const int sc,
-                      const int kb, const int ke, const int kc, const float alpha,
-                      const float beta)
+                      const int kb, const int ke, const int kc, const int rb,
+                      const float alpha, const float beta)
 {
     gemm_block(M, N, K, nbatch, A, 0, sa, GEMM_MR * rs, rs, cs, B, sb, bdirect, C, ldc, scb, sc,
-               kb, ke, kc, alpha, beta);
+               kb, ke, kc, rb, alpha, beta);
 }
 
-/* op(A) packed by gemm_pack_a: panel i at Ap + i*6K, element (r, k) at + 6k + r. */
+/* op(A) packed by gemm_pack_a: panel i at Ap + i*MR*K, element (r, k) at + MR*k + r. */
 KERNEL void gemm_6x16_packed(const int M, const int N, const int K, const int nbatch,
                              __global const float *Ap, __global const float *B, const int sb,
                              const int bdirect, __global float *C, const int ldc,
                              const int scb, const int sc, const int kb, const int ke,
-                             const int kc, const float alpha, const float beta)
+                             const int kc, const int rb, const float alpha, const float beta)
 {
     const int mpanels = (M + GEMM_MR - 1) / GEMM_MR;
     gemm_block(M, N, K, nbatch, Ap, 1, mpanels * K * GEMM_MR, K * GEMM_MR, 1, GEMM_MR, B, sb,
-               bdirect, C, ldc, scb, sc, kb, ke, kc, alpha, beta);
+               bdirect, C, ldc, scb, sc, kb, ke, kc, rb, alpha, beta);
 }
 
 /* C[e] = alpha * sum_s P[s*n + e] + beta * C[e], slices added in order; 8 elements per

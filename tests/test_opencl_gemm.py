@@ -67,6 +67,53 @@ def test_gemm_matches_numpy(clb, np32, rng, nb, m, n, k, ta, tb):
     _check(clb, np32, a, b, ta, tb, k)
 
 
+# (batch, M, N, K) at the edges of both register blocks (6 or 12 rows x 16 columns): 1 row, a
+# row short of / past a panel, K not a multiple of 8 with op(A) packed (N >= 128, K >= 64), more
+# row panels than one row block (16 panels), K split across work-items with several row blocks
+EDGES = [
+    (0, 1, 200, 70), (0, 11, 130, 67), (0, 12, 128, 64), (2, 13, 150, 129), (0, 23, 17, 9),
+    (0, 25, 140, 100), (0, 97, 130, 72), (0, 200, 20, 3000), (1, 389, 131, 75),
+    (0, 1030, 33, 64),
+]
+
+
+@pytest.mark.parametrize("mr,row_blocked", [(6, False), (6, True), (12, True), (12, False)])
+@pytest.mark.parametrize("ta,tb", TRANS)
+@pytest.mark.parametrize("nb,m,n,k", EDGES)
+def test_gemm_register_rows(clb, np32, rng, monkeypatch, mr, row_blocked, nb, m, n, k, ta, tb):
+    """Both builds of the product kernels (6-row blocks; 12-row blocks for AVX-512) and both
+    grids (row-blocked; plain 2-D) on every device, whichever the device picks."""
+    monkeypatch.setattr(clb.dense, "mr", mr)
+    monkeypatch.setattr(clb.dense, "row_blocked", row_blocked)
+    a, b = _operands(rng, nb, m, n, k, ta, tb)
+    _check(clb, np32, a, b, ta, tb, k)
+    c0 = rng.standard_normal(np32.gemm(a, b, ta, tb).shape, dtype=np.float32)
+    ref = np32.gemm(a, b, ta, tb, out=c0.copy(), alpha=0.5, beta=-2.0)
+    out = clb.from_host(c0)
+    clb.gemm(clb.from_host(a), clb.from_host(b), ta, tb, out=out, alpha=0.5, beta=-2.0)
+    _assert_close(clb.to_host(out), ref, 0.5 * np32.gemm(np.abs(a), np.abs(b), ta, tb)
+                  + 2.0 * np.abs(c0), k)
+
+
+def test_gemm_register_rows_follow_the_device(clb):
+    """12-row blocks and row-blocked grids only on CPU runtimes other than Intel's, 12 rows
+    only with 16-float native vectors (32 AVX-512 registers)."""
+    dev = clb.runtime.device
+    intel = "intel" in dev.platform.vendor.lower()
+    assert clb.dense.row_blocked == (clb.runtime.is_cpu and not intel)
+    wide = clb.runtime.is_cpu and not intel and dev.native_vector_width_float >= 16
+    assert clb.dense.mr == (12 if wide else 6)
+    # 12-row blocks where they pad op(A) no more than 6-row ones, or M is large
+    rows = {m: clb.dense._gemm_rows(m, 64) for m in (1, 6, 12, 16, 18, 23, 24, 30, 50, 96, 97)}
+    if wide:
+        assert rows == {1: 6, 6: 6, 12: 12, 16: 6, 18: 6, 23: 12, 24: 12, 30: 6, 50: 6,
+                        96: 12, 97: 12}
+        assert clb.dense._gemm_rows(200, 4096, 4096) == 6
+        assert clb.dense._gemm_rows(200, 576, 576) == 12 and clb.dense._gemm_rows(200, 32) == 6
+    else:
+        assert set(rows.values()) == {6}
+
+
 @pytest.mark.parametrize("name,m,n,k,ta,tb", LENET, ids=[c[0] for c in LENET])
 def test_gemm_lenet_shapes(clb, np32, rng, name, m, n, k, ta, tb):
     a, b = _operands(rng, 0, m, n, k, ta, tb)
@@ -89,13 +136,24 @@ def test_gemm_alpha_beta_out(clb, np32, rng, nb, m, n, k, ta, tb):
     _assert_close(clb.to_host(out), ref, scale, k)
 
 
-@pytest.mark.parametrize("nb,m,n,k", [(0, 13, 17, 33), (0, 400, 256, 1100), (0, 20, 25, 3000)])
-def test_gemm_beta_zero_ignores_garbage_in_out(clb, np32, rng, nb, m, n, k):
-    a, b = _operands(rng, nb, m, n, k, False, False)
-    out = clb.from_host(np.full((m, n), np.nan, dtype=np.float32))
-    clb.gemm(clb.from_host(a), clb.from_host(b), out=out, alpha=2.0)
-    ref = 2.0 * np32.gemm(a, b)
-    _assert_close(clb.to_host(out), ref, 2.0 * np32.gemm(np.abs(a), np.abs(b)), k)
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("nb,m,n,k", [(0, 13, 17, 33), (0, 400, 256, 1100), (0, 20, 25, 3000),
+                                      (2, 64, 300, 200)])
+def test_gemm_beta_zero_ignores_garbage_in_out(clb, np32, rng, nb, m, n, k, tb):
+    a, b = _operands(rng, nb, m, n, k, False, tb)
+    shape = (nb, m, n) if nb else (m, n)
+    out = clb.from_host(np.full(shape, np.nan, dtype=np.float32))
+    clb.gemm(clb.from_host(a), clb.from_host(b), False, tb, out=out, alpha=2.0)
+    ref = 2.0 * np32.gemm(a, b, False, tb)
+    _assert_close(clb.to_host(out), ref, 2.0 * np32.gemm(np.abs(a), np.abs(b), False, tb), k)
+
+
+def test_gemm_swaps_operands_of_a_linear_forward(clb):
+    """X W^T with few rows of X runs as W X^T (W read in place, no packing of W^T), a
+    transposed product that the parity tests above cover (NT and TT with M < N)."""
+    swap = clb.dense._gemm_swap
+    assert swap(128, 500, True) and swap(1, 1000, True) and swap(64, 1024, True)
+    assert not swap(128, 10, True) and not swap(128, 500, False) and not swap(1024, 2048, True)
 
 
 def test_gemm_out_of_another_shape_and_2d_3d(clb, np32, rng):

@@ -27,7 +27,9 @@ def kernel_dir() -> Path:
 # Variants of a source file, built as ``stem@variant``: the source with these lines in front.
 # q8 / q16: the products read each weight through a per-layer codebook, ``codebook[codes[e]]``,
 # with uchar / ushort codes (quantized weights on the device; see VALUE_ARGS in common.h).
-VARIANTS = {"q8": "#define QCODES uchar\n", "q16": "#define QCODES ushort\n"}
+# mr12: gemm.cl with 12-row register blocks (CPUs with AVX-512; see GemmOps).
+VARIANTS = {"q8": "#define QCODES uchar\n", "q16": "#define QCODES ushort\n",
+            "mr12": "#define GEMM_MR 12\n"}
 
 
 class ProgramCache:
