@@ -52,3 +52,25 @@ KERNEL void conv2d_pack_w(__global const float* w, const int G, const int COG, c
 #define KWC 5
 #include "conv_kw.h"
 #undef KWC
+
+/* kernels conv2d_wgrad_k3, conv2d_wgrad_k5 and conv2d_wgrad_k0: the weight gradient */
+#define KWC 0
+#include "conv_wgrad.h"
+#undef KWC
+#define KWC 3
+#include "conv_wgrad.h"
+#undef KWC
+#define KWC 5
+#include "conv_wgrad.h"
+#undef KWC
+
+/* out[e] (+)= sum over chunks k of part[k][e], the chunks added in order (deterministic);
+ * the previous out[e] is added last when accumulate. One work-item per weight. */
+KERNEL void conv2d_wgrad_reduce(__global const float* part, const int chunks, const int size,
+                                const int accumulate, __global float* out) {
+    const int e = get_global_id(0);
+    if (e >= size) return;
+    float s = part[e];
+    for (int k = 1; k < chunks; ++k) s += part[(long)k * size + e];
+    out[e] = accumulate ? out[e] + s : s;
+}

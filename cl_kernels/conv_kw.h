@@ -45,18 +45,19 @@ inline float conv_ld(const __global float* row, const int ix, const int W) {
 #endif
 
 /* One work-item: output channels oc0..oc0+15 of group g, pixels ox0..ox0+7 of output row oy
- * of image n. Global size (OH * ceil(OW/8), G * ceil(COG/16), N). wp: conv2d_pack_w's layout. */
+ * of image n. Zero padding pad above and below, padx left and right. Global size (OH * ceil(OW/8), G * ceil(COG/16), N). wp: conv2d_pack_w's layout. */
 KERNEL void CONV_CAT(conv2d_k, KWC)(__global const float* x, __global const float* wp,
                                     __global const float* bias, const int has_bias,
                                     __global float* y, const int C, const int H, const int W,
                                     const int O, const int OH, const int OW, const int KH,
-                                    const int KW, const int pad, const int G, const int N) {
+                                    const int KW, const int pad, const int padx, const int G,
+                                    const int N) {
     const int nbw = (OW + 7) / 8, COG = O / G, CIG = C / G;
     const int nob = (COG + CONV_OB - 1) / CONV_OB;
     const int blk = get_global_id(0), gob = get_global_id(1), n = get_global_id(2);
     if (blk >= OH * nbw || gob >= G * nob || n >= N) return;
     const int g = gob / nob, oc0 = (gob - g * nob) * CONV_OB;
-    const int oy = blk / nbw, ox0 = (blk - oy * nbw) * 8, ix0 = ox0 - pad;
+    const int oy = blk / nbw, ox0 = (blk - oy * nbw) * 8, ix0 = ox0 - padx;
     const int KWE = KWC ? KWC : KW;  /* a constant in the fixed-width kernels */
     const int T = KH * KWE, HW = H * W;
     const bool inner = ix0 >= 0 && ix0 + 8 + KWE - 1 <= W;
