@@ -29,6 +29,9 @@ def _place(layer, backend):
     # ("same" padding) or gemm + row2im (other padding) in backward
     (2, 4, 6, 9, 6, 3, 1, 1, 2),
     (1, 2, 5, 12, 3, 5, 1, 0, 1),
+    # rectangular filters on the direct path (forward, weight gradient; gemm + row2im for dx)
+    (2, 3, 6, 11, 4, (3, 5), 1, 1, 1),
+    (1, 2, 7, 10, 4, (1, 3), 1, 0, 2),
 ])
 def test_conv2d_gradients(np64, rng, n, c, h, w, o, k, stride, pad, groups):
     layer = _place(Conv2d(c, o, k, stride=stride, padding=pad, groups=groups), np64)
