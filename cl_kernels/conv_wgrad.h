@@ -78,6 +78,7 @@ KERNEL void CONV_CAT(conv2d_wgrad_k, KWC)(__global const float* x, __global cons
     const int g = gob / nob, oc0 = (gob - g * nob) * DW_OB, rlast = COG - 1 - oc0;
     const int OHW = OH * OW, n1 = imin(N, (chunk + 1) * nper);
     const int oy_lo = pad - ky > 0 ? pad - ky : 0, oy_hi = imin(OH, H + pad - ky);
+    const bool aligned = W % 8 == 0 && pad <= 2;  /* CONV_ROW_ALIGNED applies */
     DW_DECL(0) DW_DECL(1) DW_DECL(2) DW_DECL(3) DW_DECL(4) DW_DECL(5) DW_DECL(6) DW_DECL(7)
     for (int n = chunk * nper; n < n1; ++n) {
         const __global float* xc = x + ((long)n * C + (long)g * CIG + c) * H * W;
@@ -94,7 +95,9 @@ KERNEL void CONV_CAT(conv2d_wgrad_k, KWC)(__global const float* x, __global cons
                                            conv_ld(row, ix0 + 6, W), conv_ld(row, ix0 + 7, W));
 #else
                 float8 lo, hi = 0.0f;
-                if (ix0 >= 0 && ix0 + 8 + KWC - 1 <= W) {
+                if (aligned) {
+                    CONV_ROW_ALIGNED(row, ox0, W, pad, lo, hi);
+                } else if (ix0 >= 0 && ix0 + 8 + KWC - 1 <= W) {
                     lo = LD8(row + ix0);
 #if KWC == 3
                     hi.s01 = (float2)(row[ix0 + 8], row[ix0 + 9]);
