@@ -48,7 +48,7 @@ inline float8 conv_dy8(const __global float* p, const int n) {
 #endif
 
 #if KWC == 3
-#define DW_OB 8
+#define DW_OB 6
 #define DW_NT 3
 #define DW_FMA DW_FMA3
 #elif KWC == 5
@@ -122,7 +122,10 @@ KERNEL void CONV_CAT(conv2d_wgrad_k, KWC)(__global const float* x, __global cons
 #endif
                 DW_FMA(0) DW_FMA(1) DW_FMA(2) DW_FMA(3)
 #if DW_OB > 4
-                DW_FMA(4) DW_FMA(5) DW_FMA(6) DW_FMA(7)
+                DW_FMA(4) DW_FMA(5)
+#endif
+#if DW_OB > 6
+                DW_FMA(6) DW_FMA(7)
 #endif
             }
         }
@@ -131,7 +134,10 @@ KERNEL void CONV_CAT(conv2d_wgrad_k, KWC)(__global const float* x, __global cons
                          + kx0;
     DW_STORE(0) DW_STORE(1) DW_STORE(2) DW_STORE(3)
 #if DW_OB > 4
-    DW_STORE(4) DW_STORE(5) DW_STORE(6) DW_STORE(7)
+    DW_STORE(4) DW_STORE(5)
+#endif
+#if DW_OB > 6
+    DW_STORE(6) DW_STORE(7)
 #endif
 }
 

@@ -24,7 +24,7 @@ OB = 16                   # output channels per work-item (CONV_OB in conv.cl)
 CONST_KW = (3, 5)         # filter widths with their own kernel; others run conv2d_k0
 MAIN_LS = (8, 1, 1)       # (pixel blocks, channel blocks, images): fixed (PoCL recompiles)
 PACK_LS = (64,)
-WGRAD_OB = {3: 8, 5: 4}   # output channels per weight-gradient work-item (DW_OB), else 8
+WGRAD_OB = {3: 6, 5: 4}   # output channels per weight-gradient work-item (DW_OB), else 8
 WGRAD_CACHE = 1 << 16     # floats of dy one chunk of a work-item reads (~256 KB: stays in L2)
 WGRAD_MIN_ITEMS = 256     # work-items the weight gradient is split into at least, if it can
 
