@@ -81,6 +81,10 @@ class Conv2d(Module):
 
     DIRECT_MIN_WIDTH = 8  # narrowest output row computed by the backend's direct conv2d
     DIRECT_WEIGHT_GRAD = True  # after a direct forward: backend conv2d_weight_grad (else im2row)
+    # ... for layers of at most this many (output, input) channel pairs per group: wider ones
+    # (AlexNet's 256 -> 384, VGG16's 128 -> 128 and up) ran their weight gradient faster as
+    # im2row + gemm in issue 20's measurements (benchmarks/bench_conv_kernels.py)
+    DIRECT_WEIGHT_GRAD_MAX_PAIRS = 8192
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1,
                  padding: int = 0, groups: int = 1, bias: bool = True,
@@ -182,10 +186,12 @@ class Conv2d(Module):
         n, o, oh, ow = dy.shape
         g, k = self.groups, (self.kh, self.kw)
         direct = self._rows is None
-        if direct and self.DIRECT_WEIGHT_GRAD:  # reduced over pixels, no im2row rows
+        direct_dw = direct and self.DIRECT_WEIGHT_GRAD and \
+            o * self.in_channels // (g * g) <= self.DIRECT_WEIGHT_GRAD_MAX_PAIRS
+        if direct_dw:  # reduced over pixels, no im2row rows
             b.conv2d_weight_grad(self._x, dy, *k, self.padding, g, self.weight.grad_buffer())
         dy3 = None
-        if not direct or not self.DIRECT_WEIGHT_GRAD:
+        if not direct_dw:
             rows = self._rows if not direct else b.im2row(self._x, *k, 1, self.padding, g)
             dy3 = self._dy_rows(dy)
             self.weight.accumulate_outer_grad(dy3, rows)
