@@ -23,7 +23,8 @@ _i32 = np.int32
 OB = 16                   # output channels per work-item (CONV_OB in conv.cl)
 CONST_KW = (3, 5)         # filter widths with their own kernel; others run conv2d_k0
 MAIN_LS = (8, 1, 1)       # (pixel blocks, channel blocks, images): fixed (PoCL recompiles)
-PACK_LS = (64,)
+PACK_LS = (8, 1)          # conv2d_pack_w
+REDUCE_LS = (64,)
 WGRAD_OB = {3: 6, 5: 4}   # output channels per weight-gradient work-item (DW_OB), else 8
 WGRAD_CACHE = 1 << 16     # floats of dy one chunk of a work-item reads (~256 KB: stays in L2)
 WGRAD_MIN_ITEMS = 256     # work-items the weight gradient is split into at least, if it can
@@ -43,9 +44,9 @@ class ConvOps:
         nob = -(-cog // OB)
         size = groups * nob * cig * taps * OB
         wp = self.rt.scratch("conv.w", size)
-        self.rt.launch("conv", "conv2d_pack_w", (-(-size // PACK_LS[0]) * PACK_LS[0],), PACK_LS,
-                       weight, _i32(groups), _i32(cog), _i32(cig), _i32(taps),
-                       _i32(int(transposed)), wp)
+        self.rt.launch("conv", "conv2d_pack_w", (cig, groups * nob), PACK_LS, weight,
+                       _i32(groups), _i32(cog), _i32(cig), _i32(taps), _i32(int(transposed)),
+                       wp)
         return wp
 
     def _run(self, x: Array, wp: Array, bias: Array | None, out_channels: int, kh: int,
@@ -120,8 +121,8 @@ class ConvOps:
         self.rt.launch("conv", f"conv2d_wgrad_k{kc}", (rows, blocks, chunks), MAIN_LS, x, dy,
                        part, *(_i32(v) for v in (c, h, w, o, oh, ow, kh, kw, pad, groups, n,
                                                  nper)))
-        self.rt.launch("conv", "conv2d_wgrad_reduce", (-(-size // PACK_LS[0]) * PACK_LS[0],),
-                       PACK_LS, part, _i32(chunks), _i32(size), _i32(int(accumulate)), out)
+        self.rt.launch("conv", "conv2d_wgrad_reduce", (size,), REDUCE_LS, part, _i32(chunks),
+                       _i32(size), _i32(int(accumulate)), out)
 
 def _check(x_shape: Sequence[int], w_shape: Sequence[int], groups: int, pad: int) -> None:
     """Shapes of a grouped convolution that fit together."""
