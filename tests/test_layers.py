@@ -38,6 +38,14 @@ def test_conv2d_gradients(np64, rng, n, c, h, w, o, k, stride, pad, groups):
     check_layer(layer, rng.standard_normal((n, c, h, w)), rng)
 
 
+def test_conv2d_gradients_with_lowered_weight_grad(np64, rng, monkeypatch):
+    """A direct forward whose layer is too wide for the direct weight gradient: im2row + gemm
+    for the filters, conv2d_input_grad for the input."""
+    monkeypatch.setattr(Conv2d, "DIRECT_WEIGHT_GRAD_MAX_PAIRS", 0)
+    layer = _place(Conv2d(4, 6, 3, padding=1, groups=2), np64)
+    check_layer(layer, rng.standard_normal((2, 4, 6, 9)), rng)
+
+
 def test_linear_gradients(np64, rng):
     layer = _place(Linear(7, 5), np64)
     check_layer(layer, rng.standard_normal((4, 7)), rng)
