@@ -211,7 +211,11 @@ CASES: list[tuple[str, Callable, dict, tuple[float, float]]] = [
           # rectangular filters (CP strips, mixed widths), more images than one chunk holds
           ((2, 4, 9, 12), 6, (3, 1), 0, 2, True), ((2, 3, 8, 10), 5, (1, 3), 0, 1, False),
           ((2, 3, 9, 17), 9, (3, 5), 1, 1, True), ((2, 4, 10, 9), 12, (5, 3), 2, 1, False),
-          ((2, 2, 7, 13), 3, (2, 4), 1, 1, True), ((40, 3, 16, 16), 10, 3, 1, 1, True)]],
+          ((2, 2, 7, 13), 3, (2, 4), 1, 1, True), ((40, 3, 16, 16), 10, 3, 1, 1, True),
+          # rows a multiple of 8 wide (border pieces as aligned loads), padding 0, 1 and 2
+          ((2, 3, 9, 8), 6, 3, 0, 1, False), ((2, 3, 6, 8), 4, 3, 2, 1, True),
+          ((2, 5, 8, 16), 7, 5, 2, 1, True), ((1, 2, 5, 16), 3, (3, 5), 1, 1, False),
+          ((2, 4, 5, 24), 8, 5, 0, 2, True)]],
     *[(f"channel_bias-{s}-acc{a}", run_channel_bias, dict(shape=s, accumulate=a), (1e-4, 1e-4))
       for s, a in [(IMG, True), (IMG, False), ((5, 10), True), ((5, 12), False),
                    ((5, 3, 4, 4), True), ((300, 13), True), ((5, 3, 1, 1), False),
