@@ -39,9 +39,9 @@ def test_conv2d_gradients(np64, rng, n, c, h, w, o, k, stride, pad, groups):
 
 
 def test_conv2d_gradients_with_lowered_weight_grad(np64, rng, monkeypatch):
-    """A direct forward whose layer is too wide for the direct weight gradient: im2row + gemm
-    for the filters, conv2d_input_grad for the input."""
-    monkeypatch.setattr(Conv2d, "DIRECT_WEIGHT_GRAD_MAX_PAIRS", 0)
+    """A direct forward with the weight gradient lowered (as for layers too wide for the
+    backend's direct one): im2row + gemm for the filters, conv2d_input_grad for the input."""
+    monkeypatch.setattr(Conv2d, "DIRECT_WEIGHT_GRAD", False)
     layer = _place(Conv2d(4, 6, 3, padding=1, groups=2), np64)
     check_layer(layer, rng.standard_normal((2, 4, 6, 9)), rng)
 

@@ -272,6 +272,14 @@ def test_matches_numpy(clb, np32, runner, params, tol):
         np.testing.assert_array_equal(again[name], got[name], err_msg=f"{name} not deterministic")
 
 
+def test_direct_weight_gradient_up_to_a_channel_limit(clb, np32):
+    """The direct weight gradient is chosen for narrow layers (ResNet-32's 16 -> 16) and not for
+    VGG16's 512 -> 512 (im2row + gemm is faster there); NumPy's is the lowering itself."""
+    assert clb.conv2d_weight_grad_direct(16, 16, 1) and clb.conv2d_weight_grad_direct(32, 64, 2)
+    assert not clb.conv2d_weight_grad_direct(512, 512, 1)
+    assert np32.conv2d_weight_grad_direct(512, 512, 1)
+
+
 def test_pooled_and_direct_buffers_hold_their_data(clb):
     """Small buffers come from the memory pool, large ones directly; both round-trip, and a
     freed pooled buffer handed out again is refilled, not stale."""

@@ -28,15 +28,29 @@ REDUCE_LS = (64,)
 WGRAD_OB = {3: 6, 5: 4}   # output channels per weight-gradient work-item (DW_OB), else 8
 WGRAD_CACHE = 1 << 16     # floats of dy one chunk of a work-item reads (~256 KB: stays in L2)
 WGRAD_MIN_ITEMS = 256     # work-items the weight gradient is split into at least, if it can
+# Widest layer, in (output, input) channel pairs per group, whose weight gradient runs the direct
+# kernel; wider ones are lowered (im2row + gemm), a large well-shaped product there. Per runtime
+# (platform name prefix), from issue 20's per-layer measurements (bench_conv_kernels.py): the
+# kernel ran at ~40 GFLOP per CPU-second under PoCL and ~60 under Intel's runtime.
+WGRAD_MAX_PAIRS = {"Portable Computing Language": 2048}
+WGRAD_MAX_PAIRS_DEFAULT = 8192
 
 
 class ConvOps:
     """``conv2d`` and ``conv2d_input_grad`` on a ``CLRuntime`` (contracts in base.py)."""
 
-    provides = ("conv2d", "conv2d_input_grad", "conv2d_weight_grad")
+    provides = ("conv2d", "conv2d_input_grad", "conv2d_weight_grad", "conv2d_weight_grad_direct")
 
     def __init__(self, runtime: CLRuntime) -> None:
         self.rt = runtime
+        platform = runtime.device.platform.name
+        self.wgrad_max_pairs = next((v for k, v in WGRAD_MAX_PAIRS.items()
+                                     if platform.startswith(k)), WGRAD_MAX_PAIRS_DEFAULT)
+
+    def conv2d_weight_grad_direct(self, out_channels: int, in_channels: int,
+                                  groups: int) -> bool:
+        """Direct weight gradient up to this runtime's channel-pair limit (WGRAD_MAX_PAIRS)."""
+        return out_channels * in_channels // (groups * groups) <= self.wgrad_max_pairs
 
     def _pack(self, weight: Array, groups: int, cog: int, cig: int, taps: int,
               transposed: bool) -> Array:

@@ -80,11 +80,9 @@ class Conv2d(Module):
     both axes."""
 
     DIRECT_MIN_WIDTH = 8  # narrowest output row computed by the backend's direct conv2d
-    DIRECT_WEIGHT_GRAD = True  # after a direct forward: backend conv2d_weight_grad (else im2row)
-    # ... for layers of at most this many (output, input) channel pairs per group: wider ones
-    # (AlexNet's 256 -> 384, VGG16's 128 -> 128 and up) ran their weight gradient faster as
-    # im2row + gemm in issue 20's measurements (benchmarks/bench_conv_kernels.py)
-    DIRECT_WEIGHT_GRAD_MAX_PAIRS = 8192
+    # after a direct forward: backend conv2d_weight_grad where the backend finds it faster
+    # (conv2d_weight_grad_direct: wide layers are lowered, im2row + gemm), else always im2row
+    DIRECT_WEIGHT_GRAD = True
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1,
                  padding: int = 0, groups: int = 1, bias: bool = True,
@@ -187,7 +185,7 @@ class Conv2d(Module):
         g, k = self.groups, (self.kh, self.kw)
         direct = self._rows is None
         direct_dw = direct and self.DIRECT_WEIGHT_GRAD and \
-            o * self.in_channels // (g * g) <= self.DIRECT_WEIGHT_GRAD_MAX_PAIRS
+            b.conv2d_weight_grad_direct(o, self.in_channels, g)
         if direct_dw:  # reduced over pixels, no im2row rows
             b.conv2d_weight_grad(self._x, dy, *k, self.padding, g, self.weight.grad_buffer())
         dy3 = None
