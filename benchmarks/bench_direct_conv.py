@@ -1,8 +1,10 @@
 """Training throughput with and without the direct stride-1 convolution, in one process.
 
-The two modes alternate step blocks on the same model and backend (``Conv2d.DIRECT_MIN_WIDTH``
-8, the default, vs. a width no layer reaches: every convolution then runs im2row + GEMM), so
-both see the same machine load; each figure is the median of ``--repeats`` blocks.
+Three modes alternate step blocks on the same model and backend, so all see the same machine
+load: ``direct`` (the default: direct forward, input and weight gradients), ``direct-im2row-dw``
+(``Conv2d.DIRECT_WEIGHT_GRAD`` off: the weight gradient through im2row rows + GEMM, as before
+issue 20's session 6) and ``im2row`` (``Conv2d.DIRECT_MIN_WIDTH`` a width no layer reaches:
+every convolution runs im2row + GEMM); each figure is the median of ``--repeats`` blocks.
 Usage: ``python benchmarks/bench_direct_conv.py --model resnet32 --device 0:0 [--steps 2]
 [--repeats 4] [--threads 2]``
 """
@@ -35,12 +37,14 @@ def main() -> None:
     backend = get_backend("opencl", args.device)
     step, sync = bt.minidnn_runner(args.model, backend, training_recipe(args.model)["lam"],
                                    batches)
-    modes = {"direct": Conv2d.DIRECT_MIN_WIDTH, "im2row": 1 << 30}
+    default = (Conv2d.DIRECT_MIN_WIDTH, Conv2d.DIRECT_WEIGHT_GRAD)
+    modes = {"direct": default, "direct-im2row-dw": (default[0], False),
+             "im2row": (1 << 30, True)}
     rates: dict[str, list[float]] = {m: [] for m in modes}
     try:
         for _ in range(args.repeats):
-            for mode, width in modes.items():
-                Conv2d.DIRECT_MIN_WIDTH = width
+            for mode, (width, dw) in modes.items():
+                Conv2d.DIRECT_MIN_WIDTH, Conv2d.DIRECT_WEIGHT_GRAD = width, dw
                 step()  # untimed: the switch's first step allocates and builds
                 sync()
                 t = time.perf_counter()
@@ -49,11 +53,13 @@ def main() -> None:
                 sync()
                 rates[mode].append(batch * args.steps / (time.perf_counter() - t))
     finally:
-        Conv2d.DIRECT_MIN_WIDTH = modes["direct"]
+        Conv2d.DIRECT_MIN_WIDTH, Conv2d.DIRECT_WEIGHT_GRAD = default
     med = {m: float(np.median(r)) for m, r in rates.items()}
-    print(f"{args.model}, batch {batch}, {backend.device_name}: images/s direct "
-          f"{med['direct']:.1f}, im2row {med['im2row']:.1f}, direct/im2row "
-          f"{med['direct'] / med['im2row']:.2f}x (median of {args.repeats} x {args.steps} steps)")
+    print(f"{args.model}, batch {batch}, {backend.device_name}, load {os.getloadavg()[0]:.1f}: "
+          f"images/s " + ", ".join(f"{m} {v:.1f}" for m, v in med.items())
+          + f"; direct / direct-im2row-dw {med['direct'] / med['direct-im2row-dw']:.2f}x, "
+          f"direct / im2row {med['direct'] / med['im2row']:.2f}x "
+          f"(median of {args.repeats} x {args.steps} steps)")
 
 
 if __name__ == "__main__":

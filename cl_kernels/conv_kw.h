@@ -20,6 +20,24 @@ inline float conv_ld(const __global float* row, const int ix, const int W) {
 #define CONV_SHIFT3(lo, hi) (float8)((lo).s3456, (lo).s7, (hi).s012)
 #define CONV_SHIFT4(lo, hi) (float8)((lo).s4567, (hi).s0123)
 
+/* lo, hi = x[ix0 .. ix0 + 15] of one image row (zeros outside [0, W)), ix0 = ox0 - pad, when
+ * W and ox0 are multiples of 8 and pad <= 2 (the caller checks): the 8-column pieces before,
+ * at and after ox0 are each wholly inside the row or wholly outside, so three aligned vector
+ * loads (or zeros) and a swizzle replace the per-lane bounds checks of pieces at the borders
+ * (at 8 and 16 columns, every piece is one). */
+#define CONV_ROW_ALIGNED(row, ox0, W, pad, lo, hi) {                                        \
+        const float8 p_ = (ox0) >= 8 && (ox0) <= (W) ? LD8((row) + (ox0) - 8) : (float8)0.0f; \
+        const float8 v_ = (ox0) + 8 <= (W) ? LD8((row) + (ox0)) : (float8)0.0f;             \
+        const float8 n_ = (ox0) + 16 <= (W) ? LD8((row) + (ox0) + 8) : (float8)0.0f;        \
+        if ((pad) == 1) {                                                                   \
+            lo = (float8)(p_.s7, v_.s0123, v_.s456); hi = (float8)(v_.s7, n_.s0123, n_.s456); \
+        } else if ((pad) == 2) {                                                            \
+            lo = (float8)(p_.s67, v_.s0123, v_.s45); hi = (float8)(v_.s67, n_.s0123, n_.s45); \
+        } else {                                                                            \
+            lo = v_; hi = n_;                                                               \
+        }                                                                                   \
+    }
+
 /* acc_r += w[r] * v for the 16 output channels of one tap (weights broadcast from memory) */
 #define CONV_TAP(V, w) {                                                                    \
         const float8 v_ = (V); const __global float* w_ = (w);                              \
@@ -45,21 +63,23 @@ inline float conv_ld(const __global float* row, const int ix, const int W) {
 #endif
 
 /* One work-item: output channels oc0..oc0+15 of group g, pixels ox0..ox0+7 of output row oy
- * of image n. Global size (OH * ceil(OW/8), G * ceil(COG/16), N). wp: conv2d_pack_w's layout. */
+ * of image n. Zero padding pad above and below, padx left and right. Global size (OH * ceil(OW/8), G * ceil(COG/16), N). wp: conv2d_pack_w's layout. */
 KERNEL void CONV_CAT(conv2d_k, KWC)(__global const float* x, __global const float* wp,
                                     __global const float* bias, const int has_bias,
                                     __global float* y, const int C, const int H, const int W,
                                     const int O, const int OH, const int OW, const int KH,
-                                    const int KW, const int pad, const int G, const int N) {
+                                    const int KW, const int pad, const int padx, const int G,
+                                    const int N) {
     const int nbw = (OW + 7) / 8, COG = O / G, CIG = C / G;
     const int nob = (COG + CONV_OB - 1) / CONV_OB;
     const int blk = get_global_id(0), gob = get_global_id(1), n = get_global_id(2);
     if (blk >= OH * nbw || gob >= G * nob || n >= N) return;
     const int g = gob / nob, oc0 = (gob - g * nob) * CONV_OB;
-    const int oy = blk / nbw, ox0 = (blk - oy * nbw) * 8, ix0 = ox0 - pad;
+    const int oy = blk / nbw, ox0 = (blk - oy * nbw) * 8, ix0 = ox0 - padx;
     const int KWE = KWC ? KWC : KW;  /* a constant in the fixed-width kernels */
     const int T = KH * KWE, HW = H * W;
     const bool inner = ix0 >= 0 && ix0 + 8 + KWE - 1 <= W;
+    const bool aligned = W % 8 == 0 && padx <= 2;  /* CONV_ROW_ALIGNED applies */
     const int ky_lo = pad - oy > 0 ? pad - oy : 0, ky_hi = imin(KH, H + pad - oy);
     const __global float* xg = x + ((long)n * C + (long)g * CIG) * HW;
     const __global float* wg = wp + (long)gob * CIG * T * CONV_OB;
@@ -81,7 +101,9 @@ KERNEL void CONV_CAT(conv2d_k, KWC)(__global const float* x, __global const floa
             }
 #else
             float8 lo, hi = 0.0f;
-            if (inner) {
+            if (aligned && !inner) {
+                CONV_ROW_ALIGNED(row, ox0, W, padx, lo, hi);
+            } else if (inner) {
                 lo = LD8(row + ix0);
 #if KWC == 3
                 hi.s01 = (float2)(row[ix0 + 8], row[ix0 + 9]);

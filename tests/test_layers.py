@@ -29,10 +29,21 @@ def _place(layer, backend):
     # ("same" padding) or gemm + row2im (other padding) in backward
     (2, 4, 6, 9, 6, 3, 1, 1, 2),
     (1, 2, 5, 12, 3, 5, 1, 0, 1),
+    # rectangular filters on the direct path (forward, weight gradient; gemm + row2im for dx)
+    (2, 3, 6, 11, 4, (3, 5), 1, 1, 1),
+    (1, 2, 7, 10, 4, (1, 3), 1, 0, 2),
 ])
 def test_conv2d_gradients(np64, rng, n, c, h, w, o, k, stride, pad, groups):
     layer = _place(Conv2d(c, o, k, stride=stride, padding=pad, groups=groups), np64)
     check_layer(layer, rng.standard_normal((n, c, h, w)), rng)
+
+
+def test_conv2d_gradients_with_lowered_weight_grad(np64, rng, monkeypatch):
+    """A direct forward with the weight gradient lowered (as for layers too wide for the
+    backend's direct one): im2row + gemm for the filters, conv2d_input_grad for the input."""
+    monkeypatch.setattr(Conv2d, "DIRECT_WEIGHT_GRAD", False)
+    layer = _place(Conv2d(4, 6, 3, padding=1, groups=2), np64)
+    check_layer(layer, rng.standard_normal((2, 4, 6, 9)), rng)
 
 
 def test_linear_gradients(np64, rng):

@@ -34,14 +34,21 @@ def run_conv_lowering(be, rng, shape, kh, kw, stride, pad, groups, gpu_path=Fals
 
 
 def run_direct_conv(be, rng, shape, out_channels, k, pad, groups, bias):
-    """conv2d and conv2d_input_grad (stride 1); NumPy's reference is the sliding-window
-    definition, independent of im2row."""
+    """conv2d, conv2d_input_grad and conv2d_weight_grad (stride 1; k: size or (kh, kw)); the
+    weight gradient into zeros, accumulated onto random values, and overwriting them."""
+    kh, kw = (k, k) if isinstance(k, int) else k
     x = be.from_host(_normal(rng, shape))
-    w = be.from_host(_normal(rng, (out_channels, shape[1] // groups, k, k)))
+    w = be.from_host(_normal(rng, (out_channels, shape[1] // groups, kh, kw)))
     b = be.from_host(_normal(rng, (out_channels,))) if bias else None
     y = be.conv2d(x, w, b, pad, groups)
     dy = be.from_host(_normal(rng, y.shape))
-    return {"y": y, "dx": be.conv2d_input_grad(dy, w, shape, pad, groups)}
+    dw, dw_acc, dw_set = be.zeros(w.shape), be.from_host(_normal(rng, w.shape)), \
+        be.from_host(_normal(rng, w.shape))
+    be.conv2d_weight_grad(x, dy, kh, kw, pad, groups, dw)
+    be.conv2d_weight_grad(x, dy, kh, kw, pad, groups, dw_acc, accumulate=True)
+    be.conv2d_weight_grad(x, dy, kh, kw, pad, groups, dw_set, accumulate=False)
+    return {"y": y, "dx": be.conv2d_input_grad(dy, w, shape, pad, groups), "dw": dw,
+            "dw_acc": dw_acc, "dw_set": dw_set}
 
 
 def run_channel_bias(be, rng, shape, accumulate):
@@ -200,7 +207,15 @@ CASES: list[tuple[str, Callable, dict, tuple[float, float]]] = [
           ((2, 6, 9, 20), 34, 3, 1, 2, True), ((3, 5, 13, 13), 20, 5, 0, 1, True),
           ((2, 4, 12, 18), 8, 5, 2, 2, False), ((2, 3, 10, 11), 17, 1, 0, 1, True),
           ((2, 6, 11, 9), 4, 7, 3, 2, True), (IMG, 4, 3, 0, 1, False),
-          ((1, 2, 3, 3), 3, 3, 2, 1, True), ((2, 3, 4, 2), 2, 2, 1, 1, True)]],
+          ((1, 2, 3, 3), 3, 3, 2, 1, True), ((2, 3, 4, 2), 2, 2, 1, 1, True),
+          # rectangular filters (CP strips, mixed widths), more images than one chunk holds
+          ((2, 4, 9, 12), 6, (3, 1), 0, 2, True), ((2, 3, 8, 10), 5, (1, 3), 0, 1, False),
+          ((2, 3, 9, 17), 9, (3, 5), 1, 1, True), ((2, 4, 10, 9), 12, (5, 3), 2, 1, False),
+          ((2, 2, 7, 13), 3, (2, 4), 1, 1, True), ((40, 3, 16, 16), 10, 3, 1, 1, True),
+          # rows a multiple of 8 wide (border pieces as aligned loads), padding 0, 1 and 2
+          ((2, 3, 9, 8), 6, 3, 0, 1, False), ((2, 3, 6, 8), 4, 3, 2, 1, True),
+          ((2, 5, 8, 16), 7, 5, 2, 1, True), ((1, 2, 5, 16), 3, (3, 5), 1, 1, False),
+          ((2, 4, 5, 24), 8, 5, 0, 2, True)]],
     *[(f"channel_bias-{s}-acc{a}", run_channel_bias, dict(shape=s, accumulate=a), (1e-4, 1e-4))
       for s, a in [(IMG, True), (IMG, False), ((5, 10), True), ((5, 12), False),
                    ((5, 3, 4, 4), True), ((300, 13), True), ((5, 3, 1, 1), False),
@@ -255,6 +270,14 @@ def test_matches_numpy(clb, np32, runner, params, tol):
         assert got[name].dtype == ref.dtype, name
         np.testing.assert_allclose(got[name], ref, rtol=rtol, atol=atol, err_msg=name)
         np.testing.assert_array_equal(again[name], got[name], err_msg=f"{name} not deterministic")
+
+
+def test_direct_weight_gradient_up_to_a_channel_limit(clb, np32):
+    """The direct weight gradient is chosen for narrow layers (ResNet-32's 16 -> 16) and not for
+    VGG16's 512 -> 512 (im2row + gemm is faster there); NumPy's is the lowering itself."""
+    assert clb.conv2d_weight_grad_direct(16, 16, 1) and clb.conv2d_weight_grad_direct(32, 64, 2)
+    assert not clb.conv2d_weight_grad_direct(512, 512, 1)
+    assert np32.conv2d_weight_grad_direct(512, 512, 1)
 
 
 def test_pooled_and_direct_buffers_hold_their_data(clb):

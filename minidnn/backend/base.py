@@ -114,7 +114,7 @@ OPTIONAL_PRIMITIVES = (
     "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum", "prepare",
     "qcsr_matmul_t", "qcsr_conv2d", "nearest_centroid",
     "block_pack", "block_matmul",
-    "conv2d", "conv2d_input_grad",
+    "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "conv2d_weight_grad_direct",
 )
 
 
@@ -372,6 +372,26 @@ class Backend(ABC):
         dy3 = dy3.reshape((groups, n * oh * ow, o // groups))
         drows = self.gemm(dy3, weight.reshape((groups, o // groups, int(weight.size) // o)))
         return self.row2im(drows, x_shape, kh, kw, 1, pad, groups)
+
+    def conv2d_weight_grad(self, x: Array, dy: Array, kh: int, kw: int, pad: int, groups: int,
+                           out: Array, accumulate: bool = True) -> None:
+        """The gradient of ``conv2d``'s filters: out (O, C/G, KH, KW) += (or =, unless
+        ``accumulate``) the sum over images and output pixels of dy (N, O, OH, OW) times the
+        input window of x (N, C, H, W) under each tap. Default: im2row, one gemm per group
+        (dy_gᵀ · rows_g), as Conv2d does at any stride; backends reduce over pixels directly."""
+        n, o, oh, ow = (int(s) for s in dy.shape)
+        rows = self.im2row(x, kh, kw, 1, pad, groups)
+        dy3 = self.transpose(dy.reshape((n, groups, o // groups, oh * ow)), (1, 0, 3, 2))
+        dy3 = dy3.reshape((groups, n * oh * ow, o // groups))
+        g3 = out.reshape((groups, o // groups, int(out.size) // o))
+        self.gemm(dy3, rows, trans_a=True, out=g3, beta=1.0 if accumulate else 0.0)
+
+    def conv2d_weight_grad_direct(self, out_channels: int, in_channels: int, groups: int) -> bool:
+        """Whether ``conv2d_weight_grad`` is this backend's faster way to the filter gradient
+        of a stride-1 layer of these channels (else ``Conv2d`` lowers its input and uses the
+        same gemm as at any stride). Default True: the default ``conv2d_weight_grad`` is that
+        lowering."""
+        return True
 
     # ------------------------------------------------------------ pooling
     def avgpool2d(self, x: Array, k: int, stride: int, pad: int) -> Array:

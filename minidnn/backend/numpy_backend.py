@@ -151,6 +151,20 @@ class NumpyBackend(Backend):
         drows = np.matmul(dy3, weight.reshape(groups, o // groups, -1))
         return self.row2im(drows, x_shape, kh, kw, 1, pad, groups)
 
+    def conv2d_weight_grad(self, x, dy, kh, kw, pad, groups, out, accumulate=True):
+        n, o, oh, ow = dy.shape
+        rows = self.im2row(x, kh, kw, 1, pad, groups)                 # (G, N*OH*OW, K)
+        dy3 = dy.reshape(n, groups, o // groups, oh * ow).transpose(1, 0, 3, 2)
+        dy3 = dy3.reshape(groups, n * oh * ow, o // groups)
+        g = np.matmul(dy3.transpose(0, 2, 1), rows).reshape(out.shape)
+        if accumulate:
+            out += g
+        else:
+            out[...] = g
+
+    def conv2d_weight_grad_direct(self, out_channels, in_channels, groups):
+        return True  # conv2d_weight_grad above is the lowering Conv2d would do instead
+
     # ------------------------------------------------------------ bias / channels
     def add_channel_bias(self, x, bias):
         _as_ncp(x, bias.shape[0])[...] += bias[None, :, None]

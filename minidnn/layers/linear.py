@@ -80,6 +80,9 @@ class Conv2d(Module):
     both axes."""
 
     DIRECT_MIN_WIDTH = 8  # narrowest output row computed by the backend's direct conv2d
+    # after a direct forward: backend conv2d_weight_grad where the backend finds it faster
+    # (conv2d_weight_grad_direct: wide layers are lowered, im2row + gemm), else always im2row
+    DIRECT_WEIGHT_GRAD = True
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1,
                  padding: int = 0, groups: int = 1, bias: bool = True,
@@ -168,10 +171,10 @@ class Conv2d(Module):
         """Whether this convolution is a backend ``conv2d``: dense filters, stride 1 and output
         rows of at least DIRECT_MIN_WIDTH pixels (narrower rows, as in VGG16's last stages at
         4x4 and 2x2, left the direct kernels' 8-pixel blocks mostly empty: slower than im2row +
-        gemm in issue 20's measurements). Square kernels only: the parity table covers those.
-        Block-diagonal weights keep their own products."""
+        gemm in issue 20's measurements). Any kernel shape (rectangular ones are in the parity
+        table). Block-diagonal weights keep their own products."""
         return (not self.weight.is_sparse and not self.weight.is_blockdiag and self.stride == 1
-                and self.kh == self.kw and out_width >= self.DIRECT_MIN_WIDTH)
+                and out_width >= self.DIRECT_MIN_WIDTH)
 
     def backward(self, dy, need_dx=True):
         if self._rows is None and self._x is None:
@@ -179,20 +182,31 @@ class Conv2d(Module):
                                "im2row rows): call model.train() before the forward pass")
         b = self.backend
         n, o, oh, ow = dy.shape
-        g = self.groups
-        rows = self._rows
-        if rows is None:  # direct forward: lower the input now, for the weight gradient only
-            rows = b.im2row(self._x, self.kh, self.kw, self.stride, self.padding, g)
-        dy3 = b.transpose(dy.reshape((n, g, o // g, oh * ow)), (1, 0, 3, 2))
-        dy3 = dy3.reshape((g, n * oh * ow, o // g))
-        self.weight.accumulate_outer_grad(dy3, rows)
+        g, k = self.groups, (self.kh, self.kw)
+        direct = self._rows is None
+        direct_dw = direct and self.DIRECT_WEIGHT_GRAD and \
+            b.conv2d_weight_grad_direct(o, self.in_channels, g)
+        if direct_dw:  # reduced over pixels, no im2row rows
+            b.conv2d_weight_grad(self._x, dy, *k, self.padding, g, self.weight.grad_buffer())
+        dy3 = None
+        if not direct_dw:
+            rows = self._rows if not direct else b.im2row(self._x, *k, 1, self.padding, g)
+            dy3 = self._dy_rows(dy)
+            self.weight.accumulate_outer_grad(dy3, rows)
         if self.bias is not None:
             b.channel_sum(dy, self.bias.grad_buffer())
         if not need_dx:
             return None
-        if self._rows is None and 2 * self.padding == self.kh - 1:   # (square: _direct_dense)
-            # a "same" convolution: its input gradient is one too (with little padding it
-            # would be a full convolution, mostly over zeros: the product + row2im is faster)
+        if direct and 2 * self.padding == self.kh - 1 == self.kw - 1:
+            # a "same" convolution along both axes: its input gradient is one too (with less
+            # padding it would be a full convolution, mostly over zeros: gemm + row2im is faster)
             return b.conv2d_input_grad(dy, self.weight.data, self._x_shape, self.padding, g)
-        drows = self.weight.matmul(dy3)
-        return b.row2im(drows, self._x_shape, self.kh, self.kw, self.stride, self.padding, g)
+        drows = self.weight.matmul(dy3 if dy3 is not None else self._dy_rows(dy))
+        return b.row2im(drows, self._x_shape, *k, self.stride, self.padding, g)
+
+    def _dy_rows(self, dy):
+        """dy (N, O, OH, OW) as the (G, N*OH*OW, O/G) rows of the lowered products."""
+        n, o, oh, ow = dy.shape
+        g = self.groups
+        dy3 = self.backend.transpose(dy.reshape((n, g, o // g, oh * ow)), (1, 0, 3, 2))
+        return dy3.reshape((g, n * oh * ow, o // g))
