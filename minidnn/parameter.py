@@ -125,8 +125,10 @@ class Parameter:
         self.data = self.csr = self.mask = self.grad = None
 
     def to_csr(self) -> None:
-        """Switch to CSR with the current zero pattern frozen (exact zeros are dropped)."""
+        """Switch to CSR with the current zero pattern frozen (exact zeros are dropped); a CSR
+        weight keeps its pattern and lets go of what only training needed (its transpose)."""
         if self.csr is not None:
+            self.csr.release_training_caches()
             return
         self._leave_blockdiag()
         b = self.backend

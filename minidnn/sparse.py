@@ -77,6 +77,10 @@ class CSRMatrix:
             total += b.nbytes(self._grad_taps[1]) + b.nbytes(self._grad_taps[2])
         return total
 
+    def release_training_caches(self) -> None:
+        """Drop the transpose and the input gradient's taps (rebuilt if training resumes)."""
+        self._t = self._grad_taps = None
+
     def to_dense(self) -> Array:
         return self.backend.csr_to_dense(self.row_ptr, self.col_idx, self.values, self.shape)
 
