@@ -121,10 +121,11 @@ def prune(model, backend, zeros: str) -> None:
         p.set_mask((w != 0).astype(np.float32))
 
 
-def step_runner(name: str, device: str, zeros: str, csr_density: float, batches):
+def step_runner(name: str, device: str, zeros: str, csr_density: float, batches,
+                profiling: bool = False):
     """(step, sync) of a pruned model: dense + mask, or CSR where at most csr_density dense."""
     from minidnn.compress.sparse_train import mask_density, switch_to_csr
-    backend = get_backend("opencl", device)
+    backend = get_backend("opencl", device, profiling=profiling)
     model = build_model(name, seed=0).to(backend)
     prune(model, backend, zeros)
     for _, p in model.prox_parameters():
@@ -136,7 +137,25 @@ def step_runner(name: str, device: str, zeros: str, csr_density: float, batches)
     def step() -> None:
         images, labels = batches[next(it) % len(batches)]
         trainer.train_step(images, labels)
+    step.backend = backend
     return step, backend.synchronize
+
+
+def print_profile(args, batches, zeros: str) -> None:
+    """Per-kernel device time of a step in both forms (profiling events)."""
+    for form, density in (("dense + mask", 0.0), ("CSR", args.csr_density)):
+        step, sync = step_runner(args.model, args.device, zeros, density, batches, True)
+        time_steps(step, sync, args.warmup)
+        step.backend.kernel_times()
+        wall = time_steps(step, sync, args.steps)
+        times = step.backend.kernel_times()
+        total = sum(t for _, t in times.values())
+        print(f"\n{form}, zeros {zeros}: {1e3 * wall / args.steps:.1f} ms/step wall, "
+              f"{1e3 * total / args.steps:.1f} ms in kernels")
+        for k in sorted(times, key=lambda k: times[k][1], reverse=True)[:12]:
+            calls, t = times[k]
+            print(f"  {k:<26} {calls / args.steps:5.1f}/step {1e3 * t / args.steps:8.2f} ms "
+                  f"{100 * t / total:5.1f}%")
 
 
 def run_step(args) -> None:
@@ -160,6 +179,9 @@ def run_step(args) -> None:
         rates[zeros] = r
         print(f"{zeros:>6} {r['dense']:>17.1f} {r['csr']:>10.1f} {r['csr'] / r['dense']:>9.2f}x",
               flush=True)
+    if args.profile:
+        for zeros in args.zeros.split(","):
+            print_profile(args, batches, zeros)
     t = torch_rate(args.model, batch, args.steps * args.repeats) if args.torch else None
     if t:
         print(f"PyTorch dense: {t:.1f} img/s; " + ", ".join(
@@ -191,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--warmup", type=int, default=1)
     s.add_argument("--no-torch", dest="torch", action="store_false")
+    s.add_argument("--profile", action="store_true",
+                   help="also print per-kernel times of a step in both forms")
     for q in (r, s):
         q.add_argument("--threads", type=int, default=None,
                        help="limit PyTorch, BLAS and PoCL threads (as bench_train.py)")
