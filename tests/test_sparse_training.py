@@ -195,3 +195,30 @@ def test_cli_rejects_bad_sparse_training_density(capsys):
     from minidnn.cli import main
     assert main(["train", "lenet5", "--sparse-training-density", "2"]) == 2
     assert "argument --sparse-training-density" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("density", [0.6, 0.0])
+def test_train_workflow_switches_at_the_freeze(mnist_dir, tmp_path, density):
+    """``train_model`` with a target: the layers sparse enough switch to CSR in the step the
+    controller freezes them, and debiasing (form 'auto') keeps them CSR; density 0: none."""
+    from dataclasses import replace
+    from minidnn.optim.target import ControlSettings
+    from minidnn.train_config import TrainConfig
+    from minidnn.workflows import TrainSpec, train_model
+    config = replace(TrainConfig.for_model("lenet5"), batch_size=32, eval_every=0)
+    control = ControlSettings(warmup=0.0, ramp=0.3, freeze=0.6, freeze_window=0.1, every=5,
+                              guard=None, trim=0.0)
+    lines: list[str] = []
+    result = train_model(TrainSpec(model="lenet5", steps=40, config=config, lam=5.0,
+                                   target_sparsity=0.9, control=control, bn_batches=0,
+                                   retrain_steps=5, sparse_density=density,
+                                   data_root=str(mnist_dir.parent), out=str(tmp_path / "m.h5")),
+                         log=lines.append)
+    frozen = result["target_sparsity"]["frozen_at"]
+    if density == 0.0:
+        assert "sparse_training" not in result
+        assert not any(line.startswith("sparse training:") for line in lines)
+        return
+    switched = result["sparse_training"]["switched"]
+    assert switched and set(switched.values()) == {frozen}, (switched, frozen)
+    assert "classifier.fc1.weight" in switched
