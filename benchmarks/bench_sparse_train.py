@@ -21,6 +21,11 @@ Usage:
       [--data-root /work/shared/datasets] [--steps N] [--retrain-steps 468]
   python benchmarks/bench_sparse_train.py step --model resnet32 --zeros 0.6,0.8,0.9
       --device 0:0 --threads 2 [--steps 2] [--repeats 3]
+  python benchmarks/bench_sparse_train.py conv --device 0:0 --threads 2 [--densities 0.4,0.1]
+
+``conv``: the three products of a CSR filter bank in training (forward, dW, dX) at LeNet-5's
+conv2 and ResNet-32's 3x3 stages, as run now (direct sparse kernels) and through im2row rows
+(CSR product, SDDMM, CSR product + row2im: the path before issue 20), interleaved.
 """
 from __future__ import annotations
 
@@ -189,6 +194,62 @@ def run_step(args) -> None:
             for z, r in rates.items()))
 
 
+# ---------------------------------------------------------------------------- conv
+# (name, N, C, H, O, k, pad): LeNet-5's conv2, ResNet-32's three 3x3 stages
+CONV_SHAPES = [("lenet5 conv2", 128, 20, 12, 50, 5, 0), ("r32 stage 1", 128, 16, 32, 16, 3, 1),
+               ("r32 stage 2", 128, 32, 16, 32, 3, 1), ("r32 stage 3", 128, 64, 8, 64, 3, 1)]
+
+
+def conv_forms(b, n: int, c: int, h: int, o: int, k: int, pad: int, density: float) -> dict:
+    """Closures of a CSR filter bank's three training products, direct vs through im2row rows
+    (the path before issue 20)."""
+    from minidnn.sparse import CSRMatrix
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((o, c * k * k)).astype(np.float32)
+    w[rng.random(w.shape) >= density] = 0
+    m = CSRMatrix.from_dense(b, b.from_host(w))
+    x = b.from_host(rng.standard_normal((n, c, h, h)).astype(np.float32))
+    oh = h + 2 * pad - k + 1
+    dy = b.from_host(rng.standard_normal((n, o, oh, oh)).astype(np.float32))
+    dw = b.zeros((m.nnz,))
+
+    def rows_dy():
+        d3 = b.transpose(dy.reshape((n, 1, o, oh * oh)), (1, 0, 3, 2))
+        return d3.reshape((1, n * oh * oh, o))
+
+    def fwd_rows():
+        y = m.matmul_t(b.im2row(x, k, k, 1, pad, 1))
+        b.transpose(y.reshape((1, n, oh * oh, o)), (1, 0, 3, 2))
+    forms = {
+        "forward": (lambda: m.conv2d(x, None, k, k, 1, pad), fwd_rows),
+        "dW": (lambda: m.conv2d_weight_grad(dy, x, k, k, 1, pad, dw, False),
+               lambda: m.sddmm(rows_dy(), b.im2row(x, k, k, 1, pad, 1), dw, False)),
+        "dX": (lambda: m.conv2d_input_grad(dy, (n, c, h, h), k, k, pad),
+               lambda: b.row2im(m.matmul(rows_dy()), (n, c, h, h), k, k, 1, pad, 1))}
+    return forms
+
+
+def run_conv(args) -> None:
+    print(machine_line())
+    b = get_backend("opencl", args.device)
+    print(f"CSR convolution products in training, direct vs im2row rows (ms, median of "
+          f"{args.repeats} x {args.steps}, interleaved); {b.device_name}; load "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"{'layer':<14} {'density':>7} {'product':>8} {'direct':>8} {'rows':>8} {'rows/direct':>12}")
+    for name, n, c, h, o, k, pad in CONV_SHAPES:
+        for density in (float(d) for d in args.densities.split(",")):
+            for product, (direct, rows) in conv_forms(b, n, c, h, o, k, pad, density).items():
+                t = {"direct": [], "rows": []}
+                for f in (direct, rows):
+                    time_steps(f, b.synchronize, 1)
+                for _ in range(args.repeats):
+                    t["direct"].append(time_steps(direct, b.synchronize, args.steps))
+                    t["rows"].append(time_steps(rows, b.synchronize, args.steps))
+                d, r = (1e3 * float(np.median(t[f])) / args.steps for f in ("direct", "rows"))
+                print(f"{name:<14} {density:>7.2f} {product:>8} {d:>8.2f} {r:>8.2f} "
+                      f"{r / d:>11.2f}x", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -215,7 +276,12 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--no-torch", dest="torch", action="store_false")
     s.add_argument("--profile", action="store_true",
                    help="also print per-kernel times of a step in both forms")
-    for q in (r, s):
+    c = sub.add_parser("conv", help="the CSR convolution products, direct vs im2row rows")
+    c.add_argument("--device", default="0:0")
+    c.add_argument("--densities", default="0.4,0.1")
+    c.add_argument("--steps", type=int, default=5)
+    c.add_argument("--repeats", type=int, default=3)
+    for q in (r, s, c):
         q.add_argument("--threads", type=int, default=None,
                        help="limit PyTorch, BLAS and PoCL threads (as bench_train.py)")
     args = p.parse_args(argv)
@@ -232,10 +298,7 @@ def main(argv: list[str] | None = None) -> None:
             pass
     with limit, tempfile.TemporaryDirectory() as tmp:
         args.tmp = tmp
-        if args.what == "run":
-            run_main(args)
-        else:
-            run_step(args)
+        {"run": run_main, "step": run_step, "conv": run_conv}[args.what](args)
 
 
 if __name__ == "__main__":
