@@ -125,8 +125,10 @@ class Parameter:
         self.data = self.csr = self.mask = self.grad = None
 
     def to_csr(self) -> None:
-        """Switch to CSR with the current zero pattern frozen (exact zeros are dropped)."""
+        """Switch to CSR with the current zero pattern frozen (exact zeros are dropped); a CSR
+        weight keeps its pattern and lets go of what only training needed (its transpose)."""
         if self.csr is not None:
+            self.csr.release_training_caches()
             return
         self._leave_blockdiag()
         b = self.backend
@@ -134,6 +136,29 @@ class Parameter:
         self.data = None
         self.mask = None  # the pattern is the structure now
         self.grad = None
+
+    def to_csr_on_mask(self) -> Array:
+        """Switch a masked dense weight to CSR whose pattern is the mask's ones (kept even
+        where the value is 0.0, unlike ``to_csr``); the gradient, if any, is carried over.
+        Returns the flat dense positions of the pattern (int32, on the device), with which
+        per-element state is gathered (``Optimizer.gather_state``). One host round trip of
+        the mask."""
+        if self.mask is None or self.csr is not None or self.blockdiag is not None:
+            raise ShapeError(f"to_csr_on_mask needs a dense weight with a mask: {self!r}")
+        b = self.backend
+        rows, cols = self.matrix_shape
+        keep = np.asarray(b.to_host(self.mask)).reshape(rows, cols) != 0
+        row_ptr = np.zeros(rows + 1, np.int32)
+        np.cumsum(keep.sum(axis=1), out=row_ptr[1:])
+        col_idx = np.nonzero(keep)[1].astype(np.int32)
+        index = b.from_host(np.flatnonzero(keep).astype(np.int32), np.int32)
+        values = b.gather(self.data.reshape((rows * cols,)), index)
+        self.csr = CSRMatrix(b, b.from_host(row_ptr, np.int32), b.from_host(col_idx, np.int32),
+                             values, (rows, cols), self.groups)
+        if self.grad is not None:
+            self.grad = b.gather(self.grad.reshape((rows * cols,)), index)
+        self.data = self.mask = None
+        return index
 
     def _leave_blockdiag(self) -> None:
         """Block-diagonal -> dense (the entries outside the blocks are zeros)."""
@@ -188,6 +213,13 @@ class Parameter:
             rows, cols = self.matrix_shape
             g3 = self.grad.reshape((self.groups, rows // self.groups, cols))
             self.backend.gemm(dy, x, trans_a=True, out=g3, beta=1.0 if accumulate else 0.0)
+
+    def accumulate_conv_grad(self, dy: Array, x: Array, kh: int, kw: int, stride: int,
+                             pad: int) -> None:
+        """grad += dW of a direct sparse convolution (CSR weights only; ``CSRMatrix.conv2d``)
+        from its NCHW input x and dY, on the pattern."""
+        accumulate = self.grad is not None
+        self.csr.conv2d_weight_grad(dy, x, kh, kw, stride, pad, self.grad_buffer(), accumulate)
 
     def grad_buffer(self) -> Array:
         """The gradient array (zeros on first use) for layers that accumulate by hand."""

@@ -36,6 +36,8 @@ class CSRMatrix:
         self._t: tuple[Array, Array, Array, Array] | None = None
         self._t_stale = False
         self._taps: tuple[tuple[int, int], Array] | None = None  # ((kh, kw), taps) for conv2d
+        # ((kh, kw), row_ptr, taps) of the flipped transpose, for conv2d_input_grad
+        self._grad_taps: tuple[tuple[int, int], Array, Array] | None = None
 
     @classmethod
     def from_dense(cls, backend: Backend, dense: Array, groups: int = 1) -> "CSRMatrix":
@@ -71,7 +73,13 @@ class CSRMatrix:
             total += sum(b.nbytes(a) for a in self._t)
         if self._taps is not None:
             total += b.nbytes(self._taps[1])
+        if self._grad_taps is not None:
+            total += b.nbytes(self._grad_taps[1]) + b.nbytes(self._grad_taps[2])
         return total
+
+    def release_training_caches(self) -> None:
+        """Drop the transpose and the input gradient's taps (rebuilt if training resumes)."""
+        self._t = self._grad_taps = None
 
     def to_dense(self) -> Array:
         return self.backend.csr_to_dense(self.row_ptr, self.col_idx, self.values, self.shape)
@@ -110,13 +118,40 @@ class CSRMatrix:
 
     def conv2d(self, x: Array, bias: Array | None, kh: int, kw: int, stride: int,
                pad: int) -> Array:
-        """Direct sparse convolution for inference: x (N, C, H, W) -> (N, O, OH, OW) + bias.
+        """Direct sparse convolution (inference, and training's forward): x (N, C, H, W) -> (N, O, OH, OW) + bias.
         The taps (decoded columns) are built on first use and kept with the matrix; the
         geometry must pass ``fits_conv_taps``."""
+        return self.backend.csr_conv2d(x, self.row_ptr, self._conv_taps(kh, kw), self.values,
+                                       self.shape, bias, kh, kw, stride, pad, self.groups)
+
+    def conv2d_weight_grad(self, dy: Array, x: Array, kh: int, kw: int, stride: int,
+                           pad: int, out: Array, accumulate: bool) -> None:
+        """out (nnz,) (+)= dW on the pattern of a ``conv2d`` from its input x and dY, straight
+        from the NCHW tensors (the taps of ``conv2d``)."""
+        self.backend.csr_conv_wgrad(dy, x, self.row_ptr, self._conv_taps(kh, kw), self.shape,
+                                    kh, kw, stride, pad, self.groups, out, accumulate)
+
+    def _conv_taps(self, kh: int, kw: int) -> Array:
+        """The taps of ``conv2d`` (built on first use)."""
         if self._taps is None or self._taps[0] != (kh, kw):
             self._taps = ((kh, kw), self.backend.csr_conv_taps(self.col_idx, kh, kw))
-        return self.backend.csr_conv2d(x, self.row_ptr, self._taps[1], self.values, self.shape,
-                                       bias, kh, kw, stride, pad, self.groups)
+        return self._taps[1]
+
+    def conv2d_input_grad(self, dy: Array, x_shape: Sequence[int], kh: int, kw: int,
+                          pad: int) -> Array:
+        """dX (N, C, H, W) of a stride-1 ``conv2d`` from dY (N, O, OH, OW), as a direct sparse
+        convolution too: dY with the flipped, transposed filter bank (values: the transpose's,
+        kept in sync by ``transposed``) and padding kh-1-pad; needs kh == kw, pad <= kh-1 and
+        taps that fit (``fits_conv_taps(O/G, kh, kw)``)."""
+        t_row_ptr, t_col_idx, t_values = self.transposed()
+        if self._grad_taps is None or self._grad_taps[0] != (kh, kw):
+            row_ptr, cols = self.backend.csr_flip_transpose(t_row_ptr, t_col_idx, kh, kw)
+            self._grad_taps = ((kh, kw), row_ptr, self.backend.csr_conv_taps(cols, kh, kw))
+        c = int(x_shape[1])
+        og = self.shape[0] // self.groups
+        return self.backend.csr_conv2d(dy, self._grad_taps[1], self._grad_taps[2], t_values,
+                                       (c, og * kh * kw), None, kh, kw, 1, kh - 1 - pad,
+                                       self.groups)
 
 
 class QuantizedCSR:

@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ShapeError
 
 Array = Any  # backend-specific device array (np.ndarray, pyopencl.array.Array)
 
@@ -111,11 +111,27 @@ OPTIONAL_PRIMITIVES = (
     "batchnorm_backward", "sum", "sgd_update", "rmsprop_update", "adam_update", "soft_threshold",
     "apply_mask", "l1_reweight", "soft_threshold_scaled", "hard_threshold", "mask_zeros",
     "group_soft_threshold",
-    "csr_matmul", "csr_conv_taps", "csr_conv2d", "segment_sum", "prepare",
+    "csr_matmul", "csr_conv_taps", "csr_flip_transpose", "csr_conv2d", "csr_conv_wgrad",
+    "segment_sum", "prepare",
     "qcsr_matmul_t", "qcsr_conv2d", "nearest_centroid",
     "block_pack", "block_matmul",
     "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "conv2d_weight_grad_direct",
 )
+
+
+def flip_transpose_pattern(t_row_ptr: np.ndarray, t_col_idx: np.ndarray, kh: int, kw: int
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """The NumPy form of ``Backend.csr_flip_transpose`` (host index arrays in and out)."""
+    khw = int(kh) * int(kw)
+    rows = int(t_row_ptr.size) - 1
+    if rows < 0 or rows % khw:
+        raise ShapeError(f"csr_flip_transpose: {rows} transposed rows are not whole "
+                         f"{kh}x{kw} kernels")
+    q = np.repeat(np.arange(rows) % khw, np.diff(t_row_ptr))
+    ky, kx = np.divmod(q, kw)
+    cols = np.asarray(t_col_idx, np.int64) * khw + (kh - 1 - ky) * kw + (kw - 1 - kx)
+    return (np.ascontiguousarray(t_row_ptr[::khw], dtype=np.int32),
+            cols.astype(np.int32))
 
 
 def check_conv_epilogue(pool: int) -> None:
@@ -575,6 +591,31 @@ class Backend(ABC):
         """Decode the columns (cl*kh + ky)*kw + kx of a CSR filter bank into int32 taps
         ``cl << 16 | ky << 8 | kx`` (cl < 32768, kh, kw < 256), the form csr_conv2d reads."""
         return col_idx  # the default csr_conv2d reads the CSR columns themselves
+
+    def csr_flip_transpose(self, t_row_ptr: Array, t_col_idx: Array, kh: int, kw: int
+                           ) -> tuple[Array, Array]:
+        """The pattern (row_ptr, col_idx) of the filter bank that the input gradient of a
+        stride-1 convolution convolves dY with: W' (C, O/G*kh*kw), ``W'[g*cg + cl, (ol*kh +
+        kh-1-ky)*kw + kw-1-kx] = W[g*og + ol, (cl*kh + ky)*kw + kx]``, from the per-group
+        transpose of W (``csr_transpose``: rows (g, cl, ky, kx), columns ol), whose values
+        ``t_values`` are W''s values in the same order (columns within a row unsorted). Default:
+        on the host, once per pattern (index arrays only)."""
+        rp, cols = flip_transpose_pattern(np.asarray(self.to_host(t_row_ptr)),
+                                          np.asarray(self.to_host(t_col_idx)), kh, kw)
+        return self.from_host(rp, np.int32), self.from_host(cols, np.int32)
+
+    def csr_conv_wgrad(self, dy: Array, x: Array, row_ptr: Array, taps: Array,
+                       shape: Sequence[int], kh: int, kw: int, stride: int, pad: int,
+                       groups: int, out: Array, accumulate: bool = True) -> None:
+        """The weight gradient of ``csr_conv2d`` on its pattern: out (nnz,) (+)= dW at each
+        nonzero, from x (N, C, H, W) and dy (N, O, OH, OW); ``taps`` from ``csr_conv_taps``.
+        Default: im2row + dY transposed to rows + ``csr_sddmm`` (the taps are the columns)."""
+        n, o = int(dy.shape[0]), int(shape[0])
+        rows = self.im2row(x, kh, kw, stride, pad, groups)            # (G, N*OH*OW, K)
+        ohw = int(dy.shape[2]) * int(dy.shape[3])
+        dy3 = self.transpose(dy.reshape((n, groups, o // groups, ohw)), (1, 0, 3, 2))
+        self.csr_sddmm(dy3.reshape((groups, n * ohw, o // groups)), rows, row_ptr, taps, shape,
+                       out, accumulate)
 
     def csr_conv2d(self, x: Array, row_ptr: Array, taps: Array, values: Array,
                    shape: Sequence[int], bias: Array | None, kh: int, kw: int, stride: int,

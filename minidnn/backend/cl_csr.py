@@ -47,6 +47,16 @@ def _value_args(values: Array, codebook: Array | None) -> tuple[tuple, str]:
     return (values, codebook), f"{STEM}@q{8 * dt.itemsize}"
 
 
+def _mostly_border(oh: int, ow: int, pad: int) -> bool:
+    """Whether most 4x8 output tiles of csr_conv2d would touch the zero padding and take its
+    slow, checked path (small outputs, wide padding: the input gradient of a convolution without
+    padding is a "full" one with kh-1): those get a padded copy of the input first."""
+    th, tw = _cdiv(oh, CONV_TILE[0]), _cdiv(ow, CONV_TILE[1])
+    inner_h = max(0, th - 2 * _cdiv(pad, CONV_TILE[0]) - (oh % CONV_TILE[0] != 0))
+    inner_w = max(0, tw - 2 * _cdiv(pad, CONV_TILE[1]) - (ow % CONV_TILE[1] != 0))
+    return 2 * inner_h * inner_w < th * tw
+
+
 def _as3d_shape(a: Array) -> tuple[int, int, int]:
     """(G, M, K) of a 3-D operand, (1, M, K) of a 2-D one."""
     if len(a.shape) == 2:
@@ -61,7 +71,8 @@ class CSROps:
     the direct sparse convolution) on a ``CLRuntime``."""
 
     provides = ("csr_from_dense", "csr_to_dense", "csr_transpose", "gather", "csr_matmul_t",
-                "csr_matmul", "csr_sddmm", "csr_conv_taps", "csr_conv2d", "qcsr_matmul_t",
+                "csr_matmul", "csr_sddmm", "csr_conv_taps", "csr_flip_transpose", "csr_conv2d",
+                "csr_conv_wgrad", "qcsr_matmul_t",
                 "qcsr_conv2d")
 
     def __init__(self, runtime: CLRuntime) -> None:
@@ -279,6 +290,21 @@ class CSROps:
                            i32(col_idx.size), i32(kh), i32(kw), taps)
         return taps
 
+    def csr_flip_transpose(self, t_row_ptr: Array, t_col_idx: Array, kh: int, kw: int
+                           ) -> tuple[Array, Array]:
+        """(row_ptr, col_idx) of the flipped transposed filter bank, from the per-group
+        transpose (see csr_conv.cl): the input gradient's filters, values ``t_values``."""
+        rows = int(t_row_ptr.size) - 1
+        khw = int(kh) * int(kw)
+        if rows < 0 or rows % khw:
+            raise ShapeError(f"csr_flip_transpose: {rows} transposed rows are not whole "
+                             f"{kh}x{kw} kernels")
+        row_ptr = self.rt.empty((rows // khw + 1,), np.int32)
+        col_idx = self.rt.empty(t_col_idx.shape, np.int32)
+        self.rt.launch("csr_conv", "csr_flip_transpose", (rows + 1,), None, t_row_ptr,
+                       t_col_idx, i32(rows), i32(kh), i32(kw), row_ptr, col_idx)
+        return row_ptr, col_idx
+
     def csr_conv2d(self, x: Array, row_ptr: Array, taps: Array, values: Array,
                    shape: Sequence[int], bias: Array | None, kh: int, kw: int, stride: int,
                    pad: int, groups: int, residual: Array | None = None, relu: bool = False,
@@ -306,6 +332,8 @@ class CSROps:
         y = self.rt.empty((n, o, oh // pool, ow // pool))
         if y.size == 0:
             return y
+        if stride == 1 and pad > 0 and _mostly_border(oh, ow, pad):
+            x, h, w, pad = self._pad_for_tiles(x, oh, ow, kh, kw, pad)
         blocks = _cdiv(oh, CONV_TILE[0]) * _cdiv(ow, CONV_TILE[1])
         # a work-group holds the tiles of one channel for a few images: on PoCL each group has
         # a fixed cost, so groups of 1-2 work-items (small images) would be overhead-bound
@@ -318,6 +346,56 @@ class CSROps:
                        i32(pad), i32(groups), i32(n), residual if residual is not None else x,
                        i32(residual is not None), i32(bool(relu)), i32(pool))
         return y
+
+    def csr_conv_wgrad(self, dy: Array, x: Array, row_ptr: Array, taps: Array,
+                       shape: Sequence[int], kh: int, kw: int, stride: int, pad: int,
+                       groups: int, out: Array, accumulate: bool = True) -> None:
+        """out[e] (+)= the weight gradient of csr_conv2d at each nonzero, from NCHW x and dY
+        (see csr_conv.cl): no im2row rows, no transposed dY."""
+        n, c, h, w = (int(d) for d in x.shape)
+        o, nnz = int(shape[0]), int(taps.size)
+        oh, ow = conv_output_size(h, kh, stride, pad), conv_output_size(w, kw, stride, pad)
+        if tuple(dy.shape) != (n, o, oh, ow) or c % groups or o % groups:
+            raise ShapeError(f"csr_conv_wgrad: dy {tuple(dy.shape)} does not fit x "
+                             f"{tuple(x.shape)} and W {tuple(shape)}")
+        if nnz == 0:
+            return
+        nch = max(1, min(n, _cdiv(self._csr_items(), o), PARTIAL_BUDGET // nnz))
+        chunk = _cdiv(n, nch)
+        nch = _cdiv(n, chunk)
+        partial = self._csr_scratch("partial", nch * nnz) if nch > 1 else out
+        if stride == 1:   # the 8-nonzero kernel, on x padded first when the convolution pads
+            if pad:
+                x = self._pad_planes(x, h + 2 * pad, w + 2 * pad, pad)
+                h, w = h + 2 * pad, w + 2 * pad
+            self._csr_launch1d("csr_conv_wgrad8", o * nch, dy, x, row_ptr, taps, i32(n),
+                               i32(c), i32(h), i32(w), i32(o), i32(oh), i32(ow), i32(groups),
+                               i32(chunk), i32(nch), i32(nnz), i32(accumulate), partial, out,
+                               stem="csr_conv")
+        else:
+            self._csr_launch1d("csr_conv_wgrad", o * nch, dy, x, row_ptr, taps, i32(n), i32(c),
+                               i32(h), i32(w), i32(o), i32(oh), i32(ow), i32(stride), i32(pad),
+                               i32(groups), i32(chunk), i32(nch), i32(nnz), i32(accumulate),
+                               partial, out, stem="csr_conv")
+        if nch > 1:
+            self._csr_launch1d("csr_sddmm_reduce", nnz, partial, i32(nch), i32(nnz),
+                               i32(accumulate), out)
+
+    def _pad_for_tiles(self, x: Array, oh: int, ow: int, kh: int, kw: int, pad: int
+                       ) -> tuple[Array, int, int, int]:
+        """x zero-padded by ``pad`` and on to whole output tiles (stride 1), so every tile of
+        csr_conv2d reads inside it: (padded x, its H, its W, the padding left = 0)."""
+        hp = _cdiv(oh, CONV_TILE[0]) * CONV_TILE[0] + kh - 1
+        wp = _cdiv(ow, CONV_TILE[1]) * CONV_TILE[1] + kw - 1
+        return self._pad_planes(x, hp, wp, pad), hp, wp, 0
+
+    def _pad_planes(self, x: Array, hp: int, wp: int, pad: int) -> Array:
+        """x (N, C, H, W) copied into zeros (N, C, hp, wp) at row and column ``pad``."""
+        n, c, h, w = (int(d) for d in x.shape)
+        out = self.rt.empty((n, c, hp, wp))
+        self.rt.launch("csr_conv", "csr_pad_planes", (n * c * hp,), None, x, i32(n * c), i32(h),
+                       i32(w), i32(hp), i32(wp), i32(pad), i32(pad), out)
+        return out
 
     # ------------------------------------------------------------------ quantized weights
     def qcsr_matmul_t(self, x: Array, row_ptr: Array, col_idx: Array, codes: Array,

@@ -10,7 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Array, Backend, check_conv_epilogue, conv_output_size, hash_uniform
+from .base import (Array, Backend, check_conv_epilogue, conv_output_size, flip_transpose_pattern,
+                   hash_uniform)
 from ..errors import ShapeError
 
 
@@ -459,6 +460,19 @@ class NumpyBackend(Backend):
         cl, r = np.divmod(col, kh * kw)
         ky, kx = np.divmod(r, kw)
         return ((cl << 16) | (ky << 8) | kx).astype(np.int32)
+
+    def csr_conv_wgrad(self, dy, x, row_ptr, taps, shape, kh, kw, stride, pad, groups, out,
+                       accumulate=True):
+        t = np.asarray(taps, np.int64)
+        cols = ((t >> 16) * kh + ((t >> 8) & 255)) * kw + (t & 255)
+        n, o, oh, ow = dy.shape
+        rows = self.im2row(x, kh, kw, stride, pad, groups)             # (G, N*OH*OW, K)
+        dy3 = dy.reshape(n, groups, o // groups, oh * ow).transpose(1, 0, 3, 2)
+        self.csr_sddmm(dy3.reshape(groups, n * oh * ow, o // groups), rows, row_ptr,
+                       cols.astype(np.int32), shape, out, accumulate)
+
+    def csr_flip_transpose(self, t_row_ptr, t_col_idx, kh, kw):
+        return flip_transpose_pattern(np.asarray(t_row_ptr), np.asarray(t_col_idx), kh, kw)
 
     def csr_conv2d(self, x, row_ptr, taps, values, shape, bias, kh, kw, stride, pad, groups,
                    residual=None, relu=False, pool=1):

@@ -67,8 +67,9 @@ def add_retrain_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--retrain-steps", type=nonneg_int, default=0,
                    help=f"steps of retraining without l1, zeros fixed ({what})")
     p.add_argument("--retrain-lr", type=positive_float, default=None, help="retraining lr (default --lr)")
-    p.add_argument("--retrain-form", default="mask", choices=["mask", "csr"],
-                   help="zeros held by a dense mask, or by training only the CSR values")
+    p.add_argument("--retrain-form", default="mask", choices=["mask", "csr", "auto"],
+                   help="zeros held by a dense mask, or by training only the CSR values; auto: "
+                        "CSR for the weights sparse enough to train faster so")
 
 
 def add_mm_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:

@@ -5,6 +5,7 @@ import argparse
 
 from ..options import (nonneg_float, nonneg_int, open_fraction, positive_fraction, positive_int,
                        unit_interval)
+from ..compress.sparse_train import SPARSE_TRAIN_DENSITY
 from ..workflows import TRAIN_METHODS, TrainSpec, train_model
 from .options import (add_mpd_args, add_retrain_args, add_training_args, mpd_settings,
                       train_config)
@@ -46,6 +47,12 @@ def register(sub) -> None:
     add_retrain_args(t, "debiasing")
     t.add_argument("--csr-density", type=unit_interval, default=0.5,
                    help="save/run layers with at most this density as CSR")
+    t.add_argument("--sparse-training-density", type=unit_interval,
+                   default=SPARSE_TRAIN_DENSITY, metavar="D",
+                   help="sparse training: once a weight's zeros are fixed (the target "
+                        "controller's freeze, debiasing), it trains as CSR if at most this "
+                        f"dense (default {SPARSE_TRAIN_DENSITY:g}; 0: off, dense with a mask)")
+    t.set_defaults(retrain_form="auto")
     t.add_argument("--out", default=None, help="model file to write (.h5); default runs/<model>.h5")
     t.add_argument("--values", default="float32", choices=["float32", "float16"],
                    help="precision of saved weight values")
@@ -70,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         freeze_support=args.freeze_support,
         config=train_config(args), steps=args.steps, epochs=args.epochs, minutes=args.minutes,
         bn_batches=args.bn_batches, retrain_steps=args.retrain_steps, retrain_lr=args.retrain_lr,
-        retrain_form=args.retrain_form, csr_density=args.csr_density, out=args.out,
+        retrain_form=args.retrain_form, csr_density=args.csr_density,
+        sparse_density=args.sparse_training_density, out=args.out,
         values=args.values, json=args.json, checkpoint=args.checkpoint,
         checkpoint_every=args.checkpoint_every,
         quantize=None if args.quantize_bits is None

@@ -5,23 +5,32 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..layers.base import Module
+from .sparse_train import SPARSE_TRAIN_DENSITY
 
 
-def freeze_zeros(model: Module, form: str = "mask") -> None:
+def freeze_zeros(model: Module, form: str = "mask", max_density: float = SPARSE_TRAIN_DENSITY) -> None:
     """Hold every conv/linear weight's current zeros fixed from now on.
 
     ``form='mask'``: keep dense weights with a 0/1 mask re-applied after each step.
     ``form='csr'``: convert to CSR; only the surviving values train (dense x CSR kernels).
-    Block-diagonal weights keep their blocks and get a mask of them in either form.
+    ``form='auto'``: CSR for the weights at most ``max_density`` dense (sparse training, issue
+    20; 0: none), a mask for the others. The same zeros are held in every form.
+    Block-diagonal weights keep their blocks and get a mask of them in any form.
     """
-    if form not in ("mask", "csr"):
-        raise ConfigError(f"form must be 'mask' or 'csr', got {form!r}")
+    if form not in ("mask", "csr", "auto"):
+        raise ConfigError(f"form must be 'mask', 'csr' or 'auto', got {form!r}")
     for _, p in model.prox_parameters():
+        if p.is_sparse:
+            continue
         if form == "csr" and not p.is_blockdiag:
             p.to_csr()
-        elif not p.is_sparse:  # dense, or block-diagonal: a mask of its blocks
-            host = p.backend.to_host(p.values)
-            p.set_mask((host != 0).astype(np.float32))
+            continue
+        host = p.backend.to_host(p.values)  # dense, or block-diagonal: a mask of its blocks
+        keep = host != 0
+        if form == "auto" and not p.is_blockdiag and keep.mean() <= max_density:
+            p.to_csr()
+        else:
+            p.set_mask(keep.astype(np.float32))
 
 
 def to_inference_form(model: Module, max_density: float = 0.5) -> list[str]:

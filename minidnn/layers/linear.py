@@ -140,8 +140,9 @@ class Conv2d(Module):
         g = self.groups
         self._x_shape = tuple(x.shape)
         if self._direct_sparse():
-            # inference with a CSR filter bank: direct sparse convolution, no im2row buffer
-            self._rows = self._x = None
+            # a CSR filter bank: direct sparse convolution, no im2row buffer (training keeps x:
+            # backward reduces it with dY for the weight gradient on the pattern)
+            self._rows, self._x = None, (x if self.training else None)
             return self.weight.csr.conv2d(x, None if self.bias is None else self.bias.data,
                                           self.kh, self.kw, self.stride, self.padding)
         if self._direct_dense(ow):
@@ -162,10 +163,20 @@ class Conv2d(Module):
         return y
 
     def _direct_sparse(self) -> bool:
-        """Whether forward can skip im2row: CSR weights, no backward to come (eval mode), and
-        taps that fit the packed (channel, ky, kx) form of csr_conv_taps."""
-        return (self.weight.is_sparse and not self.training
+        """Whether forward can skip im2row: CSR weights whose taps fit the packed (channel,
+        ky, kx) form of csr_conv_taps (in training too: issue 20 measured it faster than
+        im2row + CSR product + transpose at LeNet-5's shapes)."""
+        return (self.weight.is_sparse
                 and fits_conv_taps(self.in_channels // self.groups, self.kh, self.kw))
+
+    def _sparse_input_grad(self) -> bool:
+        """Whether backward's dX is a direct sparse convolution too: CSR filters, stride 1,
+        a square "same" convolution (as for dense filters: with less padding dX is a full
+        convolution, mostly over zeros; at LeNet-5's conv2 that was ~1.5x slower than the CSR
+        product + row2im), taps of the flipped bank that fit."""
+        return (self.weight.is_sparse and self.stride == 1
+                and self.kh == self.kw and 2 * self.padding == self.kh - 1
+                and fits_conv_taps(self.out_channels // self.groups, self.kh, self.kw))
 
     def _direct_dense(self, out_width: int) -> bool:
         """Whether this convolution is a backend ``conv2d``: dense filters, stride 1 and output
@@ -180,6 +191,8 @@ class Conv2d(Module):
         if self._rows is None and self._x is None:
             raise StateError("Conv2d.backward after an eval-mode forward (inference keeps no "
                                "im2row rows): call model.train() before the forward pass")
+        if self._rows is None and self.weight.is_sparse:
+            return self._sparse_backward(dy, need_dx)
         b = self.backend
         n, o, oh, ow = dy.shape
         g, k = self.groups, (self.kh, self.kw)
@@ -210,3 +223,20 @@ class Conv2d(Module):
         g = self.groups
         dy3 = self.backend.transpose(dy.reshape((n, g, o // g, oh * ow)), (1, 0, 3, 2))
         return dy3.reshape((g, n * oh * ow, o // g))
+
+    def _sparse_backward(self, dy, need_dx: bool):
+        """Backward after a direct sparse forward (CSR filters): dW on the pattern straight
+        from x and dY (no im2row rows); dX a direct sparse convolution too for a stride-1
+        "same" convolution, else the CSR product and row2im."""
+        b, g = self.backend, self.groups
+        self.weight.accumulate_conv_grad(dy, self._x, self.kh, self.kw, self.stride,
+                                         self.padding)
+        if self.bias is not None:
+            b.channel_sum(dy, self.bias.grad_buffer())
+        if not need_dx:
+            return None
+        if self._sparse_input_grad():
+            return self.weight.csr.conv2d_input_grad(dy, self._x_shape, self.kh, self.kw,
+                                                     self.padding)
+        drows = self.weight.matmul(self._dy_rows(dy))
+        return b.row2im(drows, self._x_shape, self.kh, self.kw, self.stride, self.padding, g)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
+
 from ..errors import ConfigError
 from ..parameter import Parameter
 from .hooks import FixedMask, L1Prox, UpdateHook
@@ -83,6 +85,19 @@ class Optimizer:
             self._init_state(p, st)
             self.state[id(p)] = st
         return st
+
+    def gather_state(self, p: Parameter, index) -> None:
+        """Keep ``p``'s state after it switched to a compact form (dense -> CSR on its support,
+        ``Parameter.to_csr_on_mask``): every per-element state array of the old shape is
+        gathered at ``index`` (the flat positions kept); counters stay."""
+        st = self.state.get(id(p))
+        if st is None:
+            return
+        old = st["_shape"]
+        for key, value in list(st.items()):
+            if not key.startswith("_") and tuple(getattr(value, "shape", ())) == old:
+                st[key] = p.backend.gather(value.reshape((int(np.prod(old)),)), index)
+        st["_shape"] = tuple(p.values.shape)
 
     def step(self) -> None:
         """One update of every parameter that has a gradient, wrapped by the hooks."""

@@ -11,6 +11,7 @@ from ..compress.debias import retrain
 from ..compress.flops import flops_report
 from ..compress.methods import get_method, l1_methods
 from ..compress.mpd import MPDSettings, apply_mpd
+from ..compress.sparse_train import SPARSE_TRAIN_DENSITY, SparseSwitch, check_density
 from ..compress.sparsify import to_inference_form
 from ..compress.spc import layer_lams
 from ..errors import ConfigError
@@ -59,8 +60,10 @@ class TrainSpec:
     bn_batches: int = 50
     retrain_steps: int = 0
     retrain_lr: float | None = None
-    retrain_form: str = "mask"
+    retrain_form: str = "auto"             # 'auto': CSR where sparse training applies
     csr_density: float = 0.5
+    sparse_density: float = SPARSE_TRAIN_DENSITY  # frozen weights at most this dense train as
+    #                                               CSR (the controller's freeze, debiasing); 0: off
     out: str | None = None                 # default runs/<model>.h5
     values: str = "float32"
     json: str | None = None
@@ -76,6 +79,7 @@ def train_model(spec: TrainSpec, log: Log = print) -> dict:
         raise ConfigError(f"unknown training method {spec.method!r}: choose from "
                           f"{', '.join(TRAIN_METHODS)}")
     _check_control(spec)
+    check_density(spec.sparse_density)
     check_outputs({"--out": _out_path(spec), "--json": spec.json,
                    "--checkpoint": spec.checkpoint})
     if spec.quantize is not None:
@@ -149,6 +153,11 @@ def _main_phase(spec: TrainSpec, s: Setup, config: TrainConfig, lam: float, step
     if lam:
         replace_prox(opt, get_method(spec.method).prox_hook(steps))
     hooks = [opt.add_hook(h) for h in _control_hooks(spec, s, lam, steps, log)]
+    if spec.sparse_density > 0 and spec.checkpoint is None and \
+            any(isinstance(h, TargetSparsity) for h in hooks):
+        # after the controller: a group it freezes switches to CSR before that step's update
+        # (not with --checkpoint: a checkpoint holds dense weights and dense optimizer state)
+        hooks.append(opt.add_hook(SparseSwitch(spec.sparse_density, log)))
     trainer = Trainer(s.model, opt)
     with StopOnInterrupt() as interrupt:
         # resumes from the checkpoint first: step_count moves before the steps left are counted
@@ -221,6 +230,8 @@ def _control_record(hooks: list) -> dict:
             out["target_sparsity"] = hook.summary()
         elif isinstance(hook, FreezeSupport):
             out["support_frozen_at"] = hook.frozen_at
+        elif isinstance(hook, SparseSwitch):
+            out["sparse_training"] = {"density": hook.max_density, "switched": hook.switched}
     return out
 
 
@@ -259,12 +270,13 @@ def _debias(spec: TrainSpec, s: Setup, config: TrainConfig, trainer: Trainer, lo
     before = trainer.evaluate(s.test_ds)
     log(f"before debiasing: test accuracy {100 * before['accuracy']:.2f}%")
     t0 = time.perf_counter()
-    retrain(s.model, s.train_ds, s.test_ds, spec.retrain_steps, config, form=spec.retrain_form,
-            lr=spec.retrain_lr, log=log)
+    hist = retrain(s.model, s.train_ds, s.test_ds, spec.retrain_steps, config,
+                   form=spec.retrain_form, lr=spec.retrain_lr, log=log,
+                   max_density=spec.sparse_density)
     log(f"debiased {spec.retrain_steps} steps ({spec.retrain_form}) in "
-        f"{time.perf_counter() - t0:.1f} s")
+        f"{time.perf_counter() - t0:.1f} s ({hist.images_per_second:.0f} images/s)")
     return {"accuracy_before_retrain": before["accuracy"], "retrain_steps": spec.retrain_steps,
-            "retrain_form": spec.retrain_form}
+            "retrain_form": spec.retrain_form, "retrain_seconds": round(hist.seconds, 2)}
 
 
 def _finish(spec: TrainSpec, s: Setup, config: TrainConfig, result: dict, log: Log) -> None:
