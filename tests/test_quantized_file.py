@@ -505,3 +505,6 @@ def test_plot_groups_files_by_the_method_that_made_their_weights(tmp_path):
     q, f = file_records([str(tmp_path / "q.h5"), str(tmp_path / "f.h5")])
     assert q["method"] == "Pru (Retrain) + Q" and q["label"] == "dp 5 bits"
     assert f["method"] == "SpC, float" and q["file_bytes"] < f["file_bytes"]
+    save(model, tmp_path / "p.h5", metadata={"accuracy": 0.9, "method": "pru+retrain",
+                                             "retrain_steps": 800})
+    assert file_records([str(tmp_path / "p.h5")])[0]["method"] == "Pru (Retrain), float"

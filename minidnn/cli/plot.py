@@ -77,7 +77,8 @@ def _made_by(meta: dict) -> str:
     method = meta.get("method")
     if not isinstance(method, str):
         return "model"
-    return label_of(method + ("+retrain" if meta.get("retrain_steps") else ""))
+    retrained = meta.get("retrain_steps") and not method.endswith("+retrain")
+    return label_of(method + ("+retrain" if retrained else ""))
 
 
 def anchored_records(args) -> list[dict]:

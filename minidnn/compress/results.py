@@ -246,7 +246,7 @@ def plot_bytes(records: list[dict], path: str | Path, title: str | None = None,
     ax.set_xscale("log")
     ax.set_xlabel("model file size (bytes, log scale)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     return _finish_plot(plt, fig, ax, title or "Accuracy vs model file bytes", path)
 
 
