@@ -20,6 +20,18 @@ inline float conv_ld(const __global float* row, const int ix, const int W) {
 #define CONV_SHIFT3(lo, hi) (float8)((lo).s3456, (lo).s7, (hi).s012)
 #define CONV_SHIFT4(lo, hi) (float8)((lo).s4567, (hi).s0123)
 
+/* lo = x[ix0 .. ix0 + 7], hi.s01 = x[ix0 + 8, ix0 + 9] and, when wide5 (a compile-time 5-wide
+ * filter), hi.s23 = x[ix0 + 10, ix0 + 11], each lane bounds-checked: pieces at the borders */
+#define CONV_ROW_CHECKED(row, ix0, W, wide5, lo, hi) {                                      \
+        lo = (float8)(conv_ld(row, ix0, W), conv_ld(row, (ix0) + 1, W),                     \
+                      conv_ld(row, (ix0) + 2, W), conv_ld(row, (ix0) + 3, W),               \
+                      conv_ld(row, (ix0) + 4, W), conv_ld(row, (ix0) + 5, W),               \
+                      conv_ld(row, (ix0) + 6, W), conv_ld(row, (ix0) + 7, W));              \
+        hi.s01 = (float2)(conv_ld(row, (ix0) + 8, W), conv_ld(row, (ix0) + 9, W));          \
+        if (wide5)                                                                          \
+            hi.s23 = (float2)(conv_ld(row, (ix0) + 10, W), conv_ld(row, (ix0) + 11, W));    \
+    }
+
 /* lo, hi = x[ix0 .. ix0 + 15] of one image row (zeros outside [0, W)), ix0 = ox0 - pad, when
  * W and ox0 are multiples of 8 and pad <= 2 (the caller checks): the 8-column pieces before,
  * at and after ox0 are each wholly inside the row or wholly outside, so three aligned vector
@@ -111,14 +123,7 @@ KERNEL void CONV_CAT(conv2d_k, KWC)(__global const float* x, __global const floa
                 hi.s0123 = LD4(row + ix0 + 8);
 #endif
             } else {
-                lo = (float8)(conv_ld(row, ix0, W), conv_ld(row, ix0 + 1, W),
-                              conv_ld(row, ix0 + 2, W), conv_ld(row, ix0 + 3, W),
-                              conv_ld(row, ix0 + 4, W), conv_ld(row, ix0 + 5, W),
-                              conv_ld(row, ix0 + 6, W), conv_ld(row, ix0 + 7, W));
-                hi.s01 = (float2)(conv_ld(row, ix0 + 8, W), conv_ld(row, ix0 + 9, W));
-#if KWC == 5
-                hi.s23 = (float2)(conv_ld(row, ix0 + 10, W), conv_ld(row, ix0 + 11, W));
-#endif
+                CONV_ROW_CHECKED(row, ix0, W, KWC == 5, lo, hi);
             }
             CONV_TAP(CONV_SHIFT0(lo, hi), wt);
             CONV_TAP(CONV_SHIFT1(lo, hi), wt + CONV_OB);

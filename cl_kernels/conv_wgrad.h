@@ -105,14 +105,7 @@ KERNEL void CONV_CAT(conv2d_wgrad_k, KWC)(__global const float* x, __global cons
                     hi.s0123 = LD4(row + ix0 + 8);
 #endif
                 } else {
-                    lo = (float8)(conv_ld(row, ix0, W), conv_ld(row, ix0 + 1, W),
-                                  conv_ld(row, ix0 + 2, W), conv_ld(row, ix0 + 3, W),
-                                  conv_ld(row, ix0 + 4, W), conv_ld(row, ix0 + 5, W),
-                                  conv_ld(row, ix0 + 6, W), conv_ld(row, ix0 + 7, W));
-                    hi.s01 = (float2)(conv_ld(row, ix0 + 8, W), conv_ld(row, ix0 + 9, W));
-#if KWC == 5
-                    hi.s23 = (float2)(conv_ld(row, ix0 + 10, W), conv_ld(row, ix0 + 11, W));
-#endif
+                    CONV_ROW_CHECKED(row, ix0, W, KWC == 5, lo, hi);
                 }
                 const float8 s0 = CONV_SHIFT0(lo, hi), s1 = CONV_SHIFT1(lo, hi);
                 const float8 s2 = CONV_SHIFT2(lo, hi);
