@@ -23,7 +23,7 @@ from ..layers.model import Model
 from .codec import encode_stream
 from .measure import evaluate
 from .quantize import (QuantizedLayer, nonzero_entries, quantize_values, round_codebook,
-                       write_values)
+                       write_nonzeros, write_values)
 
 Log = Callable[[str], None]
 CALIBRATION_IMAGES = 5000      # training images on which each layer's loss rise is measured
@@ -55,13 +55,6 @@ def calibration_slice(train_ds: ArrayDataset, n: int = CALIBRATION_IMAGES) -> Ar
                         train_ds.classes, train_ds.mean, train_ds.std, train_ds.source)
 
 
-def float_record(name: str, shape: tuple, positions: np.ndarray, values: np.ndarray
-                 ) -> QuantizedLayer:
-    """A stand-in record whose "codebook" is the float values themselves (one entry per
-    nonzero): ``write_values`` with it puts the unquantized weights back."""
-    return QuantizedLayer(name, tuple(shape), 16, values, np.arange(values.size), positions)
-
-
 def layer_candidates(model: Model, calib: ArrayDataset, method: str,
                      bits_range=BITS_RANGE, float16: bool = True) -> dict[str, list[Candidate]]:
     """{layer: candidates for each width} (codebooks rounded to float16 as the file will hold
@@ -70,7 +63,6 @@ def layer_candidates(model: Model, calib: ArrayDataset, method: str,
     out: dict[str, list[Candidate]] = {}
     for name, p in model.prox_parameters():
         positions, values = nonzero_entries(p)
-        original = float_record(name, p.shape, positions, values)
         out[name] = []
         for bits in bits_range:
             codebook, assignments = quantize_values(values, bits, method)
@@ -79,7 +71,7 @@ def layer_candidates(model: Model, calib: ArrayDataset, method: str,
             write_values(p, record)
             rise = evaluate(model, calib)["loss"] - base
             out[name].append(Candidate(record, value_bytes(record), max(rise, 0.0)))
-        write_values(p, original)
+        write_nonzeros(p, name, positions, values)
     return out
 
 
@@ -119,7 +111,8 @@ def fit_budget(model: Model, points: list[dict[str, Candidate]], max_bytes: int,
                size_of: Callable[[list[QuantizedLayer]], int]) -> tuple[dict, int]:
     """The most accurate frontier point whose file is at most ``max_bytes`` (and its size):
     sizes are predicted from the values-stream bytes, then the pick is written to check."""
-    ref = size_of(apply(model, points[-1])) - sum(c.value_bytes for c in points[-1].values())
+    smallest = size_of(apply(model, points[-1]))
+    ref = smallest - sum(c.value_bytes for c in points[-1].values())
     for point in points:                          # most bytes (least loss) first
         if ref + sum(c.value_bytes for c in point.values()) > max_bytes:
             continue
@@ -127,8 +120,7 @@ def fit_budget(model: Model, points: list[dict[str, Candidate]], max_bytes: int,
         if size <= max_bytes:
             return point, size
     raise ConfigError(f"no allocation of {BITS_RANGE.start}-{BITS_RANGE.stop - 1} bits per "
-                      f"layer fits {max_bytes:,} bytes: the smallest makes "
-                      f"{size_of(apply(model, points[-1])):,}")
+                      f"layer fits {max_bytes:,} bytes: the smallest makes {smallest:,}")
 
 
 def fit_drop(model: Model, points: list[dict[str, Candidate]], max_drop: float,
@@ -162,7 +154,8 @@ def _spec(point: dict[str, Candidate]) -> str:
 def choose_bits(model: Model, method: str, train_ds: ArrayDataset,
                 test_ds: ArrayDataset | None, max_bytes: int | None = None,
                 max_drop: float | None = None, bias_dtype: str = "float16",
-                metadata: dict | None = None, float16: bool = True, log: Log = print) -> tuple[dict[str, int], dict]:
+                metadata: dict | None = None, float16: bool = True, log: Log = print
+                ) -> tuple[dict[str, int], dict]:
     """{layer: bits} for a file of at most ``max_bytes`` or a test-accuracy drop of at most
     ``max_drop`` (a fraction: 0.001 = 0.1 points), and the figures of the search. The
     model's weights are left as they were (float)."""
@@ -186,7 +179,7 @@ def choose_bits(model: Model, method: str, train_ds: ArrayDataset,
             found = {"bits_max_drop": max_drop, "bits_search_accuracy": acc}
     finally:
         for name, p in model.prox_parameters():
-            write_values(p, float_record(name, p.shape, *saved[name]))
+            write_nonzeros(p, name, *saved[name])
     log(f"bit allocation: {_spec(point)}")
     return {name: c.record.bits for name, c in point.items()}, \
         {**found, "bits_frontier_points": len(points)}

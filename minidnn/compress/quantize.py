@@ -264,19 +264,26 @@ def nonzero_entries(p: Parameter) -> tuple[np.ndarray, np.ndarray]:
     return positions.astype(np.int64), flat[positions]
 
 
-def write_values(p: Parameter, record: QuantizedLayer) -> None:
-    """Set the parameter's weights to the record's (shared) values, keeping its form."""
+def write_nonzeros(p: Parameter, name: str, positions: np.ndarray, values: np.ndarray) -> None:
+    """Set the parameter's weights to ``values`` at the flat row-major ``positions`` (zero
+    elsewhere), keeping its form: a CSR weight's pattern must be exactly those positions."""
     b = p.backend
     if p.is_sparse:
-        values = record.values()
         if values.size != p.csr.nnz:
-            raise ShapeError(f"{record.name}: {values.size} quantized values for a CSR weight "
+            raise ShapeError(f"{name}: {values.size} quantized values for a CSR weight "
                              f"with {p.csr.nnz} nonzeros")
         if values.size:
-            b.copy_into(p.csr.values, b.from_host(values))
+            b.copy_into(p.csr.values, b.from_host(np.asarray(values, np.float32)))
         p.values_changed()
     else:
-        b.copy_into(p.data, b.from_host(record.dense()))
+        dense = np.zeros(int(np.prod(p.shape)), np.float32)
+        dense[positions] = values
+        b.copy_into(p.data, b.from_host(dense.reshape(p.shape)))
+
+
+def write_values(p: Parameter, record: QuantizedLayer) -> None:
+    """Set the parameter's weights to the record's (shared) values, keeping its form."""
+    write_nonzeros(p, record.name, record.positions, record.values())
 
 
 def quantize_parameter(name: str, p: Parameter, bits: int, method: str = "kmeans"

@@ -99,7 +99,8 @@ def quantize_and_tune(model: Model, q: QuantizeSettings, per: dict, train_ds, te
     records = quantize_model(model, q.bits, per, q.method)
     if test_ds is not None:
         figures["accuracy_quantized"] = evaluate(model, test_ds)["accuracy"]
-        log(f"quantized ({q.method}, {q.bits} bits{', ' + str(figures['quantize_per_layer']) if per else ''}): "
+        chosen = f", {figures['quantize_per_layer']}" if per else ""
+        log(f"quantized ({q.method}, {q.bits} bits{chosen}): "
             f"test accuracy {100 * figures['accuracy_float']:.2f}% -> "
             f"{100 * figures['accuracy_quantized']:.2f}%")
     if q.retrain_steps:
