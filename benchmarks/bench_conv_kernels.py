@@ -6,7 +6,11 @@ through im2row rows + GEMM (``Backend``'s default, the path the direct one repla
 GFLOP per CPU-second of this process (``time.process_time``: the OpenCL runtime's threads
 count, so a shared machine's load distorts it less than wall time) and ms of wall time, best of
 ``--repeats``; the modes alternate so they see the same load.
-Usage: ``python benchmarks/bench_conv_kernels.py --device 0:0 [--repeats 3] [--only r32]``
+With ``--tiles A,B`` it times the forward and input-gradient kernels with each work-item tile
+of ``cl_conv.TILES`` instead (interleaved A/B in one process) and prints each tile's speed
+relative to the first (ratio of CPU seconds, and of wall times).
+Usage: ``python benchmarks/bench_conv_kernels.py --device 0:0 [--repeats 3] [--only r32]
+[--tiles c16r1,c8r2]``
 """
 from __future__ import annotations
 
@@ -42,16 +46,59 @@ def _timed(fn, sync) -> tuple[float, float]:
     return time.process_time() - c, time.perf_counter() - t
 
 
-def bench_shape(be, shape, repeats: int) -> dict[str, tuple[float, float]]:
-    """{mode: (GFLOP per CPU-second, wall ms)}, best of ``repeats`` each."""
+def _with_tile(be, tile: str, fn):
+    """fn run with the OpenCL conv kernels' work-item tile set to ``tile``."""
+    def run():
+        before, be.conv.tile = be.conv.tile, tile
+        try:
+            fn()
+        finally:
+            be.conv.tile = before
+    return run
+
+
+def _inputs(be, shape):
+    """x, filters, dy of a layer shape (random), and the FLOPs of one convolution."""
     n, c, hw, o, k, pad, g = shape
     rng = np.random.default_rng(0)
     x = be.from_host(rng.standard_normal((n, c, hw, hw)).astype(np.float32))
     w = be.from_host(rng.standard_normal((o, c // g, k, k)).astype(np.float32))
     y = be.conv2d(x, w, None, pad, g)
     dy = be.from_host(rng.standard_normal(tuple(y.shape)).astype(np.float32))
+    return x, w, dy, 2.0 * y.size * (c // g) * k * k
+
+
+def bench_tiles(be, shape, repeats: int, tiles: tuple[str, ...]) -> dict[str, list[float]]:
+    """Forward and input gradient with each work-item tile, interleaved: {"mode tile": [GFLOP
+    per CPU-second (best), wall ms (best), median over rounds of (first tile's CPU time / this
+    tile's), the same of wall times]}. A round runs every tile once, back to back, so a ratio
+    compares runs under nearly the same load."""
+    _, _, _, k, pad, g = shape[1:]
+    x, w, dy, flops = _inputs(be, shape)
+    base = {"forward": lambda: be.conv2d(x, w, None, pad, g),
+            "input grad": lambda: be.conv2d_input_grad(dy, w, tuple(x.shape), pad, g)}
+    modes = {(m, t): _with_tile(be, t, fn) for m, fn in base.items() for t in tiles}
+    for fn in modes.values():  # warm-up: builds kernels, allocates scratch
+        _timed(fn, be.synchronize)
+    runs = {key: [] for key in modes}
+    for _ in range(repeats):
+        for key, fn in modes.items():
+            runs[key].append(_timed(fn, be.synchronize))
+    out = {}
+    for (m, t), r in runs.items():
+        first = runs[(m, tiles[0])]
+        out[f"{m} {t}"] = [flops / max(min(c for c, _ in r), 1e-9) / 1e9,
+                           min(wt for _, wt in r) * 1e3,
+                           float(np.median([a[0] / max(b[0], 1e-9) for a, b in zip(first, r)])),
+                           float(np.median([a[1] / max(b[1], 1e-9) for a, b in zip(first, r)]))]
+    return out
+
+
+def bench_shape(be, shape, repeats: int) -> dict[str, tuple[float, float]]:
+    """{mode: (GFLOP per CPU-second, wall ms)}, best of ``repeats`` each."""
+    _, _, _, k, pad, g = shape[1:]
+    x, w, dy, flops = _inputs(be, shape)
     dw = be.zeros(tuple(w.shape))
-    flops = 2.0 * y.size * (c // g) * k * k
     modes = {
         "forward": lambda: be.conv2d(x, w, None, pad, g),
         "input grad": lambda: be.conv2d_input_grad(dy, w, tuple(x.shape), pad, g),
@@ -75,12 +122,25 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--only", default="", help="run the shapes whose name contains this")
     p.add_argument("--threads", type=int, default=2, help="PoCL CPU threads")
+    p.add_argument("--tiles", default="", help="comma-separated work-item tiles to compare "
+                   "(forward and input gradient only, interleaved), e.g. c16r1,c8r2")
     args = p.parse_args()
     os.environ.setdefault("POCL_MAX_PTHREAD_COUNT", str(args.threads))
     be = get_backend("opencl", args.device)
+    tiles = tuple(t for t in args.tiles.split(",") if t)
     print(f"{be.device_name}, load {os.getloadavg()[0]:.1f}; GFLOP per CPU-second / wall ms")
+    if tiles:
+        print(f"tiles {', '.join(tiles)}: per mode and tile GFLOP per CPU-second / wall ms (best "
+              f"of {args.repeats}), then the speed-up over {tiles[0]} (median of per-round "
+              f"ratios, CPU time / wall time)")
     for name, shape in SHAPES.items():
-        if args.only in name:
+        if args.only not in name:
+            continue
+        if tiles:
+            r = bench_tiles(be, shape, args.repeats, tiles)
+            print(f"{name:34s} " + "  ".join(f"{m} {g:5.1f} / {ms:6.1f} ({rc:.2f}x / {rw:.2f}x)"
+                                               for m, (g, ms, rc, rw) in r.items()), flush=True)
+        else:
             r = bench_shape(be, shape, args.repeats)
             print(f"{name:34s} " + "  ".join(f"{m} {g:6.1f} / {ms:7.1f}"
                                                for m, (g, ms) in r.items()), flush=True)

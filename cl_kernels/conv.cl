@@ -16,30 +16,33 @@
 
 #define CONV_OB 16  /* output channels per work-item */
 
-/* w (the filters of a layer, (O, CIG, KH*KW) with CIG = C/G) -> wp[g][ob][c][t][0..15], the
- * weight of direct output channel g*COG + ob*16 + r, direct input channel g*CIG + c (in-group
- * index c) and tap t, zero past COG. transposed == 0: the layer's own convolution (COG = O/G).
+/* w (the filters of a layer, (O, CIG, KH*KW) with CIG = C/G) -> wp[g][ob][c][t][0..OB-1], the
+ * weight of direct output channel g*COG + ob*OB + r, direct input channel g*CIG + c (in-group
+ * index c) and tap t, zero past COG; OB: the output channels of a work-item (CONV_OB = 16 for
+ * conv2d_k<KW>, CONV_RB = 8 for conv2d_r2_k<KW>). transposed == 0: the layer's own
+ * convolution (COG = O/G).
  * transposed == 1: its input gradient, whose output channels are the layer's input channels
  * (COG = the layer's C/G) and input channels the layer's output channels (CIG = O/G), taps
- * flipped. One work-item per (c, g, ob): the T * 16 floats wp[g][ob][c][..] (one per packed
+ * flipped. One work-item per (c, g, ob): the T * OB floats wp[g][ob][c][..] (one per packed
  * float, with 64-bit index divisions, made this pass cost 3% of a VGG16 step). */
 KERNEL void conv2d_pack_w(__global const float* w, const int G, const int COG, const int CIG,
-                          const int T, const int transposed, __global float* wp) {
+                          const int T, const int transposed, const int OB,
+                          __global float* wp) {
     const int c = get_global_id(0), gob = get_global_id(1);
-    const int nob = (COG + CONV_OB - 1) / CONV_OB;
+    const int nob = (COG + OB - 1) / OB;
     if (c >= CIG || gob >= G * nob) return;
-    const int g = gob / nob, oc0 = (gob - g * nob) * CONV_OB;  /* in-group output channels */
-    __global float* q = wp + ((long)gob * CIG + c) * T * CONV_OB;
-    for (int r = 0; r < CONV_OB; ++r) {
+    const int g = gob / nob, oc0 = (gob - g * nob) * OB;  /* in-group output channels */
+    __global float* q = wp + ((long)gob * CIG + c) * T * OB;
+    for (int r = 0; r < OB; ++r) {
         const int oc = oc0 + r;
         if (oc >= COG) {
-            for (int t = 0; t < T; ++t) q[t * CONV_OB + r] = 0.0f;
+            for (int t = 0; t < T; ++t) q[t * OB + r] = 0.0f;
         } else if (transposed) {
             const __global float* p = w + (((long)g * CIG + c) * COG + oc) * T + T - 1;
-            for (int t = 0; t < T; ++t) q[t * CONV_OB + r] = p[-t];
+            for (int t = 0; t < T; ++t) q[t * OB + r] = p[-t];
         } else {
             const __global float* p = w + (((long)g * COG + oc) * CIG + c) * T;
-            for (int t = 0; t < T; ++t) q[t * CONV_OB + r] = p[t];
+            for (int t = 0; t < T; ++t) q[t * OB + r] = p[t];
         }
     }
 }
@@ -53,6 +56,17 @@ KERNEL void conv2d_pack_w(__global const float* w, const int G, const int COG, c
 #undef KWC
 #define KWC 5
 #include "conv_kw.h"
+#undef KWC
+
+/* kernels conv2d_r2_k3, conv2d_r2_k5 and conv2d_r2_k0: the same with two output rows */
+#define KWC 0
+#include "conv_rows.h"
+#undef KWC
+#define KWC 3
+#include "conv_rows.h"
+#undef KWC
+#define KWC 5
+#include "conv_rows.h"
 #undef KWC
 
 /* kernels conv2d_wgrad_k3, conv2d_wgrad_k5 and conv2d_wgrad_k0: the weight gradient */

@@ -60,22 +60,36 @@ inline float conv_ld(const __global float* row, const int ix, const int W) {
         a12 = w_[12] * v_ + a12; a13 = w_[13] * v_ + a13; a14 = w_[14] * v_ + a14;           \
         a15 = w_[15] * v_ + a15; }
 
-/* y row piece of output channel oc (+ bias): whole float8, or the first nout lanes */
+/* q[0 .. n-1] = the first n (< 8) lanes of v (no private array: PoCL would call vstore8) */
+#define CONV_ST_FIRST(v, q, n) {                                                            \
+        if ((n) > 0) (q)[0] = (v).s0;                                                       \
+        if ((n) > 1) (q)[1] = (v).s1;                                                       \
+        if ((n) > 2) (q)[2] = (v).s2;                                                       \
+        if ((n) > 3) (q)[3] = (v).s3;                                                       \
+        if ((n) > 4) (q)[4] = (v).s4;                                                       \
+        if ((n) > 5) (q)[5] = (v).s5;                                                       \
+        if ((n) > 6) (q)[6] = (v).s6;                                                       \
+    }
+
+/* y row piece of output channel oc (+ bias): whole float8, or the first nout lanes. The
+ * locals are not named v_ / q_: ST8's own locals would shadow them in their initializers
+ * (`float8 v_ = (v_)` reads the uninitialized inner variable), which compilers were free to
+ * turn into "the whole-float8 branch is never taken": every piece went through a private
+ * array lane by lane, ~10-30% of the kernel's time. */
 #define CONV_STORE(r, acc) if (oc0 + r < COG) {                                             \
-        const float8 v_ = (acc) + (has_bias ? bias[g * COG + oc0 + r] : 0.0f);              \
-        __global float* q_ = yo + (long)r * OH * OW;                                        \
+        const float8 yv_ = (acc) + (has_bias ? bias[g * COG + oc0 + r] : 0.0f);             \
+        __global float* yq_ = yo + (long)r * OH * OW;                                       \
         if (nout == 8) {                                                                    \
-            ST8(v_, q_);                                                                    \
+            ST8(yv_, yq_);                                                                  \
         } else {                                                                            \
-            float t_[8];                                                                    \
-            vstore8(v_, 0, t_);                                                             \
-            for (int j_ = 0; j_ < nout; ++j_) q_[j_] = t_[j_];                              \
+            CONV_ST_FIRST(yv_, yq_, nout);                                                  \
         }                                                                                   \
     }
 #endif
 
 /* One work-item: output channels oc0..oc0+15 of group g, pixels ox0..ox0+7 of output row oy
- * of image n. Zero padding pad above and below, padx left and right. Global size (OH * ceil(OW/8), G * ceil(COG/16), N). wp: conv2d_pack_w's layout. */
+ * of image n. Zero padding pad above and below, padx left and right. Global size
+ * (OH * ceil(OW/8), G * ceil(COG/16), N). wp: conv2d_pack_w's layout. */
 KERNEL void CONV_CAT(conv2d_k, KWC)(__global const float* x, __global const float* wp,
                                     __global const float* bias, const int has_bias,
                                     __global float* y, const int C, const int H, const int W,

@@ -8,6 +8,8 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from minidnn.backend.cl_conv import TILES
+
 
 # ---------------------------------------------------------------- case runners
 # A runner takes (backend, rng, **params), builds its inputs from rng (the same data on every
@@ -33,9 +35,21 @@ def run_conv_lowering(be, rng, shape, kh, kw, stride, pad, groups, gpu_path=Fals
     return {"rows": rows, "dx": dx}
 
 
-def run_direct_conv(be, rng, shape, out_channels, k, pad, groups, bias):
+def run_direct_conv(be, rng, shape, out_channels, k, pad, groups, bias, tile):
     """conv2d, conv2d_input_grad and conv2d_weight_grad (stride 1; k: size or (kh, kw)); the
-    weight gradient into zeros, accumulated onto random values, and overwriting them."""
+    weight gradient into zeros, accumulated onto random values, and overwriting them. tile: the
+    work-item tile of the OpenCL forward / input-gradient kernels (cl_conv.TILES)."""
+    ops = getattr(be, "conv", None)  # OpenCL only
+    if ops is None:
+        return _direct_conv(be, rng, shape, out_channels, k, pad, groups, bias)
+    before, ops.tile = ops.tile, tile
+    try:
+        return _direct_conv(be, rng, shape, out_channels, k, pad, groups, bias)
+    finally:
+        ops.tile = before
+
+
+def _direct_conv(be, rng, shape, out_channels, k, pad, groups, bias):
     kh, kw = (k, k) if isinstance(k, int) else k
     x = be.from_host(_normal(rng, shape))
     w = be.from_host(_normal(rng, (out_channels, shape[1] // groups, kh, kw)))
@@ -200,9 +214,11 @@ CASES: list[tuple[str, Callable, dict, tuple[float, float]]] = [
           (IMG, 3, 2, 2, 1, 1), (IMG, 7, 7, 1, 3, 1), (IMG, 4, 4, 1, 2, 3)]],
     # ragged pixel blocks (W not a multiple of 8), channel blocks (not multiples of 16),
     # groups, the constant widths 3 and 5 and any other width, pixels at the padding
-    *[(f"direct_conv-{s}-o{o}-k{k}-p{p}-g{g}-b{int(b)}", run_direct_conv,
-       dict(shape=s, out_channels=o, k=k, pad=p, groups=g, bias=b), (1e-4, 1e-4))
-      for s, o, k, p, g, b in [
+    # every tile of the forward / input-gradient kernels (rows of odd count: the 2-row tile's
+    # half-empty last block)
+    *[(f"direct_conv-{t}-{s}-o{o}-k{k}-p{p}-g{g}-b{int(b)}", run_direct_conv,
+       dict(shape=s, out_channels=o, k=k, pad=p, groups=g, bias=b, tile=t), (1e-4, 1e-4))
+      for t in TILES for s, o, k, p, g, b in [
           (IMG, 5, 3, 1, 1, True), ((2, 16, 16, 16), 16, 3, 1, 1, False),
           ((2, 6, 9, 20), 34, 3, 1, 2, True), ((3, 5, 13, 13), 20, 5, 0, 1, True),
           ((2, 4, 12, 18), 8, 5, 2, 2, False), ((2, 3, 10, 11), 17, 1, 0, 1, True),

@@ -20,8 +20,12 @@ from .cl_runtime import CLRuntime
 from ..errors import ShapeError
 
 _i32 = np.int32
-OB = 16                   # output channels per work-item (CONV_OB in conv.cl)
-CONST_KW = (3, 5)         # filter widths with their own kernel; others run conv2d_k0
+CONST_KW = (3, 5)         # filter widths with their own kernel; others run <prefix>0
+# Work-item tiles of the forward / input-gradient kernels (conv.cl): name -> (kernel name prefix,
+# output channels, output rows); each covers 8 pixels of a row.
+TILES = {"c16r1": ("conv2d_k", 16, 1), "c8r2": ("conv2d_r2_k", 8, 2)}
+TILE_BY_PLATFORM = {"Portable Computing Language": "c8r2", "Intel(R) OpenCL": "c8r2"}
+TILE_DEFAULT = "c8r2"
 MAIN_LS = (8, 1, 1)       # (pixel blocks, channel blocks, images): fixed (PoCL recompiles)
 PACK_LS = (8, 1)          # conv2d_pack_w
 REDUCE_LS = (64,)
@@ -46,6 +50,9 @@ class ConvOps:
         platform = runtime.device.platform.name
         self.wgrad_max_pairs = next((v for k, v in WGRAD_MAX_PAIRS.items()
                                      if platform.startswith(k)), WGRAD_MAX_PAIRS_DEFAULT)
+        self.tile = next((v for k, v in TILE_BY_PLATFORM.items() if platform.startswith(k)),
+                         TILE_DEFAULT)  # a key of TILES (benchmarks and tests switch it)
+        self.ls = MAIN_LS
 
     def conv2d_weight_grad_direct(self, out_channels: int, in_channels: int,
                                   groups: int) -> bool:
@@ -54,13 +61,15 @@ class ConvOps:
 
     def _pack(self, weight: Array, groups: int, cog: int, cig: int, taps: int,
               transposed: bool) -> Array:
-        """The filters as conv2d_pack_w lays them out (16-channel pieces, zero padded)."""
-        nob = -(-cog // OB)
-        size = groups * nob * cig * taps * OB
+        """The filters as conv2d_pack_w lays them out (pieces of the tile's output channels,
+        zero padded)."""
+        ob = TILES[self.tile][1]
+        nob = -(-cog // ob)
+        size = groups * nob * cig * taps * ob
         wp = self.rt.scratch("conv.w", size)
         self.rt.launch("conv", "conv2d_pack_w", (cig, groups * nob), PACK_LS, weight,
                        _i32(groups), _i32(cog), _i32(cig), _i32(taps), _i32(int(transposed)),
-                       wp)
+                       _i32(ob), wp)
         return wp
 
     def _run(self, x: Array, wp: Array, bias: Array | None, out_channels: int, kh: int,
@@ -72,9 +81,11 @@ class ConvOps:
         y = self.rt.empty((n, out_channels, oh, ow), np.float32)
         if y.size == 0:
             return y
-        nob = -(-(out_channels // groups) // OB)
-        name = f"conv2d_k{kw if kw in CONST_KW else 0}"
-        self.rt.launch("conv", name, (oh * -(-ow // 8), groups * nob, n), MAIN_LS, x, wp,
+        prefix, ob, rows = TILES[self.tile]
+        nob = -(-(out_channels // groups) // ob)
+        name = f"{prefix}{kw if kw in CONST_KW else 0}"
+        self.rt.launch("conv", name, (-(-oh // rows) * -(-ow // 8), groups * nob, n), self.ls,
+                       x, wp,
                        self.rt.dummy if bias is None else bias, _i32(bias is not None), y,
                        *(_i32(v) for v in (c, h, w, out_channels, oh, ow, kh, kw, pad, padx,
                                            groups, n)))
