@@ -87,6 +87,34 @@ inline float conv_ld(const __global float* row, const int ix, const int W) {
     }
 #endif
 
+/* Filter row ky of input channel plane xc (weights of the channel at wc): the 8 + KWC - 1
+ * inputs under the pixel block (pieces at the borders: aligned loads or bounds-checked),
+ * then one CONV_TAP per filter column with the shifted float8 of them. */
+#undef CONV_K_ROW
+#if KWC
+#define CONV_K_ROW(ky) {                                                                    \
+        const __global float* row = xc + (long)(oy - pad + (ky)) * W;                       \
+        const __global float* wt = wc + (ky) * KWC * CONV_OB;                               \
+        float8 lo, hi = 0.0f;                                                               \
+        if (aligned && !inner) {                                                            \
+            CONV_ROW_ALIGNED(row, ox0, W, padx, lo, hi);                                    \
+        } else if (inner) {                                                                 \
+            lo = LD8(row + ix0);                                                            \
+            if (KWC == 3) hi.s01 = (float2)(row[ix0 + 8], row[ix0 + 9]);                    \
+            if (KWC == 5) hi.s0123 = LD4(row + ix0 + 8);                                    \
+        } else {                                                                            \
+            CONV_ROW_CHECKED(row, ix0, W, KWC == 5, lo, hi);                                \
+        }                                                                                   \
+        CONV_TAP(CONV_SHIFT0(lo, hi), wt);                                                  \
+        CONV_TAP(CONV_SHIFT1(lo, hi), wt + CONV_OB);                                        \
+        CONV_TAP(CONV_SHIFT2(lo, hi), wt + 2 * CONV_OB);                                    \
+        if (KWC == 5) {                                                                     \
+            CONV_TAP(CONV_SHIFT3(lo, hi), wt + 3 * CONV_OB);                                \
+            CONV_TAP(CONV_SHIFT4(lo, hi), wt + 4 * CONV_OB);                                \
+        }                                                                                   \
+    }
+#endif
+
 /* One work-item: output channels oc0..oc0+15 of group g, pixels ox0..ox0+7 of output row oy
  * of image n. Zero padding pad above and below, padx left and right. Global size
  * (OH * ceil(OW/8), G * ceil(COG/16), N). wp: conv2d_pack_w's layout. */
@@ -112,11 +140,11 @@ KERNEL void CONV_CAT(conv2d_k, KWC)(__global const float* x, __global const floa
     float8 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f;
     float8 a7 = 0.0f, a8 = 0.0f, a9 = 0.0f, a10 = 0.0f, a11 = 0.0f, a12 = 0.0f, a13 = 0.0f;
     float8 a14 = 0.0f, a15 = 0.0f;
+#if KWC == 0  /* any width: 8 bounds-checked loads per tap */
     for (int c = 0; c < CIG; ++c) {
         for (int ky = ky_lo; ky < ky_hi; ++ky) {
             const __global float* row = xg + (long)c * HW + (long)(oy - pad + ky) * W;
             const __global float* wt = wg + ((long)c * T + ky * KWE) * CONV_OB;
-#if KWC == 0  /* any width: 8 bounds-checked loads per tap */
             for (int kx = 0; kx < KW; ++kx) {
                 const int i = ix0 + kx;
                 CONV_TAP(((float8)(conv_ld(row, i, W), conv_ld(row, i + 1, W),
@@ -125,30 +153,19 @@ KERNEL void CONV_CAT(conv2d_k, KWC)(__global const float* x, __global const floa
                                    conv_ld(row, i + 6, W), conv_ld(row, i + 7, W))),
                          wt + kx * CONV_OB);
             }
-#else
-            float8 lo, hi = 0.0f;
-            if (aligned && !inner) {
-                CONV_ROW_ALIGNED(row, ox0, W, padx, lo, hi);
-            } else if (inner) {
-                lo = LD8(row + ix0);
-#if KWC == 3
-                hi.s01 = (float2)(row[ix0 + 8], row[ix0 + 9]);
-#elif KWC == 5
-                hi.s0123 = LD4(row + ix0 + 8);
-#endif
-            } else {
-                CONV_ROW_CHECKED(row, ix0, W, KWC == 5, lo, hi);
-            }
-            CONV_TAP(CONV_SHIFT0(lo, hi), wt);
-            CONV_TAP(CONV_SHIFT1(lo, hi), wt + CONV_OB);
-            CONV_TAP(CONV_SHIFT2(lo, hi), wt + 2 * CONV_OB);
-#if KWC == 5
-            CONV_TAP(CONV_SHIFT3(lo, hi), wt + 3 * CONV_OB);
-            CONV_TAP(CONV_SHIFT4(lo, hi), wt + 4 * CONV_OB);
-#endif
-#endif
         }
     }
+#else
+    for (int c = 0; c < CIG; ++c) {
+        const __global float* xc = xg + (long)c * HW;
+        const __global float* wc = wg + (long)c * T * CONV_OB;
+        if (KH == KWC && ky_lo == 0 && ky_hi == KWC) {  /* the whole square filter: unrolled */
+            UNROLL for (int ky = 0; ky < KWC; ++ky) CONV_K_ROW(ky);
+        } else {
+            for (int ky = ky_lo; ky < ky_hi; ++ky) CONV_K_ROW(ky);
+        }
+    }
+#endif
     const int nout = imin(8, OW - ox0);
     __global float* yo = y + (((long)n * O + g * COG + oc0) * OH + oy) * OW + ox0;
     CONV_STORE(0, a0); CONV_STORE(1, a1); CONV_STORE(2, a2); CONV_STORE(3, a3);

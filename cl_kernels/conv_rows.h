@@ -43,6 +43,17 @@
         }                                                                                   \
     }
 
+/* filter row ky (its weights at wt): input rows ky (in lo0, hi0) and ky + 1 (loaded into
+ * lo1, hi1, then kept as the next filter row's first) */
+#define CONV_R2_STEP(ky, wt) {                                                              \
+        CONV_ROW2((ky) + 1, lo1, hi1);                                                      \
+        CONV_TAP2(CONV_SHIFT0(lo0, hi0), CONV_SHIFT0(lo1, hi1), (wt));                      \
+        CONV_TAP2(CONV_SHIFT1(lo0, hi0), CONV_SHIFT1(lo1, hi1), (wt) + CONV_RB);            \
+        CONV_TAP2(CONV_SHIFT2(lo0, hi0), CONV_SHIFT2(lo1, hi1), (wt) + 2 * CONV_RB);        \
+        CONV_R2_TAPS5(wt);                                                                  \
+        lo0 = lo1; hi0 = hi1;                                                               \
+    }
+
 /* y row piece of output channel oc0 + r, output row oy + rr (+ bias), when it exists (as
  * CONV_STORE) */
 #define CONV_STORE2(r, rr, acc) if (oc0 + r < COG && oy + rr < OH) {                        \
@@ -57,6 +68,15 @@
 #endif
 
 #undef CONV_ROW_TAIL
+#undef CONV_R2_TAPS5
+#if KWC == 5  /* the last two taps of a 5-wide filter row */
+#define CONV_R2_TAPS5(wt) {                                                                 \
+        CONV_TAP2(CONV_SHIFT3(lo0, hi0), CONV_SHIFT3(lo1, hi1), (wt) + 3 * CONV_RB);        \
+        CONV_TAP2(CONV_SHIFT4(lo0, hi0), CONV_SHIFT4(lo1, hi1), (wt) + 4 * CONV_RB);        \
+    }
+#else
+#define CONV_R2_TAPS5(wt)
+#endif
 #if KWC == 3
 #define CONV_ROW_TAIL(row, lo, hi) hi.s01 = (float2)(row[ix0 + 8], row[ix0 + 9])
 #elif KWC == 5
@@ -120,17 +140,12 @@ KERNEL void CONV_CAT(conv2d_r2_k, KWC)(__global const float* x, __global const f
 #else
         float8 lo0, hi0, lo1, hi1;
         CONV_ROW2(ky_lo, lo0, hi0);
-        for (int ky = ky_lo; ky < ky_hi; ++ky, wt += KWC * CONV_RB) {
-            CONV_ROW2(ky + 1, lo1, hi1);
-            CONV_TAP2(CONV_SHIFT0(lo0, hi0), CONV_SHIFT0(lo1, hi1), wt);
-            CONV_TAP2(CONV_SHIFT1(lo0, hi0), CONV_SHIFT1(lo1, hi1), wt + CONV_RB);
-            CONV_TAP2(CONV_SHIFT2(lo0, hi0), CONV_SHIFT2(lo1, hi1), wt + 2 * CONV_RB);
-#if KWC == 5
-            CONV_TAP2(CONV_SHIFT3(lo0, hi0), CONV_SHIFT3(lo1, hi1), wt + 3 * CONV_RB);
-            CONV_TAP2(CONV_SHIFT4(lo0, hi0), CONV_SHIFT4(lo1, hi1), wt + 4 * CONV_RB);
+#if KWC == 3  /* (unrolling the 5 rows of 5x5 filters was slower under PoCL 3.1) */
+        if (KH == KWC && ky_lo == 0 && ky_hi == KWC) {  /* the whole square filter */
+            UNROLL for (int ky = 0; ky < KWC; ++ky) CONV_R2_STEP(ky, wt + ky * KWC * CONV_RB);
+        } else
 #endif
-            lo0 = lo1; hi0 = hi1;
-        }
+        for (int ky = ky_lo; ky < ky_hi; ++ky, wt += KWC * CONV_RB) CONV_R2_STEP(ky, wt);
 #endif
     }
     const int nout = imin(8, OW - ox0);

@@ -22,10 +22,16 @@ from ..errors import ShapeError
 _i32 = np.int32
 CONST_KW = (3, 5)         # filter widths with their own kernel; others run <prefix>0
 # Work-item tiles of the forward / input-gradient kernels (conv.cl): name -> (kernel name prefix,
-# output channels, output rows); each covers 8 pixels of a row.
+# output channels, output rows); each covers 8 pixels of a row. Chosen per runtime (platform
+# name prefix) from issue 20's interleaved A/B (benchmarks/bench_conv_kernels.py --tiles
+# c16r1,c8r2, the zoo's layer shapes, load ~3 on 2 cores, median ratio of CPU times): under
+# PoCL 3.1 the two-row tile ran 1.1-1.35x faster than the 16-channel one on the 3x3 layers and
+# 1.1-1.7x on AlexNet's 5x5; Intel's runtime ran it 0.75-1.0x (its compiler keeps the
+# 16-channel tile's 48 FMAs per filter row with broadcast memory operands at ~100 GFLOP per
+# CPU-second, near this CPU's FMA peak), so there the 16-channel tile stays.
 TILES = {"c16r1": ("conv2d_k", 16, 1), "c8r2": ("conv2d_r2_k", 8, 2)}
-TILE_BY_PLATFORM = {"Portable Computing Language": "c8r2", "Intel(R) OpenCL": "c8r2"}
-TILE_DEFAULT = "c8r2"
+TILE_BY_PLATFORM = {"Portable Computing Language": "c8r2", "Intel(R) OpenCL": "c16r1"}
+TILE_DEFAULT = "c16r1"    # other runtimes (GPUs): the 16-channel tile, as before issue 20
 MAIN_LS = (8, 1, 1)       # (pixel blocks, channel blocks, images): fixed (PoCL recompiles)
 PACK_LS = (8, 1)          # conv2d_pack_w
 REDUCE_LS = (64,)
@@ -52,7 +58,6 @@ class ConvOps:
                                      if platform.startswith(k)), WGRAD_MAX_PAIRS_DEFAULT)
         self.tile = next((v for k, v in TILE_BY_PLATFORM.items() if platform.startswith(k)),
                          TILE_DEFAULT)  # a key of TILES (benchmarks and tests switch it)
-        self.ls = MAIN_LS
 
     def conv2d_weight_grad_direct(self, out_channels: int, in_channels: int,
                                   groups: int) -> bool:
@@ -84,7 +89,7 @@ class ConvOps:
         prefix, ob, rows = TILES[self.tile]
         nob = -(-(out_channels // groups) // ob)
         name = f"{prefix}{kw if kw in CONST_KW else 0}"
-        self.rt.launch("conv", name, (-(-oh // rows) * -(-ow // 8), groups * nob, n), self.ls,
+        self.rt.launch("conv", name, (-(-oh // rows) * -(-ow // 8), groups * nob, n), MAIN_LS,
                        x, wp,
                        self.rt.dummy if bias is None else bias, _i32(bias is not None), y,
                        *(_i32(v) for v in (c, h, w, out_channels, oh, ow, kh, kw, pad, padx,
