@@ -8,17 +8,24 @@ count, so a shared machine's load distorts it less than wall time) and ms of wal
 ``--repeats``; the modes alternate so they see the same load.
 With ``--tiles A,B`` it times the forward and input-gradient kernels with each work-item tile
 of ``cl_conv.TILES`` instead (interleaved A/B in one process) and prints each tile's speed
-relative to the first (ratio of CPU seconds, and of wall times).
+relative to the first (median over rounds of the ratio of CPU seconds, and of wall times).
+``--baseline DIR`` adds, first, the kernels of another checkout's ``cl_kernels`` folder (e.g.
+``git archive main cl_kernels | tar -x -C /tmp/main``: ``DIR`` = /tmp/main/cl_kernels), built
+in the same context and launched as that checkout did (16-channel tile): old vs new in one run.
 Usage: ``python benchmarks/bench_conv_kernels.py --device 0:0 [--repeats 3] [--only r32]
-[--tiles c16r1,c8r2]``
+[--tiles c16r1,c8r2 [--baseline DIR]]``
 """
 from __future__ import annotations
 
 import argparse
 import os
 import time
+import zlib
+from pathlib import Path
 
 import numpy as np
+import pyopencl as cl
+import pyopencl.array  # noqa: F401  (cl.array)
 
 from minidnn.backend import get_backend
 from minidnn.backend.base import Backend
@@ -68,16 +75,68 @@ def _inputs(be, shape):
     return x, w, dy, 2.0 * y.size * (c // g) * k * k
 
 
-def bench_tiles(be, shape, repeats: int, tiles: tuple[str, ...]) -> dict[str, list[float]]:
-    """Forward and input gradient with each work-item tile, interleaved: {"mode tile": [GFLOP
-    per CPU-second (best), wall ms (best), median over rounds of (first tile's CPU time / this
-    tile's), the same of wall times]}. A round runs every tile once, back to back, so a ratio
-    compares runs under nearly the same load."""
+class BaselineConv:
+    """The forward / input-gradient kernels (conv2d_k<KW>, 16-channel tile) of another
+    checkout's ``cl_kernels`` folder, built in ``be``'s context, launched as its ConvOps did."""
+
+    def __init__(self, be, folder: str) -> None:
+        self.rt, root = be.runtime, Path(folder)
+        headers = "".join(h.read_text() for h in sorted(root.glob("*.h")))
+        source = f"/* baseline {root} {zlib.crc32(headers.encode()):08x} */\n" + \
+            (root / "conv.cl").read_text()
+        self.prog = cl.Program(self.rt.context, source).build(options=["-I", str(root)])
+        self.pack = cl.Kernel(self.prog, "conv2d_pack_w")
+        self.kernels = {kw: cl.Kernel(self.prog, f"conv2d_k{kw}") for kw in (0, 3, 5)}
+        self.buffers: dict[tuple, cl.array.Array] = {}  # packed filters, as the backend's scratch
+
+    def _buffer(self, role: str, shape: tuple[int, ...]):
+        key = (role, shape)
+        if key not in self.buffers:
+            self.buffers[key] = cl.array.empty(self.rt.queue, shape, np.float32)
+        return self.buffers[key]
+
+    def run(self, x, w, out_channels: int, pad: int, groups: int, transposed: bool):
+        """conv2d(x, w) (transposed: the input gradient of a layer with filters w, x = dy)."""
+        o, cg, kh, kw = (int(s) for s in w.shape)
+        n, c, h, wd = (int(s) for s in x.shape)
+        cog, cig = (cg, o // groups) if transposed else (o // groups, cg)
+        pad_y, pad_x = (kh - 1 - pad, kw - 1 - pad) if transposed else (pad, pad)
+        nob = -(-cog // 16)
+        wp = self._buffer("wp", (groups * nob * cig * kh * kw * 16,))
+        ob = (np.int32(16),) if self.pack.num_args == 8 else ()  # later packs take OB
+        self.pack(self.rt.queue, (-(-cig // 8) * 8, groups * nob), (8, 1), w.data,
+                  *(np.int32(v) for v in (groups, cog, cig, kh * kw, int(transposed))), *ob,
+                  wp.data)
+        oh, ow = h + 2 * pad_y - kh + 1, wd + 2 * pad_x - kw + 1
+        y = self.rt.empty((n, out_channels, oh, ow))  # as the backend allocates its output
+        blocks = oh * -(-ow // 8)
+        self.kernels[kw if kw in (3, 5) else 0](
+            self.rt.queue, (-(-blocks // 8) * 8, groups * nob, n), (8, 1, 1), x.data,
+            wp.data, wp.data, np.int32(0), y.data,
+            *(np.int32(v) for v in (c, h, wd, out_channels, oh, ow, kh, kw, pad_y, pad_x,
+                                    groups, n)))
+        return y
+
+
+def bench_tiles(be, shape, repeats: int, tiles: tuple[str, ...],
+                baseline: BaselineConv | None = None) -> dict[str, list[float]]:
+    """Forward and input gradient with each work-item tile (and first the baseline's kernels,
+    as tile "base"), interleaved: {"mode tile": [GFLOP per CPU-second (best), wall ms (best),
+    median over rounds of (first tile's CPU time / this tile's), the same of wall times]}. A
+    round runs every tile once, back to back, so a ratio compares runs under nearly the same
+    load. The baseline's results are checked against the current kernels'."""
     _, _, _, k, pad, g = shape[1:]
     x, w, dy, flops = _inputs(be, shape)
     base = {"forward": lambda: be.conv2d(x, w, None, pad, g),
             "input grad": lambda: be.conv2d_input_grad(dy, w, tuple(x.shape), pad, g)}
     modes = {(m, t): _with_tile(be, t, fn) for m, fn in base.items() for t in tiles}
+    if baseline is not None:
+        old = {"forward": lambda: baseline.run(x, w, int(w.shape[0]), pad, g, False),
+               "input grad": lambda: baseline.run(dy, w, int(x.shape[1]), pad, g, True)}
+        for m, fn in old.items():
+            np.testing.assert_allclose(fn().get(), be.to_host(base[m]()), rtol=1e-3, atol=1e-3)
+        modes = {**{(m, "base"): fn for m, fn in old.items()}, **modes}
+        tiles = ("base",) + tiles
     for fn in modes.values():  # warm-up: builds kernels, allocates scratch
         _timed(fn, be.synchronize)
     runs = {key: [] for key in modes}
@@ -124,20 +183,24 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="PoCL CPU threads")
     p.add_argument("--tiles", default="", help="comma-separated work-item tiles to compare "
                    "(forward and input gradient only, interleaved), e.g. c16r1,c8r2")
+    p.add_argument("--baseline", default="", help="with --tiles: a cl_kernels folder whose "
+                   "conv2d_k<KW> kernels run first, as tile 'base' (old vs new)")
     args = p.parse_args()
     os.environ.setdefault("POCL_MAX_PTHREAD_COUNT", str(args.threads))
     be = get_backend("opencl", args.device)
     tiles = tuple(t for t in args.tiles.split(",") if t)
+    baseline = BaselineConv(be, args.baseline) if args.baseline and tiles else None
     print(f"{be.device_name}, load {os.getloadavg()[0]:.1f}; GFLOP per CPU-second / wall ms")
     if tiles:
-        print(f"tiles {', '.join(tiles)}: per mode and tile GFLOP per CPU-second / wall ms (best "
-              f"of {args.repeats}), then the speed-up over {tiles[0]} (median of per-round "
-              f"ratios, CPU time / wall time)")
+        first = "base" if baseline else tiles[0]
+        print(f"tiles {'base, ' if baseline else ''}{', '.join(tiles)}: per mode and tile GFLOP "
+              f"per CPU-second / wall ms (best of {args.repeats}), then the speed-up over "
+              f"{first} (median of per-round ratios, CPU time / wall time)")
     for name, shape in SHAPES.items():
         if args.only not in name:
             continue
         if tiles:
-            r = bench_tiles(be, shape, args.repeats, tiles)
+            r = bench_tiles(be, shape, args.repeats, tiles, baseline)
             print(f"{name:34s} " + "  ".join(f"{m} {g:5.1f} / {ms:6.1f} ({rc:.2f}x / {rw:.2f}x)"
                                                for m, (g, ms, rc, rw) in r.items()), flush=True)
         else:
