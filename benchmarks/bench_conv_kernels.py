@@ -12,16 +12,17 @@ relative to the first (median over rounds of the ratio of CPU seconds, and of wa
 ``--baseline DIR`` adds, first, the kernels of another checkout's ``cl_kernels`` folder (e.g.
 ``git archive main cl_kernels | tar -x -C /tmp/main``: ``DIR`` = /tmp/main/cl_kernels), built
 in the same context and launched as that checkout did (16-channel tile): old vs new in one run.
+``--peak`` first prints the ceiling these kernels work under: GFLOP per CPU-second of a kernel
+that only does the 16-channel tile's vector a*b + c (16 float8 accumulators, weights broadcast
+from memory, no input rows, no stores).
 Usage: ``python benchmarks/bench_conv_kernels.py --device 0:0 [--repeats 3] [--only r32]
-[--tiles c16r1,c8r2 [--baseline DIR]]``
+[--tiles c16r1,c8r2 [--baseline DIR]] [--peak]``
 """
 from __future__ import annotations
 
 import argparse
 import os
 import time
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pyopencl as cl
@@ -29,6 +30,8 @@ import pyopencl.array  # noqa: F401  (cl.array)
 
 from minidnn.backend import get_backend
 from minidnn.backend.base import Backend
+
+from conv_baseline import BaselineConv
 
 # name: (batch, in channels, height = width, out channels, kernel, padding, groups)
 SHAPES = {
@@ -75,47 +78,38 @@ def _inputs(be, shape):
     return x, w, dy, 2.0 * y.size * (c // g) * k * k
 
 
-class BaselineConv:
-    """The forward / input-gradient kernels (conv2d_k<KW>, 16-channel tile) of another
-    checkout's ``cl_kernels`` folder, built in ``be``'s context, launched as its ConvOps did."""
+PEAK_SOURCE = """
+__kernel __attribute__((vec_type_hint(float4)))
+void fma_peak(__global const float* w, __global float* y, const int iters) {
+    float8 a[16];
+    for (int r = 0; r < 16; ++r) a[r] = (float8)(0.0f);
+    float8 v = (float8)(get_global_id(0) * 1e-9f);
+    for (int i = 0; i < iters; ++i) {
+        const __global float* wi = w + (i & 63) * 16;
+        #pragma unroll
+        for (int r = 0; r < 16; ++r) a[r] = wi[r] * v + a[r];
+        v += 1e-9f;
+    }
+    float8 s = a[0];
+    for (int r = 1; r < 16; ++r) s += a[r];
+    y[get_global_id(0)] = s.s0 + s.s1 + s.s2 + s.s3 + s.s4 + s.s5 + s.s6 + s.s7;
+}
+"""
 
-    def __init__(self, be, folder: str) -> None:
-        self.rt, root = be.runtime, Path(folder)
-        headers = "".join(h.read_text() for h in sorted(root.glob("*.h")))
-        source = f"/* baseline {root} {zlib.crc32(headers.encode()):08x} */\n" + \
-            (root / "conv.cl").read_text()
-        self.prog = cl.Program(self.rt.context, source).build(options=["-I", str(root)])
-        self.pack = cl.Kernel(self.prog, "conv2d_pack_w")
-        self.kernels = {kw: cl.Kernel(self.prog, f"conv2d_k{kw}") for kw in (0, 3, 5)}
-        self.buffers: dict[tuple, cl.array.Array] = {}  # packed filters, as the backend's scratch
 
-    def _buffer(self, role: str, shape: tuple[int, ...]):
-        key = (role, shape)
-        if key not in self.buffers:
-            self.buffers[key] = cl.array.empty(self.rt.queue, shape, np.float32)
-        return self.buffers[key]
-
-    def run(self, x, w, out_channels: int, pad: int, groups: int, transposed: bool):
-        """conv2d(x, w) (transposed: the input gradient of a layer with filters w, x = dy)."""
-        o, cg, kh, kw = (int(s) for s in w.shape)
-        n, c, h, wd = (int(s) for s in x.shape)
-        cog, cig = (cg, o // groups) if transposed else (o // groups, cg)
-        pad_y, pad_x = (kh - 1 - pad, kw - 1 - pad) if transposed else (pad, pad)
-        nob = -(-cog // 16)
-        wp = self._buffer("wp", (groups * nob * cig * kh * kw * 16,))
-        ob = (np.int32(16),) if self.pack.num_args == 8 else ()  # later packs take OB
-        self.pack(self.rt.queue, (-(-cig // 8) * 8, groups * nob), (8, 1), w.data,
-                  *(np.int32(v) for v in (groups, cog, cig, kh * kw, int(transposed))), *ob,
-                  wp.data)
-        oh, ow = h + 2 * pad_y - kh + 1, wd + 2 * pad_x - kw + 1
-        y = self.rt.empty((n, out_channels, oh, ow))  # as the backend allocates its output
-        blocks = oh * -(-ow // 8)
-        self.kernels[kw if kw in (3, 5) else 0](
-            self.rt.queue, (-(-blocks // 8) * 8, groups * nob, n), (8, 1, 1), x.data,
-            wp.data, wp.data, np.int32(0), y.data,
-            *(np.int32(v) for v in (c, h, wd, out_channels, oh, ow, kh, kw, pad_y, pad_x,
-                                    groups, n)))
-        return y
+def fma_peak(be, repeats: int) -> float:
+    """Best GFLOP per CPU-second of PEAK_SOURCE's kernel (2,048 work-items x 20,000 taps)."""
+    rt = be.runtime
+    kernel = cl.Kernel(cl.Program(rt.context, PEAK_SOURCE).build(), "fma_peak")
+    w = be.from_host(np.ones(1024, np.float32))
+    y = be.zeros((2048,))
+    items, iters = 2048, 20000
+    best = float("inf")
+    for _ in range(repeats + 1):
+        cpu, _ = _timed(lambda: kernel(rt.queue, (items,), (8,), w.data, y.data,
+                                       np.int32(iters)), be.synchronize)
+        best = min(best, cpu)
+    return 2.0 * 8 * 16 * iters * items / best / 1e9
 
 
 def bench_tiles(be, shape, repeats: int, tiles: tuple[str, ...],
@@ -131,8 +125,8 @@ def bench_tiles(be, shape, repeats: int, tiles: tuple[str, ...],
             "input grad": lambda: be.conv2d_input_grad(dy, w, tuple(x.shape), pad, g)}
     modes = {(m, t): _with_tile(be, t, fn) for m, fn in base.items() for t in tiles}
     if baseline is not None:
-        old = {"forward": lambda: baseline.run(x, w, int(w.shape[0]), pad, g, False),
-               "input grad": lambda: baseline.run(dy, w, int(x.shape[1]), pad, g, True)}
+        old = {"forward": lambda: baseline.conv2d(x, w, None, pad, g),
+               "input grad": lambda: baseline.conv2d_input_grad(dy, w, tuple(x.shape), pad, g)}
         for m, fn in old.items():
             np.testing.assert_allclose(fn().get(), be.to_host(base[m]()), rtol=1e-3, atol=1e-3)
         modes = {**{(m, "base"): fn for m, fn in old.items()}, **modes}
@@ -185,12 +179,16 @@ def main() -> None:
                    "(forward and input gradient only, interleaved), e.g. c16r1,c8r2")
     p.add_argument("--baseline", default="", help="with --tiles: a cl_kernels folder whose "
                    "conv2d_k<KW> kernels run first, as tile 'base' (old vs new)")
+    p.add_argument("--peak", action="store_true", help="first the FMA ceiling (see above)")
     args = p.parse_args()
     os.environ.setdefault("POCL_MAX_PTHREAD_COUNT", str(args.threads))
     be = get_backend("opencl", args.device)
     tiles = tuple(t for t in args.tiles.split(",") if t)
     baseline = BaselineConv(be, args.baseline) if args.baseline and tiles else None
     print(f"{be.device_name}, load {os.getloadavg()[0]:.1f}; GFLOP per CPU-second / wall ms")
+    if args.peak:
+        print(f"FMA ceiling (16 float8 accumulators, broadcast weights, nothing else): "
+              f"{fma_peak(be, args.repeats):.1f} GFLOP per CPU-second", flush=True)
     if tiles:
         first = "base" if baseline else tiles[0]
         print(f"tiles {'base, ' if baseline else ''}{', '.join(tiles)}: per mode and tile GFLOP "

@@ -8,7 +8,9 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from minidnn.backend.cl_conv import TILES
+# work-item tiles of the OpenCL forward / input-gradient kernels: every key of cl_conv.TILES
+# (test_every_conv_tile_is_in_the_table checks; not imported here: pyopencl is optional)
+CONV_TILES = ("c16r1", "c8r2")
 
 
 # ---------------------------------------------------------------- case runners
@@ -218,7 +220,7 @@ CASES: list[tuple[str, Callable, dict, tuple[float, float]]] = [
     # half-empty last block)
     *[(f"direct_conv-{t}-{s}-o{o}-k{k}-p{p}-g{g}-b{int(b)}", run_direct_conv,
        dict(shape=s, out_channels=o, k=k, pad=p, groups=g, bias=b, tile=t), (1e-4, 1e-4))
-      for t in TILES for s, o, k, p, g, b in [
+      for t in CONV_TILES for s, o, k, p, g, b in [
           (IMG, 5, 3, 1, 1, True), ((2, 16, 16, 16), 16, 3, 1, 1, False),
           ((2, 6, 9, 20), 34, 3, 1, 2, True), ((3, 5, 13, 13), 20, 5, 0, 1, True),
           ((2, 4, 12, 18), 8, 5, 2, 2, False), ((2, 3, 10, 11), 17, 1, 0, 1, True),
@@ -286,6 +288,14 @@ def test_matches_numpy(clb, np32, runner, params, tol):
         assert got[name].dtype == ref.dtype, name
         np.testing.assert_allclose(got[name], ref, rtol=rtol, atol=atol, err_msg=name)
         np.testing.assert_array_equal(again[name], got[name], err_msg=f"{name} not deterministic")
+
+
+def test_every_conv_tile_is_in_the_table(clb):
+    """The parity table runs the direct convolution with every tile the backend can choose."""
+    from minidnn.backend.cl_conv import TILE_BY_PLATFORM, TILE_DEFAULT, TILES
+    assert set(CONV_TILES) == set(TILES)
+    assert clb.conv.tile in TILES and TILE_DEFAULT in TILES
+    assert set(TILE_BY_PLATFORM.values()) <= set(TILES)
 
 
 def test_direct_weight_gradient_up_to_a_channel_limit(clb, np32):
