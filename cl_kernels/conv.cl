@@ -10,7 +10,9 @@
  * swizzles and does 16 vector a*b + c with the 16 weights of that tap (one aligned 16-float
  * piece of the packed filters: no strided or ragged weight reads). The input row is read from
  * cache KH times by the work-items of neighbouring output rows. Output: contiguous float8
- * stores into NCHW, bias added; nothing else is written.
+ * stores into NCHW, bias added; nothing else is written. The two-row kernels (conv_rows.h)
+ * give a work-item 8 output channels x 8 pixels of two rows instead, each weight feeding two
+ * FMAs; cl_conv.py picks the tile per runtime (TILE_BY_PLATFORM).
  */
 #include "nn.h"
 
