@@ -26,10 +26,10 @@ CONST_KW = (3, 5)         # filter widths with their own kernel; others run <pre
 # name prefix) from issue 20's interleaved A/B (benchmarks/bench_conv_kernels.py --tiles
 # c16r1,c8r2 --baseline, the zoo's layer shapes, Zen 4, load 2.5-4 on 2 cores, median ratio
 # of CPU times; docs/results.md, issue 20, lane F): under PoCL 3.1 the two-row tile ran
-# 1.02-1.21x as fast as the 16-channel one (1.13-1.60x main's kernel); under Intel's runtime
-# 0.70-1.02x (its compiler turns the 16-channel tile's 48 FMAs per filter row into FMAs with
-# broadcast memory operands, 87-103 GFLOP per CPU-second against a 102 FMA ceiling), so
-# there the 16-channel tile stays.
+# 0.99-1.25x as fast as the 16-channel one (1.08-1.33x main's kernel, two runs); under
+# Intel's runtime 0.65-0.9x (its compiler turns the 16-channel tile's 48 FMAs per filter row
+# into FMAs with broadcast memory operands, 89-105 GFLOP per CPU-second on the wide layers
+# against a 102 FMA ceiling), so there the 16-channel tile stays.
 TILES = {"c16r1": ("conv2d_k", 16, 1), "c8r2": ("conv2d_r2_k", 8, 2)}
 TILE_BY_PLATFORM = {"Portable Computing Language": "c8r2", "Intel(R) OpenCL": "c16r1"}
 TILE_DEFAULT = "c16r1"    # other runtimes (GPUs): the 16-channel tile, as before issue 20
