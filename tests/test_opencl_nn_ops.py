@@ -215,7 +215,13 @@ CASES: list[tuple[str, Callable, dict, tuple[float, float]]] = [
           # rows a multiple of 8 wide (border pieces as aligned loads), padding 0, 1 and 2
           ((2, 3, 9, 8), 6, 3, 0, 1, False), ((2, 3, 6, 8), 4, 3, 2, 1, True),
           ((2, 5, 8, 16), 7, 5, 2, 1, True), ((1, 2, 5, 16), 3, (3, 5), 1, 1, False),
-          ((2, 4, 5, 24), 8, 5, 0, 2, True)]],
+          ((2, 4, 5, 24), 8, 5, 0, 2, True),
+          # weight gradient walked row by row (rows with pieces wholly inside): aligned border
+          # pieces (32 wide, pad 1 and 2), ragged channel blocks, rows not a multiple of 8,
+          # many one-image chunks
+          ((3, 4, 6, 32), 12, 3, 1, 1, False), ((2, 4, 5, 32), 6, 5, 2, 2, True),
+          ((2, 3, 4, 37), 9, 3, 0, 1, True), ((2, 2, 5, 29), 3, 5, 1, 1, False),
+          ((20, 2, 4, 40), 16, 3, 1, 1, False)]],
     *[(f"channel_bias-{s}-acc{a}", run_channel_bias, dict(shape=s, accumulate=a), (1e-4, 1e-4))
       for s, a in [(IMG, True), (IMG, False), ((5, 10), True), ((5, 12), False),
                    ((5, 3, 4, 4), True), ((300, 13), True), ((5, 3, 1, 1), False),
@@ -273,10 +279,21 @@ def test_matches_numpy(clb, np32, runner, params, tol):
 
 
 def test_direct_weight_gradient_up_to_a_channel_limit(clb, np32):
-    """The direct weight gradient is chosen for narrow layers (ResNet-32's 16 -> 16) and not for
-    VGG16's 512 -> 512 (im2row + gemm is faster there); NumPy's is the lowering itself."""
+    """The direct weight gradient is chosen for narrow layers (ResNet-32's 16 -> 16) on every
+    runtime, up to the runtime's channel-pair limit (PoCL: VGG16's 64 -> 128, not 128 -> 128,
+    where im2row + gemm is faster), and not past it; NumPy's is the lowering itself."""
+    from minidnn.backend.cl_conv import WGRAD_MAX_PAIRS
+    limit = clb.conv.wgrad_max_pairs
+    assert limit >= 4096
     assert clb.conv2d_weight_grad_direct(16, 16, 1) and clb.conv2d_weight_grad_direct(32, 64, 2)
-    assert not clb.conv2d_weight_grad_direct(512, 512, 1)
+    assert clb.conv2d_weight_grad_direct(limit, 1, 1)
+    assert not clb.conv2d_weight_grad_direct(limit + 1, 1, 1)
+    assert clb.conv2d_weight_grad_direct(2 * limit, 2, 2)  # pairs per group
+    if clb.runtime.is_cpu and clb.runtime.device.platform.name.strip() in WGRAD_MAX_PAIRS:
+        assert limit == WGRAD_MAX_PAIRS[clb.runtime.device.platform.name.strip()]
+    if clb.runtime.device.platform.name.strip() == "Portable Computing Language":
+        assert clb.conv2d_weight_grad_direct(128, 64, 1)
+        assert not clb.conv2d_weight_grad_direct(128, 128, 1)
     assert np32.conv2d_weight_grad_direct(512, 512, 1)
 
 

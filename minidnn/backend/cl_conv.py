@@ -25,14 +25,18 @@ CONST_KW = (3, 5)         # filter widths with their own kernel; others run conv
 MAIN_LS = (8, 1, 1)       # (pixel blocks, channel blocks, images): fixed (PoCL recompiles)
 PACK_LS = (8, 1)          # conv2d_pack_w
 REDUCE_LS = (64,)
-WGRAD_OB = {3: 6, 5: 4}   # output channels per weight-gradient work-item (DW_OB), else 8
+WGRAD_OB = {3: 8, 5: 4}   # output channels per weight-gradient work-item (DW_OB), else 8
 WGRAD_CACHE = 1 << 16     # floats of dy one chunk of a work-item reads (~256 KB: stays in L2)
 WGRAD_MIN_ITEMS = 256     # work-items the weight gradient is split into at least, if it can
 # Widest layer, in (output, input) channel pairs per group, whose weight gradient runs the direct
-# kernel; wider ones are lowered (im2row + gemm), a large well-shaped product there. Per runtime
-# (platform name prefix), from issue 20's per-layer measurements (bench_conv_kernels.py): the
-# kernel ran at ~40 GFLOP per CPU-second under PoCL and ~60 under Intel's runtime.
-WGRAD_MAX_PAIRS = {"Portable Computing Language": 2048}
+# kernel; wider ones are lowered (im2row + gemm), a large well-shaped product there. Per CPU
+# runtime (platform name), from issue 20's per-layer measurements (bench_wgrad_ab.py, CPU time,
+# Zen 4, 2 cores, shared machine): under PoCL 3.1 the direct kernel won up to VGG16's 64 -> 128
+# at 16x16 (8192 pairs, 1.08x) and ResNet-32's 64 -> 64 at 8x8 (1.33x), and lost from 128 -> 128
+# at 16x16 (0.83x) and 128 -> 256 at 8x8 (0.86x) on; under Intel's runtime it won on every zoo
+# layer measured, up to 256 -> 384 (AlexNet conv3, 1.15x) and 512 -> 512 at 8x8 (1.19x).
+# Other runtimes and GPUs: the limit measured before (issue 20, first kernel).
+WGRAD_MAX_PAIRS = {"Portable Computing Language": 8192, "Intel(R) OpenCL": 512 * 512}
 WGRAD_MAX_PAIRS_DEFAULT = 8192
 
 
@@ -43,9 +47,9 @@ class ConvOps:
 
     def __init__(self, runtime: CLRuntime) -> None:
         self.rt = runtime
-        platform = runtime.device.platform.name
-        self.wgrad_max_pairs = next((v for k, v in WGRAD_MAX_PAIRS.items()
-                                     if platform.startswith(k)), WGRAD_MAX_PAIRS_DEFAULT)
+        platform = runtime.device.platform.name.strip()
+        self.wgrad_max_pairs = (WGRAD_MAX_PAIRS.get(platform, WGRAD_MAX_PAIRS_DEFAULT)
+                                if runtime.is_cpu else WGRAD_MAX_PAIRS_DEFAULT)
 
     def conv2d_weight_grad_direct(self, out_channels: int, in_channels: int,
                                   groups: int) -> bool:
