@@ -141,27 +141,33 @@ def ab_shapes(backend, old, names: list[str], repeats: int) -> None:
 
 
 def ab_training(backend, old, model: str, steps: int, repeats: int) -> None:
-    """Images/s of a zoo model's training step with the old vs the new weight gradient."""
+    """Images per second (wall) and per CPU-second of this process of a zoo model's training
+    step with the old vs the new weight gradient, blocks of steps alternating."""
     batch = bt.DEFAULT_BATCH.get(model, 128)
     batches = bt.synthetic_batches(build_model(model), batch, count=2)
     step, sync = bt.minidnn_runner(model, backend, training_recipe(model)["lam"], batches)
     new = backend.conv
     groups = {"old": _MixedConv(new, old), "new": new}
-    rates: dict[str, list[float]] = {"old": [], "new": []}
+    wall: dict[str, list[float]] = {"old": [], "new": []}
+    cpu: dict[str, list[float]] = {"old": [], "new": []}
     try:
         for _ in range(repeats):
             for mode, group in groups.items():
                 backend.conv = group
                 step()  # untimed: builds, allocations
-                rates[mode].append(batch * steps / bt.time_steps(step, sync, steps))
+                sync()
+                c = time.process_time()
+                wall[mode].append(batch * steps / bt.time_steps(step, sync, steps))
+                cpu[mode].append(batch * steps / (time.process_time() - c))
     finally:
         backend.conv = new
-    med = {mode: float(np.median(r)) for mode, r in rates.items()}
-    paired = float(np.median(np.array(rates["new"]) / np.array(rates["old"])))
-    print(f"{model}, batch {batch}: images/s old wgrad {med['old']:.1f}, new wgrad "
-          f"{med['new']:.1f} (medians of {repeats} x {steps} steps); new/old, median of the "
-          f"{repeats} back-to-back pairs: {paired:.2f}x; blocks: old "
-          f"{[round(v) for v in rates['old']]}, new {[round(v) for v in rates['new']]}")
+    for unit, rates in (("images/s", wall), ("images per CPU-s", cpu)):
+        med = {mode: float(np.median(r)) for mode, r in rates.items()}
+        paired = float(np.median(np.array(rates["new"]) / np.array(rates["old"])))
+        print(f"{model}, batch {batch}, {unit}: old wgrad {med['old']:.1f}, new wgrad "
+              f"{med['new']:.1f} (medians of {repeats} x {steps} steps); new/old, median of the "
+              f"{repeats} back-to-back pairs: {paired:.2f}x; blocks: old "
+              f"{[round(v) for v in rates['old']]}, new {[round(v) for v in rates['new']]}")
 
 
 def main() -> None:
