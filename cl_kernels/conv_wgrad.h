@@ -12,12 +12,16 @@
  * Each chunk writes its own partial dW (no atomics); conv2d_wgrad_reduce adds the chunks in
  * a fixed order, so results are deterministic.
  *
- * The fixed-width kernels (3, 5) choose how a piece's input row is read (plain loads inside
- * the row, aligned loads or per-lane checks at its borders) outside their innermost loop, so
- * that loop has no branches (issue 20: 1.1-1.7x the per-piece choice, bench_wgrad_ab.py):
- * rows with pieces wholly inside them (32 pixels and wider) are walked row by row, the border
- * pieces and the inner ones in separate loops; narrower rows (one or two pieces, all at a
- * border) piece by piece, each piece down the image's rows with one kind of load. */
+ * The fixed-width kernels (3, 5) choose how a piece's input row is read outside their innermost
+ * loop, so that loop has no branches but its own (issue 20, bench_wgrad_ab.py):
+ * - "same" padding (pad (KWC-1)/2, as in every zoo layer) on rows a multiple of 8 wide: row by
+ *   row, rolling the row's aligned 8-column pieces (before, at, after): one aligned load and
+ *   KWC - 1 swizzles per piece, no bounds checks (1.0-1.3x the two walks below under Intel's
+ *   runtime, 1.3-1.6x under PoCL);
+ * - other rows with pieces wholly inside them: row by row, the border pieces and the inner
+ *   ones in separate loops;
+ * - narrower rows (one or two pieces, all at a border): piece by piece, each piece down the
+ *   image's rows with one kind of load (aligned, or checked). */
 
 #ifndef CONV_WGRAD_HELPERS
 #define CONV_WGRAD_HELPERS
@@ -96,12 +100,17 @@ inline float8 conv_dy8(const __global float* p, const int n) {
 #define DW_FMA DW_FMA3
 #define DW_SHIFT34
 #define DW_LOAD_HI hi.s01 = (float2)(row[ix0 + 8], row[ix0 + 9]);
+#define DW_SAME_SHIFTS const float8 s0 = (float8)(ap.s7, ac.s0123, ac.s456), s1 = ac;          \
+        const float8 s2 = CONV_SHIFT1(ac, an);
 #elif KWC == 5
 #define DW_OB DW_OB5
 #define DW_NT 5
 #define DW_FMA DW_FMA5
 #define DW_SHIFT34 const float8 s3 = CONV_SHIFT3(lo, hi), s4 = CONV_SHIFT4(lo, hi);
 #define DW_LOAD_HI hi.s0123 = LD4(row + ix0 + 8);
+#define DW_SAME_SHIFTS const float8 s0 = (float8)(ap.s67, ac.s0123, ac.s45);                  \
+        const float8 s1 = (float8)(ap.s7, ac.s0123, ac.s456), s2 = ac;                       \
+        const float8 s3 = CONV_SHIFT1(ac, an), s4 = CONV_SHIFT2(ac, an);
 #else
 #define DW_OB 8
 #define DW_NT 1
@@ -160,7 +169,23 @@ KERNEL void CONV_CAT(conv2d_wgrad_k, KWC)(__global const float* x, __global cons
     const __global float* xr = x + ((long)n0 * C + (long)g * CIG + c) * H * W
                                + (long)(oy_lo - pad + ky) * W;  /* image n, row oy_lo */
     const __global float* dr = dy + ((long)n0 * O + (long)g * COG + oc0) * OHW + oy_lo * OW;
-    if (pin_hi > pin_lo) {  /* wide rows: row by row */
+    if (W % 8 == 0 && 2 * pad == KWC - 1) {  /* "same" padding, rows of whole pieces */
+        for (int n = n0; n < n1; ++n, xr += xstride, dr += dstride) {
+            const __global float* row = xr; const __global float* drow = dr;
+            for (int oy = oy_lo; oy < oy_hi; ++oy, row += W, drow += OW) {
+                float8 ap = 0.0f, ac = LD8(row);  /* pieces before and at ox0; an: after */
+                for (int ox0 = 0; ox0 < W; ox0 += 8) {
+                    const float8 an = ox0 + 8 < W ? LD8(row + ox0 + 8) : (float8)0.0f;
+                    const __global float* dq = drow + ox0;
+                    DW_SAME_SHIFTS
+                    DW_FMA(0, DW_DYF) DW_FMA(1, DW_DYF) DW_FMA(2, DW_DYF) DW_FMA(3, DW_DYF)
+                    DW_FMA_HI(DW_DYF)
+                    ap = ac;
+                    ac = an;
+                }
+            }
+        }
+    } else if (pin_hi > pin_lo) {  /* wide rows: row by row */
         for (int n = n0; n < n1; ++n, xr += xstride, dr += dstride) {
             const __global float* row = xr; const __global float* drow = dr;
             for (int oy = oy_lo; oy < oy_hi; ++oy, row += W, drow += OW) {
@@ -205,3 +230,4 @@ KERNEL void CONV_CAT(conv2d_wgrad_k, KWC)(__global const float* x, __global cons
 #undef DW_FMA_HI
 #undef DW_SHIFT34
 #undef DW_LOAD_HI
+#undef DW_SAME_SHIFTS

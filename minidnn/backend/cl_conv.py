@@ -26,7 +26,7 @@ MAIN_LS = (8, 1, 1)       # (pixel blocks, channel blocks, images): fixed (PoCL 
 PACK_LS = (8, 1)          # conv2d_pack_w
 REDUCE_LS = (64,)
 WGRAD_OB = {3: 8, 5: 4}   # output channels per weight-gradient work-item (DW_OB), else 8
-WGRAD_CACHE = 1 << 15     # floats of dy one chunk of a work-item reads (128 KB: L2; 1.05-1.19x 256 KB)
+WGRAD_CACHE = 1 << 14     # floats of dy one chunk of a work-item reads (64 KB; 1.0-1.14x 128 KB)
 WGRAD_MIN_ITEMS = 256     # work-items the weight gradient is split into at least, if it can
 # Widest layer, in (output, input) channel pairs per group, whose weight gradient runs the direct
 # kernel; wider ones are lowered (im2row + gemm), a large well-shaped product there. Per CPU
