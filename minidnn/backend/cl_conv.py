@@ -31,12 +31,12 @@ WGRAD_MIN_ITEMS = 256     # work-items the weight gradient is split into at leas
 # Widest layer, in (output, input) channel pairs per group, whose weight gradient runs the direct
 # kernel; wider ones are lowered (im2row + gemm), a large well-shaped product there. Per CPU
 # runtime (platform name), from issue 20's per-layer measurements (bench_wgrad_ab.py, CPU time,
-# Zen 4, 2 cores, shared machine): under PoCL 3.1 the direct kernel won up to VGG16's 64 -> 128
-# at 16x16 (8192 pairs, 1.08x) and ResNet-32's 64 -> 64 at 8x8 (1.33x), and lost from 128 -> 128
-# at 16x16 (0.83x) and 128 -> 256 at 8x8 (0.86x) on; under Intel's runtime it won on every zoo
-# layer measured, up to 256 -> 384 (AlexNet conv3, 1.15x) and 512 -> 512 at 8x8 (1.19x).
-# Other runtimes and GPUs: the limit measured before (issue 20, first kernel).
-WGRAD_MAX_PAIRS = {"Portable Computing Language": 8192, "Intel(R) OpenCL": 512 * 512}
+# Zen 4, 2 cores, shared machine): after the kernel's rolling "same"-padding walk, the direct
+# kernel was faster than the lowering on every zoo layer measured under both PoCL 3.1 and Intel's
+# runtime, up to VGG16's 512 -> 512 at 8x8 (1.18x both) and AlexNet's 256 -> 384 (1.02x PoCL,
+# 1.27x Intel); before it, PoCL's limit was 2048 and Intel's 8192. Other runtimes and GPUs:
+# the limit measured before (unmeasured since).
+WGRAD_MAX_PAIRS = {"Portable Computing Language": 512 * 512, "Intel(R) OpenCL": 512 * 512}
 WGRAD_MAX_PAIRS_DEFAULT = 8192
 
 
