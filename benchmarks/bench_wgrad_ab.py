@@ -12,8 +12,9 @@ layer takes the direct path or the lowering (``conv2d_weight_grad_direct``) is s
 With ``--model`` the whole training step of a zoo model is timed instead, blocks of steps
 alternating between the old and the new weight gradient (each with its own direct/lowered
 choice); everything else is this checkout's.
+With ``--profile`` (model mode) the device time of each kernel per step is printed too.
 Usage: ``python benchmarks/bench_wgrad_ab.py --device 1:0 [--ref 712a590] [--only r32]
-[--model resnet32 --steps 2] [--repeats 7]``
+[--model resnet32 --steps 2 [--profile]] [--repeats 7]``
 """
 from __future__ import annotations
 
@@ -150,17 +151,26 @@ def ab_training(backend, old, model: str, steps: int, repeats: int) -> None:
     groups = {"old": _MixedConv(new, old), "new": new}
     wall: dict[str, list[float]] = {"old": [], "new": []}
     cpu: dict[str, list[float]] = {"old": [], "new": []}
+    kernels: dict[str, dict[str, float]] = {"old": {}, "new": {}}  # name: device s (profiling)
+    profiling = backend.runtime.kernel_events is not None
     try:
         for _ in range(repeats):
             for mode, group in groups.items():
                 backend.conv = group
                 step()  # untimed: builds, allocations
                 sync()
+                if profiling:
+                    backend.kernel_times()
                 c = time.process_time()
                 wall[mode].append(batch * steps / bt.time_steps(step, sync, steps))
                 cpu[mode].append(batch * steps / (time.process_time() - c))
+                if profiling:
+                    for name, (_, sec) in backend.kernel_times().items():
+                        kernels[mode][name] = kernels[mode].get(name, 0.0) + sec
     finally:
         backend.conv = new
+    if profiling:
+        _print_kernels(kernels, repeats * steps)
     for unit, rates in (("images/s", wall), ("images per CPU-s", cpu)):
         med = {mode: float(np.median(r)) for mode, r in rates.items()}
         paired = float(np.median(np.array(rates["new"]) / np.array(rates["old"])))
@@ -168,6 +178,19 @@ def ab_training(backend, old, model: str, steps: int, repeats: int) -> None:
               f"{med['new']:.1f} (medians of {repeats} x {steps} steps); new/old, median of the "
               f"{repeats} back-to-back pairs: {paired:.2f}x; blocks: old "
               f"{[round(v) for v in rates['old']]}, new {[round(v) for v in rates['new']]}")
+
+
+def _print_kernels(kernels: dict[str, dict[str, float]], steps: int) -> None:
+    """Device ms per step of the kernels, old vs new weight gradient (the 8 largest of either,
+    the weight-gradient kernels and the total)."""
+    names = sorted(set(kernels["old"]) | set(kernels["new"]),
+                   key=lambda k: -max(kernels["old"].get(k, 0.0), kernels["new"].get(k, 0.0)))
+    shown = names[:8] + [k for k in names[8:] if k.startswith("conv2d_wgrad")]
+    print(f"{'kernel (device ms per step)':<28}{'old':>9}{'new':>9}")
+    for name in shown + ["total"]:
+        old, new = (sum(kernels[m].values()) if name == "total" else kernels[m].get(name, 0.0)
+                    for m in ("old", "new"))
+        print(f"{name:<28}{1e3 * old / steps:>9.1f}{1e3 * new / steps:>9.1f}")
 
 
 def main() -> None:
@@ -180,11 +203,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2, help="training steps per timed block")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=2, help="PoCL CPU threads")
+    p.add_argument("--profile", action="store_true",
+                   help="--model: also the device time per kernel (a profiling queue)")
     args = p.parse_args()
     if args.steps < 1 or args.repeats < 1:
         p.error("--steps and --repeats must be >= 1")
     os.environ.setdefault("POCL_MAX_PTHREAD_COUNT", str(args.threads))
-    backend = get_backend("opencl", args.device)
+    backend = get_backend("opencl", args.device, profiling=args.profile)
     old = old_conv_group(backend, args.ref)
     print(bt.machine_line())
     print(f"device: {backend.device_name}; old weight gradient: {args.ref}; load average "
