@@ -69,6 +69,17 @@ CASES = {
     "alex fc2 dW": (1024, 1024, 64, True, False),
     "alex conv3 dW": (384, 2304, 4096, True, False),
     "alex conv2 dW": (128, 1200, 16384, True, False),
+    # VGG16 at batch 32: the lowered 512->512 3x3 layers of the 4x4 stage (M = 32*16 rows) and
+    # the 2x2 stage (M = 128), forward X.W^T, dX dY.W, dW dY^T.X, and the lowered weight
+    # gradients of the 8x8 (256 channels) and 16x16 (128 channels) stages
+    "vgg 4x4 fwd": (512, 512, 4608, False, True),
+    "vgg 4x4 dX": (512, 4608, 512, False, False),
+    "vgg 4x4 dW": (512, 4608, 512, True, False),
+    "vgg 2x2 fwd": (128, 512, 4608, False, True),
+    "vgg 2x2 dX": (128, 4608, 512, False, False),
+    "vgg 2x2 dW": (512, 4608, 128, True, False),
+    "vgg 8x8 dW": (256, 2304, 2048, True, False),
+    "vgg 16x16 dW": (128, 1152, 8192, True, False),
 }
 
 

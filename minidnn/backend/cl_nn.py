@@ -27,6 +27,10 @@ PLANE_LS = 16            # one work-item per (n, c) plane: pooling adjoints
 IMAGE_LS = 4             # one work-item per image: row2im on CPUs
 SUM_CHUNK = 16384        # floats per work-group in stage 1 of sum / count_zeros
 CONST_KW = (1, 3, 5, 7)  # kernel widths im2row.cl compiles with a constant width
+BN_TILE_FLOATS = 4096    # train-mode batch norm: floats per (planes of one channel) tile
+BN_MIN_TILES = 64        # ... and at least this many tiles in all where the tensor allows
+BN_TILE_LS = (8, 1)      # (tile, channel) launches of the batch-norm statistics
+BN_PLANE_LS = (8, 1)     # (channel, image) launches of its elementwise passes
 
 
 def _ncp(x: Array, channels: int) -> tuple[int, int, int]:
@@ -256,16 +260,28 @@ class NNOps:
         return out
 
     # ------------------------------------------------------------ batch norm
+    def _bn_tiles(self, n: int, c: int, p: int) -> tuple[int, int]:
+        """(planes per tile, tiles per channel) of the train-mode batch-norm kernels: tiles of
+        about BN_TILE_FLOATS (their second pass reads L1), at least ~BN_MIN_TILES of them in
+        all so that every compute unit has work."""
+        npl = max(1, min(BN_TILE_FLOATS // max(p, 1), (n * c) // BN_MIN_TILES))
+        return npl, -(-n // npl)
+
     def batchnorm_train(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
                         running_var: Array, momentum: float, eps: float
                         ) -> tuple[Array, Array, Array]:
-        """Batch statistics per channel (one work-group each); updates the running stats."""
+        """Batch statistics per channel from per-tile (mean, M2), merged in a fixed order;
+        updates the running stats; then normalizes elementwise (batchnorm.cl)."""
         n, c, p = _ncp(x, int(gamma.shape[0]))
         y, xhat, inv_std = self.rt.empty(x.shape), self.rt.empty(x.shape), self.rt.empty((c,))
-        ls = self.rt.reduction_size
-        self.rt.launch("batchnorm", "batchnorm_train", (c * ls,), (ls,), x, gamma, beta,
-                       running_mean, running_var, y, xhat, inv_std, _u32(n), _u32(c), _u32(p),
-                       _u32(self._lanes_log2(n, p)), _f32(momentum), _f32(eps))
+        npl, t = self._bn_tiles(n, c, p)
+        part, stat = self.rt.scratch("nn.bn_part", 2 * c * t), self.rt.scratch("nn.bn_stat", 2 * c)
+        dims = (_u32(n), _u32(c), _u32(p), _u32(npl), _u32(t))
+        self.rt.launch("batchnorm", "batchnorm_tile_stats", (t, c), BN_TILE_LS, x, *dims, part)
+        self.rt.launch("batchnorm", "batchnorm_stats_combine", (c,), (EW_LS,), part, *dims, stat,
+                       inv_std, running_mean, running_var, _f32(momentum), _f32(eps))
+        if x.size:
+            self.rt.launch("batchnorm", "batchnorm_normalize", (c, n), BN_PLANE_LS, x, stat, gamma, beta, y, xhat, *dims[:3])
         return y, xhat, inv_std
 
     def batchnorm_eval(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
@@ -288,13 +304,19 @@ class NNOps:
 
     def batchnorm_backward(self, dy: Array, xhat: Array, inv_std: Array, gamma: Array,
                            dgamma: Array, dbeta: Array) -> Array:
-        """Train-mode batch-norm gradient; accumulates dgamma/dbeta, returns dx."""
+        """Train-mode batch-norm gradient: per-tile sums of dy and dy * xhat, merged per
+        channel in a fixed order (accumulates dgamma/dbeta), then dx elementwise."""
         n, c, p = _ncp(dy, int(gamma.shape[0]))
         dx = self.rt.empty(dy.shape)
-        ls = self.rt.reduction_size
-        self.rt.launch("batchnorm", "batchnorm_backward", (c * ls,), (ls,), dy, xhat, inv_std,
-                       gamma, dgamma, dbeta, dx, _u32(n), _u32(c), _u32(p),
-                       _u32(self._lanes_log2(n, p)))
+        npl, t = self._bn_tiles(n, c, p)
+        part, coef = self.rt.scratch("nn.bn_part", 2 * c * t), self.rt.scratch("nn.bn_stat", 3 * c)
+        self.rt.launch("batchnorm", "batchnorm_tile_grad_sums", (t, c), BN_TILE_LS, dy, xhat,
+                       _u32(n), _u32(c), _u32(p), _u32(npl), _u32(t), part)
+        self.rt.launch("batchnorm", "batchnorm_grad_combine", (c,), (EW_LS,), part, _u32(c),
+                       _u32(t), _f32(n * p), inv_std, gamma, dgamma, dbeta, coef)
+        if dy.size:
+            self.rt.launch("batchnorm", "batchnorm_dx", (c, n), BN_PLANE_LS, dy, xhat, coef, dx,
+                           _u32(n), _u32(c), _u32(p))
         return dx
 
     # ------------------------------------------------------------ reductions
