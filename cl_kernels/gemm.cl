@@ -239,12 +239,7 @@ inline void gemm_block(const int M, const int N, const int K, const int nbatch,
 
     float8 c00 = 0.0f, c01 = 0.0f, c10 = 0.0f, c11 = 0.0f, c20 = 0.0f, c21 = 0.0f;
     float8 c30 = 0.0f, c31 = 0.0f, c40 = 0.0f, c41 = 0.0f, c50 = 0.0f, c51 = 0.0f;
-#ifdef GEMM_FMA
-#define GEMM_ROW(r, o) av = a0[o]; c##r##0 = fma((float8)(av), b0, c##r##0); \
-                       c##r##1 = fma((float8)(av), b1, c##r##1)
-#else
 #define GEMM_ROW(r, o) av = a0[o]; c##r##0 = av * b0 + c##r##0; c##r##1 = av * b1 + c##r##1
-#endif
 #if GEMM_MR == 12
     float8 c60 = 0.0f, c61 = 0.0f, c70 = 0.0f, c71 = 0.0f, c80 = 0.0f, c81 = 0.0f;
     float8 c90 = 0.0f, c91 = 0.0f, cA0 = 0.0f, cA1 = 0.0f, cB0 = 0.0f, cB1 = 0.0f;

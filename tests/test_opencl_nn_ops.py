@@ -122,9 +122,9 @@ def run_softmax(be, rng, n, k, ties=False):
     return {"loss": loss, "grad": grad, "correct": be.count_correct(logits, labels)}
 
 
-def run_batchnorm(be, rng, shape):
+def run_batchnorm(be, rng, shape, offset=0.5):
     c = shape[1]
-    x = _normal(rng, shape, 2.0) + 0.5
+    x = _normal(rng, shape, 2.0) + np.float32(offset)
     gamma, beta = _normal(rng, (c,)), _normal(rng, (c,))
     rm, rv = _normal(rng, (c,), 0.1), (1.0 + rng.random(c)).astype(np.float32)
     dgamma, dbeta = _normal(rng, (c,)), _normal(rng, (c,))
@@ -239,6 +239,13 @@ CASES: list[tuple[str, Callable, dict, tuple[float, float]]] = [
       for n, k, t in [(5, 10, False), (300, 7, False), (5, 1, False), (40, 4, True)]],
     *[(f"batchnorm-{s}", run_batchnorm, dict(shape=s), (1e-4, 1e-4))
       for s in [IMG, (5, 10), (300, 4), (5, 3, 1, 1), (2, 3, 16, 16), (70, 3, 5, 7)]],
+    # the per-tile statistics: several planes per tile with a ragged last tile and P not a
+    # multiple of 8 (130 x 3 x 63), long planes (P = 1600, past the 32-float steps), planes of
+    # 2 x 2 (VGG16's last stage), a BatchNorm1d with many channels, and a mean far from zero
+    # (two-pass tiles merged by Chan's update: no cancellation)
+    *[(f"batchnorm-{s}-offset{o}", run_batchnorm, dict(shape=s, offset=o), (1e-4, 1e-4))
+      for s, o in [((130, 3, 7, 9), 0.5), ((64, 2, 40, 40), -1.0), ((32, 70, 2, 2), 0.5),
+                   ((128, 300), 0.5), ((40, 4, 8, 8), 100.0)]],
     *[(f"reduce-{n}", run_reduce, dict(n=n), (1e-4, 1e-3))
       for n in [1, 13, 1000, 100003]],
     *[(f"{opt}-n{n}-mask{mk}-thr{thr}-wd{wd}{''.join(f'-{k}{v}' for k, v in kw.items())}",
