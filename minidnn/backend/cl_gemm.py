@@ -76,8 +76,6 @@ class GemmOps:
     gemm_row_block = 16
     # 12-row register blocks (AVX-512 CPUs) only for K at least this long (see _gemm_rows)
     gemm_wide_min_k = 64
-    # Intel's CPU runtime: the shortest K of a wide-op(B) product on the row-blocked grid
-    wide_b_min_k = 256
 
     def __init__(self, runtime: CLRuntime) -> None:
         self.rt = runtime
@@ -90,14 +88,16 @@ class GemmOps:
         intel = "intel" in str(self.rt.device.platform.vendor).lower()
         self.row_blocked = self.rt.is_cpu and not intel
         self.mr = 12 if self.row_blocked and self._wide_registers() else 6
-        # Intel's CPU runtime: products with a wide op(B) (N >= wide_b_min_n columns, K >=
-        # wide_b_min_k) take the row-blocked grid and 12-row blocks too (AVX-512). With the
-        # plain grid each row panel streams a K block of all of op(B) (MBs at VGG16's lowered
-        # layers: 512 x 4608) from L3; interleaved A/B in one process (issue 20, session 7,
-        # docs/results.md) measured 1.09-1.39x at VGG16's products with N = 2304-4608 and AlexNet's
-        # fc1 dX, while narrower or short-K ones (1024^3, the linears' forward, K <= 128)
-        # ran 0.6-1.0x that way.
-        self.wide_b_min_n = 2048 if self.rt.is_cpu and intel else 0
+        # Intel's CPU runtime: products with a wide op(B) or a long K take the row-blocked
+        # grid and 12-row blocks too (AVX-512): (N, K) at least one of the (min N, min K) pairs
+        # of blocked_shapes. With the plain grid each row panel streams a K block of all of
+        # op(B) (MBs at VGG16's lowered layers: 512 x 4608) from L3. Interleaved A/B in one
+        # process (issue 20, session 7, docs/results.md), GFLOP per CPU-second: 1.07-1.39x at
+        # VGG16's products with N = 4608, 1.2-1.3x at the lowered weight gradients with K >=
+        # 4096 (AlexNet conv2/4/5, VGG16 16x16, ResNet-32 stages 2-3, LeNet-5 conv2), while
+        # 1024^3, the linears' forward (swapped: N <= 256), K <= 128 and N = 144 ran 0.6-1.0x.
+        self.blocked_shapes: tuple[tuple[int, int], ...] = \
+            ((2048, 256), (256, 4096)) if self.rt.is_cpu and intel else ()
 
     @staticmethod
     def _stem(mr: int) -> str:
@@ -106,9 +106,8 @@ class GemmOps:
 
     def _gemm_blocked(self, n: int, k: int) -> bool:
         """Whether a product with ``n`` columns and depth ``k`` runs on the row-blocked grid:
-        on every CPU runtime but Intel's, and there for a wide op(B) (``wide_b_min_n``)."""
-        return self.row_blocked or bool(self.wide_b_min_n and n >= self.wide_b_min_n
-                                        and k >= self.wide_b_min_k)
+        on every CPU runtime but Intel's, and there at the shapes of ``blocked_shapes``."""
+        return self.row_blocked or any(n >= mn and k >= mk for mn, mk in self.blocked_shapes)
 
     def _gemm_rows(self, m: int, k: int, row_stride: int = 0, blocked: bool = False) -> int:
         """Rows per register block for a product with ``m`` rows: 12 where the device uses
@@ -118,7 +117,7 @@ class GemmOps:
         apart (0: packed or transposed) and that is a multiple of 4 KiB: 12 such rows fall
         into one set of an 8-way L1 cache (1.5x slower than 6 rows on Zen 4 at K = 4096).
         ``blocked``: a row-blocked product on a runtime whose own blocks have 6 rows (Intel's,
-        wide op(B)) may take 12 where the device has AVX-512."""
+        see blocked_shapes) may take 12 where the device has AVX-512."""
         mr = 12 if blocked and self.mr == 6 and self._wide_registers() else self.mr
         if mr == 6 or k < self.gemm_wide_min_k:
             return 6
