@@ -108,27 +108,38 @@ KERNEL void batchnorm_stats_combine(__global const float* part, const uint N, co
     const size_t o = ((size_t)n * C + c) * P;                                                \
     uint p = 0
 
-/* xhat = (x - stat[c]) * stat[C + c], y = xhat * gamma[c] + beta[c]. */
+/* xhat = (x - stat[c]) * stat[C + c], y = xhat * gamma[c] + beta[c], or max(y, 0) with relu
+ * (a BatchNorm then ReLU fused: the ReLU's pass over the tensor saved). */
 KERNEL void batchnorm_normalize(__global const float* x, __global const float* stat,
                                 __global const float* gamma, __global const float* beta,
                                 __global float* y, __global float* xhat, const uint N,
-                                const uint C, const uint P) {
+                                const uint C, const uint P, const int relu) {
     BN_PLANE;
     const float m = stat[c], s = stat[C + c], g = gamma[c], b = beta[c];
+    const float lo = relu ? 0.0f : -INFINITY;
     for (; p + 8u <= P; p += 8u) {
         const float8 xh = (LD8(x + o + p) - m) * s;
+        const float8 v = xh * g + b;
         ST8(xh, xhat + o + p);
-        ST8(xh * g + b, y + o + p);
+        ST8(v < lo ? (float8)(lo) : v, y + o + p);
     }
     for (; p < P; ++p) {
         const float xh = (x[o + p] - m) * s;
+        const float v = xh * g + b;
         xhat[o + p] = xh;
-        y[o + p] = xh * g + b;
+        y[o + p] = v < lo ? lo : v;
     }
 }
 
-/* Backward step 1: sums of dy and dy * xhat over tile (t, c). */
-KERNEL void batchnorm_tile_grad_sums(__global const float* dy, __global const float* xhat,
+/* dy, or dy where gate > 0 and 0 elsewhere (the ReLU before it in backward) when gated. */
+#define BN_DY8(i) (gated ? (LD8(gate + (i)) > 0.0f ? LD8(dy + (i)) : (float8)(0.0f)) \
+                         : LD8(dy + (i)))
+#define BN_DY1(i) (gated ? (gate[i] > 0.0f ? dy[i] : 0.0f) : dy[i])
+
+/* Backward step 1: sums of dy and dy * xhat over tile (t, c); gated: dy through the ReLU of
+ * a fused BatchNorm + ReLU first (gate: its output). */
+KERNEL void batchnorm_tile_grad_sums(__global const float* dy, __global const float* gate,
+                                     const int gated, __global const float* xhat,
                                      const uint N, const uint C, const uint P, const uint npl,
                                      const uint T, __global float* part) {
     BN_TILE(T, C);
@@ -138,17 +149,17 @@ KERNEL void batchnorm_tile_grad_sums(__global const float* dy, __global const fl
         const size_t base = ((size_t)n * C + c) * P;
         uint p = 0;
         for (; p + 16 <= P; p += 16) {
-            const float8 d0 = LD8(dy + base + p), d1 = LD8(dy + base + p + 8);
+            const float8 d0 = BN_DY8(base + p), d1 = BN_DY8(base + p + 8);
             s0 += d0; s1 += d1;
             u0 += d0 * LD8(xhat + base + p); u1 += d1 * LD8(xhat + base + p + 8);
         }
         for (; p + 8 <= P; p += 8) {
-            const float8 d = LD8(dy + base + p);
+            const float8 d = BN_DY8(base + p);
             s0 += d;
             u0 += d * LD8(xhat + base + p);
         }
         for (; p < P; ++p) {
-            const float d = dy[base + p];
+            const float d = BN_DY1(base + p);
             s += d;
             u += d * xhat[base + p];
         }
@@ -179,16 +190,16 @@ KERNEL void batchnorm_grad_combine(__global const float* part, const uint C, con
     dbeta[c] += sum_dy;
 }
 
-/* Backward step 3: dx elementwise from the coefficients of step 2. */
-KERNEL void batchnorm_dx(__global const float* dy, __global const float* xhat,
-                         __global const float* coef, __global float* dx, const uint N,
-                         const uint C, const uint P) {
+/* Backward step 3: dx elementwise from the coefficients of step 2 (dy gated as in step 1). */
+KERNEL void batchnorm_dx(__global const float* dy, __global const float* gate, const int gated,
+                         __global const float* xhat, __global const float* coef,
+                         __global float* dx, const uint N, const uint C, const uint P) {
     BN_PLANE;
     const float a = coef[c], k = coef[C + c], b = coef[2 * C + c];
     for (; p + 8u <= P; p += 8u)
-        ST8(a * LD8(dy + o + p) + k * LD8(xhat + o + p) + b, dx + o + p);
+        ST8(a * BN_DY8(o + p) + k * LD8(xhat + o + p) + b, dx + o + p);
     for (; p < P; ++p)
-        dx[o + p] = a * dy[o + p] + k * xhat[o + p] + b;
+        dx[o + p] = a * BN_DY1(o + p) + k * xhat[o + p] + b;
 }
 
 /* Eval mode, step 1: coef[c] = gamma * inv_std, coef[C + c] = beta - mean * gamma * inv_std

@@ -140,6 +140,23 @@ def run_batchnorm(be, rng, shape, offset=0.5):
             "y_eval": y_eval}
 
 
+def run_batchnorm_relu(be, rng, shape):
+    """batchnorm_relu_train / _backward (a BatchNorm then ReLU fused in training)."""
+    c = shape[1]
+    x = _normal(rng, shape, 2.0) + 0.3
+    gamma, beta = _normal(rng, (c,)), _normal(rng, (c,))
+    d = {k: be.from_host(v) for k, v in dict(
+        gamma=gamma, beta=beta, rm=_normal(rng, (c,), 0.1),
+        rv=(1.0 + rng.random(c)).astype(np.float32), dgamma=_normal(rng, (c,)),
+        dbeta=_normal(rng, (c,))).items()}
+    y, xhat, inv_std = be.batchnorm_relu_train(be.from_host(x), d["gamma"], d["beta"], d["rm"],
+                                               d["rv"], 0.1, 1e-5)
+    dx = be.batchnorm_relu_backward(be.from_host(_normal(rng, shape)), y, xhat, inv_std,
+                                    d["gamma"], d["dgamma"], d["dbeta"])
+    return {"y": y, "xhat": xhat, "inv_std": inv_std, "running_mean": d["rm"],
+            "running_var": d["rv"], "dx": dx, "dgamma": d["dgamma"], "dbeta": d["dbeta"]}
+
+
 def run_reduce(be, rng, n):
     a = _normal(rng, (n,))
     a[rng.random(n) < 0.3] = 0.0
@@ -246,6 +263,8 @@ CASES: list[tuple[str, Callable, dict, tuple[float, float]]] = [
     *[(f"batchnorm-{s}-offset{o}", run_batchnorm, dict(shape=s, offset=o), (1e-4, 1e-4))
       for s, o in [((130, 3, 7, 9), 0.5), ((64, 2, 40, 40), -1.0), ((32, 70, 2, 2), 0.5),
                    ((128, 300), 0.5), ((40, 4, 8, 8), 100.0)]],
+    *[(f"batchnorm-relu-{s}", run_batchnorm_relu, dict(shape=s), (1e-4, 1e-4))
+      for s in [IMG, (300, 4), (130, 3, 7, 9), (32, 70, 2, 2)]],
     *[(f"reduce-{n}", run_reduce, dict(n=n), (1e-4, 1e-3))
       for n in [1, 13, 1000, 100003]],
     *[(f"{opt}-n{n}-mask{mk}-thr{thr}-wd{wd}{''.join(f'-{k}{v}' for k, v in kw.items())}",

@@ -61,7 +61,8 @@ class NNOps:
                 "add", "axpy", "mul", "scale", "div_sqrt", "dropout_mask", "maxpool2d",
                 "maxpool2d_backward", "avgpool2d", "avgpool2d_backward",
                 "softmax_cross_entropy", "count_correct", "batchnorm_train", "batchnorm_eval",
-                "batchnorm_backward", "sum", "count_zeros", "l1_reweight",
+                "batchnorm_backward", "batchnorm_relu_train", "batchnorm_relu_backward", "sum",
+                "count_zeros", "l1_reweight",
                 "soft_threshold_scaled", "hard_threshold", "mask_zeros", "group_soft_threshold")
 
     def __init__(self, runtime: CLRuntime) -> None:
@@ -268,10 +269,11 @@ class NNOps:
         return npl, -(-n // npl)
 
     def batchnorm_train(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
-                        running_var: Array, momentum: float, eps: float
+                        running_var: Array, momentum: float, eps: float, relu: bool = False
                         ) -> tuple[Array, Array, Array]:
         """Batch statistics per channel from per-tile (mean, M2), merged in a fixed order;
-        updates the running stats; then normalizes elementwise (batchnorm.cl)."""
+        updates the running stats; then normalizes elementwise (batchnorm.cl), with the ReLU
+        of batchnorm_relu_train when ``relu``."""
         n, c, p = _ncp(x, int(gamma.shape[0]))
         y, xhat, inv_std = self.rt.empty(x.shape), self.rt.empty(x.shape), self.rt.empty((c,))
         npl, t = self._bn_tiles(n, c, p)
@@ -281,8 +283,16 @@ class NNOps:
         self.rt.launch("batchnorm", "batchnorm_stats_combine", (c,), (EW_LS,), part, *dims, stat,
                        inv_std, running_mean, running_var, _f32(momentum), _f32(eps))
         if x.size:
-            self.rt.launch("batchnorm", "batchnorm_normalize", (c, n), BN_PLANE_LS, x, stat, gamma, beta, y, xhat, *dims[:3])
+            self.rt.launch("batchnorm", "batchnorm_normalize", (c, n), BN_PLANE_LS, x, stat,
+                           gamma, beta, y, xhat, *dims[:3], _i32(bool(relu)))
         return y, xhat, inv_std
+
+    def batchnorm_relu_train(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
+                             running_var: Array, momentum: float, eps: float
+                             ) -> tuple[Array, Array, Array]:
+        """batchnorm_train with the ReLU applied in its normalizing pass."""
+        return self.batchnorm_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                                    relu=True)
 
     def batchnorm_eval(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
                        running_var: Array, eps: float) -> Array:
@@ -302,21 +312,28 @@ class NNOps:
                            x, y, coef, _u32(p), _u32(c), _u32(n * c))
         return y
 
+    def batchnorm_relu_backward(self, dy: Array, y: Array, xhat: Array, inv_std: Array,
+                                gamma: Array, dgamma: Array, dbeta: Array) -> Array:
+        """batchnorm_backward with dy gated by the fused ReLU's output ``y`` as it is read."""
+        return self.batchnorm_backward(dy, xhat, inv_std, gamma, dgamma, dbeta, gate=y)
+
     def batchnorm_backward(self, dy: Array, xhat: Array, inv_std: Array, gamma: Array,
-                           dgamma: Array, dbeta: Array) -> Array:
+                           dgamma: Array, dbeta: Array, gate: Array | None = None) -> Array:
         """Train-mode batch-norm gradient: per-tile sums of dy and dy * xhat, merged per
-        channel in a fixed order (accumulates dgamma/dbeta), then dx elementwise."""
+        channel in a fixed order (accumulates dgamma/dbeta), then dx elementwise. ``gate``:
+        the output of batchnorm_relu_train (dy taken only where it is > 0)."""
         n, c, p = _ncp(dy, int(gamma.shape[0]))
         dx = self.rt.empty(dy.shape)
         npl, t = self._bn_tiles(n, c, p)
         part, coef = self.rt.scratch("nn.bn_part", 2 * c * t), self.rt.scratch("nn.bn_stat", 3 * c)
-        self.rt.launch("batchnorm", "batchnorm_tile_grad_sums", (t, c), BN_TILE_LS, dy, xhat,
+        g = (gate if gate is not None else self.rt.dummy, _i32(gate is not None))
+        self.rt.launch("batchnorm", "batchnorm_tile_grad_sums", (t, c), BN_TILE_LS, dy, *g, xhat,
                        _u32(n), _u32(c), _u32(p), _u32(npl), _u32(t), part)
         self.rt.launch("batchnorm", "batchnorm_grad_combine", (c,), (EW_LS,), part, _u32(c),
                        _u32(t), _f32(n * p), inv_std, gamma, dgamma, dbeta, coef)
         if dy.size:
-            self.rt.launch("batchnorm", "batchnorm_dx", (c, n), BN_PLANE_LS, dy, xhat, coef, dx,
-                           _u32(n), _u32(c), _u32(p))
+            self.rt.launch("batchnorm", "batchnorm_dx", (c, n), BN_PLANE_LS, dy, *g, xhat, coef,
+                           dx, _u32(n), _u32(c), _u32(p))
         return dx
 
     # ------------------------------------------------------------ reductions

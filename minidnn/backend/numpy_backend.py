@@ -280,6 +280,15 @@ class NumpyBackend(Backend):
         running_var += momentum * unbiased
         return y.reshape(x.shape).astype(x.dtype), xhat.reshape(x.shape).astype(x.dtype), inv_std
 
+    def batchnorm_relu_train(self, x, gamma, beta, running_mean, running_var, momentum, eps):
+        y, xhat, inv_std = self.batchnorm_train(x, gamma, beta, running_mean, running_var,
+                                                momentum, eps)
+        return np.maximum(y, 0).astype(x.dtype), xhat, inv_std
+
+    def batchnorm_relu_backward(self, dy, y, xhat, inv_std, gamma, dgamma, dbeta):
+        return self.batchnorm_backward(np.where(y > 0, dy, 0).astype(dy.dtype), xhat, inv_std,
+                                       gamma, dgamma, dbeta)
+
     def batchnorm_eval(self, x, gamma, beta, running_mean, running_var, eps):
         c = gamma.shape[0]
         inv_std = 1.0 / np.sqrt(running_var + eps)
