@@ -6,7 +6,8 @@ the current one; its two kernels run through the launch code of that commit, swa
 backend's ``batchnorm_train`` / ``batchnorm_backward``. Per shape (ResNet-32's three stages at
 batch 128, VGG16's 64- and 512-channel layers at batch 32, a BatchNorm1d) the forward and the
 backward are timed alternately, old then new; with ``--model`` whole training steps are timed
-instead, blocks of steps alternating. ``--cpu-time`` divides by the process's CPU time (less
+instead, blocks of steps alternating, "old" then being the old kernels without the fused
+BatchNorm + ReLU (``Module.fuses_with`` off) and "new" this checkout. ``--cpu-time`` divides by the process's CPU time (less
 sensitive to other jobs on a shared machine). Figures are medians of ``--repeats``; the ratio
 is the median of the per-repeat ratios.
 Usage: ``python benchmarks/bench_batchnorm_ab.py --device 1:0 [--ref 712a590] [--repeats 7]
@@ -27,6 +28,7 @@ import pyopencl as cl
 
 import bench_train as bt
 from minidnn.backend import get_backend
+from minidnn.layers.normalization import _BatchNorm
 from minidnn.models import MODELS, build_model, training_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,15 +126,18 @@ def ab_training(backend, old, model: str, steps: int, repeats: int, clock) -> No
     step, sync = bt.minidnn_runner(model, backend, training_recipe(model)["lam"], batches)
     nn = backend.nn
     new = (nn.batchnorm_train, nn.batchnorm_backward)
+    fuses = _BatchNorm.fuses_with
     rates: dict[str, list[float]] = {"old": [], "new": []}
     try:
         for _ in range(repeats):
             for mode, (train, bwd) in (("old", old), ("new", new)):
                 nn.batchnorm_train, nn.batchnorm_backward = train, bwd
+                _BatchNorm.fuses_with = fuses if mode == "new" else (lambda self, layer: False)
                 step()  # untimed
                 rates[mode].append(batch * steps / _time(step, sync, steps, clock) / steps)
     finally:
         nn.batchnorm_train, nn.batchnorm_backward = new
+        _BatchNorm.fuses_with = fuses
     med = {mode: float(np.median(r)) for mode, r in rates.items()}
     paired = float(np.median(np.array(rates["new"]) / np.array(rates["old"])))
     print(f"{model}, batch {batch}: images/s old {med['old']:.1f}, new {med['new']:.1f} "
