@@ -71,6 +71,8 @@ def run_elementwise(be, rng, op, shape):
         out = be.add(da, db)
         be.add(da, db, out=db)  # aliased output
         return {"new": out, "in_place": db}
+    if op == "add_relu":
+        return {"y": be.add_relu(da, db)}
     if op == "mul":
         out = be.mul(da, db)
         be.mul(da, db, out=da)
@@ -203,7 +205,7 @@ def run_block_product(be, rng, rows, cols, blocks, m, unit=1):
 
 # ---------------------------------------------------------------- the table
 IMG = (5, 3, 7, 9)  # odd sizes on purpose
-ELEMENTWISE_OPS = ("relu", "relu_backward", "add", "mul", "axpy", "scale", "div_sqrt",
+ELEMENTWISE_OPS = ("relu", "relu_backward", "add", "add_relu", "mul", "axpy", "scale", "div_sqrt",
                    "soft_threshold", "apply_mask")
 
 # (id, runner, params, (rtol, atol))

@@ -116,7 +116,7 @@ OPTIONAL_PRIMITIVES = (
     "qcsr_matmul_t", "qcsr_conv2d", "nearest_centroid",
     "block_pack", "block_matmul",
     "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "conv2d_weight_grad_direct",
-    "batchnorm_relu_train", "batchnorm_relu_backward",
+    "batchnorm_relu_train", "batchnorm_relu_backward", "add_relu",
 )
 
 
@@ -484,6 +484,10 @@ class Backend(ABC):
         coef = self.mul(gamma, inv_std)
         self.scale(coef, 1.0 / count)
         return self.mul(dx, self._per_channel(coef, dy))
+
+    def add_relu(self, a: Array, b: Array) -> Array:
+        """max(a + b, 0): a residual add and the ReLU after it (fused where the backend can)."""
+        return self.relu(self.add(a, b))
 
     def batchnorm_relu_train(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
                              running_var: Array, momentum: float, eps: float

@@ -61,7 +61,8 @@ class NNOps:
                 "add", "axpy", "mul", "scale", "div_sqrt", "dropout_mask", "maxpool2d",
                 "maxpool2d_backward", "avgpool2d", "avgpool2d_backward",
                 "softmax_cross_entropy", "count_correct", "batchnorm_train", "batchnorm_eval",
-                "batchnorm_backward", "batchnorm_relu_train", "batchnorm_relu_backward", "sum",
+                "batchnorm_backward", "batchnorm_relu_train", "batchnorm_relu_backward", "add_relu",
+                "sum",
                 "count_zeros", "l1_reweight",
                 "soft_threshold_scaled", "hard_threshold", "mask_zeros", "group_soft_threshold")
 
@@ -161,6 +162,12 @@ class NNOps:
         """a + b (out may be a or b)."""
         out = self._like(a, out)
         self._ew("add", a.size, a, b, out, _u32(a.size))
+        return out
+
+    def add_relu(self, a: Array, b: Array) -> Array:
+        """max(a + b, 0) in one pass."""
+        out = self._like(a, None)
+        self._ew("add_relu", a.size, a, b, out, _u32(a.size))
         return out
 
     def axpy(self, alpha: float, x: Array, y: Array) -> None:

@@ -187,6 +187,9 @@ class NumpyBackend(Backend):
     def add(self, a, b, out=None):
         return np.add(a, b, out=out)
 
+    def add_relu(self, a, b):
+        return np.maximum(a + b, 0).astype(a.dtype)
+
     def axpy(self, alpha, x, y):
         y += np.asarray(alpha, dtype=y.dtype) * x
 
