@@ -92,10 +92,11 @@ class GemmOps:
         # grid and 12-row blocks too (AVX-512): (N, K) at least one of the (min N, min K) pairs
         # of blocked_shapes. With the plain grid each row panel streams a K block of all of
         # op(B) (MBs at VGG16's lowered layers: 512 x 4608) from L3. Interleaved A/B in one
-        # process (issue 20, session 7, docs/results.md), GFLOP per CPU-second: 1.07-1.39x at
-        # VGG16's products with N = 4608, 1.2-1.3x at the lowered weight gradients with K >=
-        # 4096 (AlexNet conv2/4/5, VGG16 16x16, ResNet-32 stages 2-3, LeNet-5 conv2), while
-        # 1024^3, the linears' forward (swapped: N <= 256), K <= 128 and N = 144 ran 0.6-1.0x.
+        # process (issue 20, session 7, docs/results.md), GFLOP per CPU-second, with these
+        # shapes blocked vs none: 1.14-1.47x at VGG16's products with N = 4608, 1.1-1.45x at
+        # the lowered weight gradients with K >= 4096 (AlexNet conv2-5, VGG16 16x16, ResNet-32
+        # stages 2-3); blocking every product instead ran the K <= 128 ones (the linears' dW,
+        # VGG16's 2x2 dW, K = 64 dX) at 0.75-0.92x and 1024^3 at 0.95-1.09x.
         self.blocked_shapes: tuple[tuple[int, int], ...] = \
             ((2048, 256), (256, 4096)) if self.rt.is_cpu and intel else ()
 
