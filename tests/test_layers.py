@@ -98,6 +98,11 @@ def test_batchnorm_relu_fused_gradients(np64, rng):
     block.eval()
     block.forward(x)
     assert bn.fused_next is None
+    block.train()
+    seen = []
+    relu.forward = lambda v: seen.append(v) or ReLU.forward(relu, v)  # an observer: no fusion
+    block.forward(x)
+    assert bn.fused_next is None and len(seen) == 1
 
 
 def test_batchnorm_eval_uses_running_stats(np64, rng):

@@ -53,8 +53,10 @@ class _BatchNorm(Module):
 
     def fuses_with(self, layer: Module) -> bool:
         """In training, a ReLU right after this layer runs inside it (batchnorm_relu_train:
-        the ReLU's own pass over the tensor, forward and backward, is saved)."""
-        return self.training and type(layer) is ReLU
+        the ReLU's own pass over the tensor, forward and backward, is saved). Not while
+        either forward is wrapped on the instance (a tracer or observer must see its call)."""
+        return (self.training and type(layer) is ReLU and "forward" not in self.__dict__
+                and "forward" not in layer.__dict__)
 
     def forward_fused(self, x, layer: Module):
         """relu(forward(x)) in one backend call; ``layer`` (the ReLU) keeps its output as its
