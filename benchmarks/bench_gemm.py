@@ -59,8 +59,8 @@ CASES = {
     "r32 s3 dX": (8192, 576, 64, False, False),
     "r32 s3 dW": (64, 576, 8192, True, False),
     # AlexNet at batch 64: fc1 4096->1024 and fc2 1024->1024 (forward, dX, dW), and the weight
-    # gradients dY^T.X of conv3 (256->384, 3x3 at 8x8) and of one group of conv2 (48->128, 5x5
-    # at 16x16)
+    # gradients dY^T.X of conv3 (256->384, 3x3 at 8x8), of one group of conv2 (48->128, 5x5
+    # at 16x16), conv4 (192->192 per group) and conv5 (192->128 per group)
     "alex fc1 fwd": (64, 1024, 4096, False, True),
     "alex fc1 dX": (64, 4096, 1024, False, False),
     "alex fc1 dW": (1024, 4096, 64, True, False),
@@ -69,6 +69,19 @@ CASES = {
     "alex fc2 dW": (1024, 1024, 64, True, False),
     "alex conv3 dW": (384, 2304, 4096, True, False),
     "alex conv2 dW": (128, 1200, 16384, True, False),
+    "alex conv4 dW": (192, 1728, 4096, True, False),
+    "alex conv5 dW": (128, 1728, 4096, True, False),
+    # VGG16 at batch 32: the lowered 512->512 3x3 layers of the 4x4 stage (M = 32*16 rows) and
+    # the 2x2 stage (M = 128), forward X.W^T, dX dY.W, dW dY^T.X, and the lowered weight
+    # gradients of the 8x8 (256 channels) and 16x16 (128 channels) stages
+    "vgg 4x4 fwd": (512, 512, 4608, False, True),
+    "vgg 4x4 dX": (512, 4608, 512, False, False),
+    "vgg 4x4 dW": (512, 4608, 512, True, False),
+    "vgg 2x2 fwd": (128, 512, 4608, False, True),
+    "vgg 2x2 dX": (128, 4608, 512, False, False),
+    "vgg 2x2 dW": (512, 4608, 128, True, False),
+    "vgg 8x8 dW": (256, 2304, 2048, True, False),
+    "vgg 16x16 dW": (128, 1152, 8192, True, False),
 }
 
 

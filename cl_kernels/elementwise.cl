@@ -35,6 +35,21 @@ KERNEL void add(__global const float* a, __global const float* b, __global float
     }
 }
 
+/* max(a + b, 0): a residual add and the ReLU after it in one pass. */
+KERNEL void add_relu(__global const float* a, __global const float* b, __global float* out,
+                     const uint n) {
+    const uint i0 = I0;
+    if (i0 + 8 <= n) {
+        const float8 v = LD8(a + i0) + LD8(b + i0);
+        ST8(v < 0.0f ? (float8)(0.0f) : v, out + i0);
+    } else {
+        for (uint i = i0; i < n; ++i) {
+            const float v = a[i] + b[i];
+            out[i] = v < 0.0f ? 0.0f : v;
+        }
+    }
+}
+
 KERNEL void mul(__global const float* a, __global const float* b, __global float* out,
                 const uint n) {
     const uint i0 = I0;

@@ -19,6 +19,8 @@ EPILOGUE_CASES = [
     (2, 3, 11, 13, 5, 3, 1, 1, 1),
     (1, 4, 19, 21, 6, 3, 2, 1, 2),
     (2, 6, 7, 9, 4, 1, 1, 0, 1),
+    (1, 3, 30, 29, 4, 3, 1, 0, 1),
+    (1, 2, 66, 64, 3, 3, 1, 1, 1),
 ]
 EPILOGUES = [(False, False, 1), (False, True, 1), (False, True, 2), (True, True, 1),
              (True, False, 2), (False, False, 2)]

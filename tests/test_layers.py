@@ -81,6 +81,30 @@ def test_batchnorm1d_train_gradients(np64, rng):
     check_layer(layer, rng.standard_normal((6, 5)), rng, rtol=1e-4, atol=1e-6)
 
 
+def test_batchnorm_relu_fused_gradients(np64, rng):
+    """A BatchNorm then ReLU in a container runs as one batchnorm_relu_train in training (and
+    one batchnorm_relu_backward): gradients against central differences, both layers' state
+    as unfused, and plain layers again in eval mode."""
+    bn, relu = BatchNorm2d(3), ReLU()
+    block = _place(Sequential(bn, relu, BatchNorm2d(3), ReLU()), np64)
+    x = rng.standard_normal((4, 3, 3, 2)) * 2 + 0.3
+    check_layer(block, x, rng, rtol=1e-4, atol=1e-6)
+    block.train()
+    y = block.forward(x)
+    assert bn.fused_next is relu and relu._y is not None
+    ref = np.maximum(np.asarray(bn.forward(x)), 0.0)  # unfused: batchnorm_train, then relu
+    np.testing.assert_allclose(np.asarray(relu._y), ref, rtol=1e-12, atol=1e-12)
+    assert y.shape == x.shape
+    block.eval()
+    block.forward(x)
+    assert bn.fused_next is None
+    block.train()
+    seen = []
+    relu.forward = lambda v: seen.append(v) or ReLU.forward(relu, v)  # an observer: no fusion
+    block.forward(x)
+    assert bn.fused_next is None and len(seen) == 1
+
+
 def test_batchnorm_eval_uses_running_stats(np64, rng):
     layer = BatchNorm2d(2, momentum=1.0).to(np64)
     x = rng.standard_normal((8, 2, 3, 3)) * 3 + 2

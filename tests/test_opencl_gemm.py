@@ -95,6 +95,33 @@ def test_gemm_register_rows(clb, np32, rng, monkeypatch, mr, row_blocked, nb, m,
                   + 2.0 * np.abs(c0), k)
 
 
+@pytest.mark.parametrize("ta,tb", TRANS)
+@pytest.mark.parametrize("nb,m,n,k", EDGES[:6] + [(0, 40, 2100, 300), (1, 130, 2050, 257)])
+def test_gemm_blocked_shapes_layout(clb, np32, rng, monkeypatch, nb, m, n, k, ta, tb):
+    """The per-product layout of Intel's runtime (row-blocked grid, up to 12 rows, for a wide
+    op(B)) forced on every device: a runtime whose own layout is the plain grid with 6 rows
+    switches per call."""
+    monkeypatch.setattr(clb.dense, "row_blocked", False)
+    monkeypatch.setattr(clb.dense, "mr", 6)
+    monkeypatch.setattr(clb.dense, "blocked_shapes", ((16, 1),))
+    a, b = _operands(rng, nb, m, n, k, ta, tb)
+    _check(clb, np32, a, b, ta, tb, k)
+
+
+def test_gemm_blocked_shapes_follow_the_device(clb):
+    """Only Intel's CPU runtime switches layouts per product: for op(B) of >= 2048 columns and
+    K >= 256 (VGG16's lowered 512-channel products) or K >= 4096 and N >= 256 (long weight
+    gradients), not at 1024^3, short K or N = 144."""
+    intel = clb.runtime.is_cpu and "intel" in clb.runtime.device.platform.vendor.lower()
+    d = clb.dense
+    assert d._gemm_blocked(4608, 512) == d._gemm_blocked(1728, 4096) == (intel or d.row_blocked)
+    assert d._gemm_blocked(1024, 1024) == d._gemm_blocked(4608, 128) == d.row_blocked
+    assert d._gemm_blocked(144, 131072) == d.row_blocked
+    if intel:
+        assert d._gemm_rows(512, 512, 0, True) == (12 if d._wide_registers() else 6)
+        assert d._gemm_rows(512, 512, 0, False) == 6
+
+
 def test_gemm_register_rows_follow_the_device(clb):
     """12-row blocks and row-blocked grids only on CPU runtimes other than Intel's, 12 rows
     only with 16-float native vectors (32 AVX-512 registers)."""

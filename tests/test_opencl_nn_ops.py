@@ -87,6 +87,8 @@ def run_elementwise(be, rng, op, shape):
         out = be.add(da, db)
         be.add(da, db, out=db)  # aliased output
         return {"new": out, "in_place": db}
+    if op == "add_relu":
+        return {"y": be.add_relu(da, db)}
     if op == "mul":
         out = be.mul(da, db)
         be.mul(da, db, out=da)
@@ -138,9 +140,9 @@ def run_softmax(be, rng, n, k, ties=False):
     return {"loss": loss, "grad": grad, "correct": be.count_correct(logits, labels)}
 
 
-def run_batchnorm(be, rng, shape):
+def run_batchnorm(be, rng, shape, offset=0.5):
     c = shape[1]
-    x = _normal(rng, shape, 2.0) + 0.5
+    x = _normal(rng, shape, 2.0) + np.float32(offset)
     gamma, beta = _normal(rng, (c,)), _normal(rng, (c,))
     rm, rv = _normal(rng, (c,), 0.1), (1.0 + rng.random(c)).astype(np.float32)
     dgamma, dbeta = _normal(rng, (c,)), _normal(rng, (c,))
@@ -154,6 +156,23 @@ def run_batchnorm(be, rng, shape):
     return {"y": y, "xhat": xhat, "inv_std": inv_std, "running_mean": d["rm"],
             "running_var": d["rv"], "dx": dx, "dgamma": d["dgamma"], "dbeta": d["dbeta"],
             "y_eval": y_eval}
+
+
+def run_batchnorm_relu(be, rng, shape):
+    """batchnorm_relu_train / _backward (a BatchNorm then ReLU fused in training)."""
+    c = shape[1]
+    x = _normal(rng, shape, 2.0) + 0.3
+    gamma, beta = _normal(rng, (c,)), _normal(rng, (c,))
+    d = {k: be.from_host(v) for k, v in dict(
+        gamma=gamma, beta=beta, rm=_normal(rng, (c,), 0.1),
+        rv=(1.0 + rng.random(c)).astype(np.float32), dgamma=_normal(rng, (c,)),
+        dbeta=_normal(rng, (c,))).items()}
+    y, xhat, inv_std = be.batchnorm_relu_train(be.from_host(x), d["gamma"], d["beta"], d["rm"],
+                                               d["rv"], 0.1, 1e-5)
+    dx = be.batchnorm_relu_backward(be.from_host(_normal(rng, shape)), y, xhat, inv_std,
+                                    d["gamma"], d["dgamma"], d["dbeta"])
+    return {"y": y, "xhat": xhat, "inv_std": inv_std, "running_mean": d["rm"],
+            "running_var": d["rv"], "dx": dx, "dgamma": d["dgamma"], "dbeta": d["dbeta"]}
 
 
 def run_reduce(be, rng, n):
@@ -202,7 +221,7 @@ def run_block_product(be, rng, rows, cols, blocks, m, unit=1):
 
 # ---------------------------------------------------------------- the table
 IMG = (5, 3, 7, 9)  # odd sizes on purpose
-ELEMENTWISE_OPS = ("relu", "relu_backward", "add", "mul", "axpy", "scale", "div_sqrt",
+ELEMENTWISE_OPS = ("relu", "relu_backward", "add", "add_relu", "mul", "axpy", "scale", "div_sqrt",
                    "soft_threshold", "apply_mask")
 
 # (id, runner, params, (rtol, atol))
@@ -233,7 +252,13 @@ CASES: list[tuple[str, Callable, dict, tuple[float, float]]] = [
           # rows a multiple of 8 wide (border pieces as aligned loads), padding 0, 1 and 2
           ((2, 3, 9, 8), 6, 3, 0, 1, False), ((2, 3, 6, 8), 4, 3, 2, 1, True),
           ((2, 5, 8, 16), 7, 5, 2, 1, True), ((1, 2, 5, 16), 3, (3, 5), 1, 1, False),
-          ((2, 4, 5, 24), 8, 5, 0, 2, True)]],
+          ((2, 4, 5, 24), 8, 5, 0, 2, True),
+          # weight gradient walked row by row (rows with pieces wholly inside): aligned border
+          # pieces (32 wide, pad 1 and 2), ragged channel blocks, rows not a multiple of 8,
+          # many one-image chunks
+          ((3, 4, 6, 32), 12, 3, 1, 1, False), ((2, 4, 5, 32), 6, 5, 2, 2, True),
+          ((2, 3, 4, 37), 9, 3, 0, 1, True), ((2, 2, 5, 29), 3, 5, 1, 1, False),
+          ((20, 2, 4, 40), 16, 3, 1, 1, False)]],
     *[(f"channel_bias-{s}-acc{a}", run_channel_bias, dict(shape=s, accumulate=a), (1e-4, 1e-4))
       for s, a in [(IMG, True), (IMG, False), ((5, 10), True), ((5, 12), False),
                    ((5, 3, 4, 4), True), ((300, 13), True), ((5, 3, 1, 1), False),
@@ -257,6 +282,15 @@ CASES: list[tuple[str, Callable, dict, tuple[float, float]]] = [
       for n, k, t in [(5, 10, False), (300, 7, False), (5, 1, False), (40, 4, True)]],
     *[(f"batchnorm-{s}", run_batchnorm, dict(shape=s), (1e-4, 1e-4))
       for s in [IMG, (5, 10), (300, 4), (5, 3, 1, 1), (2, 3, 16, 16), (70, 3, 5, 7)]],
+    # the per-tile statistics: several planes per tile with a ragged last tile and P not a
+    # multiple of 8 (130 x 3 x 63), long planes (P = 1600, past the 32-float steps), planes of
+    # 2 x 2 (VGG16's last stage), a BatchNorm1d with many channels, and a mean far from zero
+    # (two-pass tiles merged by Chan's update: no cancellation)
+    *[(f"batchnorm-{s}-offset{o}", run_batchnorm, dict(shape=s, offset=o), (1e-4, 1e-4))
+      for s, o in [((130, 3, 7, 9), 0.5), ((64, 2, 40, 40), -1.0), ((32, 70, 2, 2), 0.5),
+                   ((128, 300), 0.5), ((40, 4, 8, 8), 100.0)]],
+    *[(f"batchnorm-relu-{s}", run_batchnorm_relu, dict(shape=s), (1e-4, 1e-4))
+      for s in [IMG, (300, 4), (130, 3, 7, 9), (32, 70, 2, 2)]],
     *[(f"reduce-{n}", run_reduce, dict(n=n), (1e-4, 1e-3))
       for n in [1, 13, 1000, 100003]],
     *[(f"{opt}-n{n}-mask{mk}-thr{thr}-wd{wd}{''.join(f'-{k}{v}' for k, v in kw.items())}",
@@ -299,10 +333,20 @@ def test_every_conv_tile_is_in_the_table(clb):
 
 
 def test_direct_weight_gradient_up_to_a_channel_limit(clb, np32):
-    """The direct weight gradient is chosen for narrow layers (ResNet-32's 16 -> 16) and not for
-    VGG16's 512 -> 512 (im2row + gemm is faster there); NumPy's is the lowering itself."""
+    """The direct weight gradient is chosen for narrow layers (ResNet-32's 16 -> 16) on every
+    runtime, up to the runtime's channel-pair limit (on the CPU runtimes measured: VGG16's
+    512 -> 512), and not past it; NumPy's is the lowering itself."""
+    from minidnn.backend.cl_conv import WGRAD_MAX_PAIRS
+    limit = clb.conv.wgrad_max_pairs
+    platform = clb.runtime.device.platform.name.strip()
+    assert limit >= 4096
     assert clb.conv2d_weight_grad_direct(16, 16, 1) and clb.conv2d_weight_grad_direct(32, 64, 2)
-    assert not clb.conv2d_weight_grad_direct(512, 512, 1)
+    assert clb.conv2d_weight_grad_direct(limit, 1, 1)
+    assert not clb.conv2d_weight_grad_direct(limit + 1, 1, 1)
+    assert clb.conv2d_weight_grad_direct(2 * limit, 2, 2)  # pairs per group
+    if clb.runtime.is_cpu and platform in WGRAD_MAX_PAIRS:
+        assert limit == WGRAD_MAX_PAIRS[platform]
+        assert clb.conv2d_weight_grad_direct(512, 512, 1)
     assert np32.conv2d_weight_grad_direct(512, 512, 1)
 
 

@@ -13,7 +13,7 @@ from conftest import OPENCL_DEVICES, opencl_backend_for
 DENSITIES = [0.0, 0.01, 0.3, 1.0]
 
 # (n, c, h, w, o, k, stride, pad, groups): odd sizes, padding, strides, groups; output tiles
-# fully inside the image, at its borders, and partial (OH, OW not multiples of the 4 x 8 tile)
+# fully inside the image, at its borders, and partial (OH, OW not multiples of the 8 x 8 tile)
 CONV_CASES = [
     (2, 3, 9, 11, 5, 3, 1, 1, 1),
     (3, 4, 13, 10, 6, 3, 2, 1, 2),
@@ -22,6 +22,8 @@ CONV_CASES = [
     (2, 6, 7, 5, 4, 3, 1, 2, 1),
     (1, 8, 40, 37, 8, 3, 2, 1, 4),    # stride 2 with interior tiles
     (2, 6, 7, 7, 6, 1, 1, 0, 3),
+    (1, 3, 30, 29, 4, 3, 1, 0, 1),    # inside tiles and a 4-row tail tile on the checked path
+    (1, 2, 66, 64, 3, 3, 1, 1, 1),    # padding, but enough inside tiles to skip the padded copy
 ]
 
 

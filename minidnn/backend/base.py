@@ -116,6 +116,7 @@ OPTIONAL_PRIMITIVES = (
     "qcsr_matmul_t", "qcsr_conv2d", "nearest_centroid",
     "block_pack", "block_matmul",
     "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "conv2d_weight_grad_direct",
+    "batchnorm_relu_train", "batchnorm_relu_backward", "add_relu",
 )
 
 
@@ -483,6 +484,26 @@ class Backend(ABC):
         coef = self.mul(gamma, inv_std)
         self.scale(coef, 1.0 / count)
         return self.mul(dx, self._per_channel(coef, dy))
+
+    def add_relu(self, a: Array, b: Array) -> Array:
+        """max(a + b, 0): a residual add and the ReLU after it (fused where the backend can)."""
+        return self.relu(self.add(a, b))
+
+    def batchnorm_relu_train(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
+                             running_var: Array, momentum: float, eps: float
+                             ) -> tuple[Array, Array, Array]:
+        """``batchnorm_train`` followed by ``relu`` (a BatchNorm2d then ReLU in training):
+        returns (relu(y), xhat, inv_std). A backend may fuse the two (one pass less)."""
+        y, xhat, inv_std = self.batchnorm_train(x, gamma, beta, running_mean, running_var,
+                                                momentum, eps)
+        return self.relu(y), xhat, inv_std
+
+    def batchnorm_relu_backward(self, dy: Array, y: Array, xhat: Array, inv_std: Array,
+                                gamma: Array, dgamma: Array, dbeta: Array) -> Array:
+        """Gradient through ``batchnorm_relu_train`` (``y`` its output): batchnorm_backward of
+        relu_backward(dy, y); accumulates into dgamma/dbeta, returns dx."""
+        return self.batchnorm_backward(self.relu_backward(dy, y), xhat, inv_std, gamma, dgamma,
+                                       dbeta)
 
     # ------------------------------------------------------------ reductions
     def sum(self, a: Array) -> Array:

@@ -22,9 +22,9 @@ from ..errors import ShapeError
 _i32 = np.int32
 CONST_KW = (3, 5)         # filter widths with their own kernel; others run <prefix>0
 # Work-item tiles of the forward / input-gradient kernels (conv.cl): name -> (kernel name prefix,
-# output channels, output rows); each covers 8 pixels of a row. Chosen per runtime (platform
-# name prefix) from issue 20's interleaved A/B (benchmarks/bench_conv_kernels.py --tiles
-# c16r1,c8r2 --baseline, the zoo's layer shapes, Zen 4, load 2.5-4 on 2 cores, median ratio
+# output channels, output rows); each covers 8 pixels of a row. Chosen per CPU runtime (platform
+# name) from issue 20's interleaved A/B (benchmarks/bench_conv_kernels.py --tiles
+# c16r1,c8r2 --baseline, the zoo's layer shapes, Zen 4, load 1.2-4 on 2 cores, median ratio
 # of CPU times; docs/results.md, issue 20, lane F): under PoCL 3.1 the two-row tile ran
 # 0.99-1.25x as fast as the 16-channel one (1.08-1.33x main's kernel, two runs); under
 # Intel's runtime 0.65-0.9x (its compiler turns the 16-channel tile's 48 FMAs per filter row
@@ -32,18 +32,22 @@ CONST_KW = (3, 5)         # filter widths with their own kernel; others run <pre
 # against a 102 FMA ceiling), so there the 16-channel tile stays.
 TILES = {"c16r1": ("conv2d_k", 16, 1), "c8r2": ("conv2d_r2_k", 8, 2)}
 TILE_BY_PLATFORM = {"Portable Computing Language": "c8r2", "Intel(R) OpenCL": "c16r1"}
-TILE_DEFAULT = "c16r1"    # other runtimes (GPUs): the 16-channel tile, as before issue 20
+TILE_DEFAULT = "c16r1"    # other runtimes, GPUs: the 16-channel tile, as before issue 20
 MAIN_LS = (8, 1, 1)       # (pixel blocks, channel blocks, images): fixed (PoCL recompiles)
 PACK_LS = (8, 1)          # conv2d_pack_w
 REDUCE_LS = (64,)
-WGRAD_OB = {3: 6, 5: 4}   # output channels per weight-gradient work-item (DW_OB), else 8
-WGRAD_CACHE = 1 << 16     # floats of dy one chunk of a work-item reads (~256 KB: stays in L2)
+WGRAD_OB = {3: 8, 5: 4}   # output channels per weight-gradient work-item (DW_OB), else 8
+WGRAD_CACHE = 1 << 14     # floats of dy one chunk of a work-item reads (64 KB; 1.0-1.14x 128 KB)
 WGRAD_MIN_ITEMS = 256     # work-items the weight gradient is split into at least, if it can
 # Widest layer, in (output, input) channel pairs per group, whose weight gradient runs the direct
-# kernel; wider ones are lowered (im2row + gemm), a large well-shaped product there. Per runtime
-# (platform name prefix), from issue 20's per-layer measurements (bench_conv_kernels.py): the
-# kernel ran at ~40 GFLOP per CPU-second under PoCL and ~60 under Intel's runtime.
-WGRAD_MAX_PAIRS = {"Portable Computing Language": 2048}
+# kernel; wider ones are lowered (im2row + gemm), a large well-shaped product there. Per CPU
+# runtime (platform name), from issue 20's per-layer measurements (bench_wgrad_ab.py, CPU time,
+# Zen 4, 2 cores, shared machine): after the kernel's rolling "same"-padding walk, the direct
+# kernel was faster than the lowering on every zoo layer measured under both PoCL 3.1 and Intel's
+# runtime, up to VGG16's 512 -> 512 at 8x8 (1.18x both) and AlexNet's 256 -> 384 (1.02x PoCL,
+# 1.27x Intel); before it, PoCL's limit was 2048 and Intel's 8192. Other runtimes and GPUs:
+# the limit measured before (unmeasured since).
+WGRAD_MAX_PAIRS = {"Portable Computing Language": 512 * 512, "Intel(R) OpenCL": 512 * 512}
 WGRAD_MAX_PAIRS_DEFAULT = 8192
 
 
@@ -54,11 +58,12 @@ class ConvOps:
 
     def __init__(self, runtime: CLRuntime) -> None:
         self.rt = runtime
-        platform = runtime.device.platform.name
-        self.wgrad_max_pairs = next((v for k, v in WGRAD_MAX_PAIRS.items()
-                                     if platform.startswith(k)), WGRAD_MAX_PAIRS_DEFAULT)
-        self.tile = next((v for k, v in TILE_BY_PLATFORM.items() if platform.startswith(k)),
-                         TILE_DEFAULT)  # a key of TILES (benchmarks and tests switch it)
+        platform = runtime.device.platform.name.strip()
+        self.wgrad_max_pairs = (WGRAD_MAX_PAIRS.get(platform, WGRAD_MAX_PAIRS_DEFAULT)
+                                if runtime.is_cpu else WGRAD_MAX_PAIRS_DEFAULT)
+        # a key of TILES (benchmarks and tests switch it); measured on CPUs only
+        self.tile = TILE_BY_PLATFORM.get(platform, TILE_DEFAULT) if runtime.is_cpu \
+            else TILE_DEFAULT
 
     def conv2d_weight_grad_direct(self, out_channels: int, in_channels: int,
                                   groups: int) -> bool:

@@ -26,7 +26,7 @@ SPMM_SCALAR_MAX_M = 3  # up to this many rows m, one work-item per output has th
 SDDMM_PANEL_NNZ_PER_K = 0.5
 SDDMM_BLOCK_FLOATS = 1 << 16  # SDDMM: an x block of K * B floats should stay in L2
 PARTIAL_BUDGET = 1 << 22   # floats of SDDMM partial sums over chunks of M (16 MiB)
-CONV_TILE = (4, 8)         # output rows x pixels per work-item of csr_conv2d (csr_conv.cl)
+CONV_TILE = (8, 8)         # output rows x pixels per work-item of csr_conv2d (csr_conv.cl)
 
 i32 = np.int32
 
@@ -48,7 +48,7 @@ def _value_args(values: Array, codebook: Array | None) -> tuple[tuple, str]:
 
 
 def _mostly_border(oh: int, ow: int, pad: int) -> bool:
-    """Whether most 4x8 output tiles of csr_conv2d would touch the zero padding and take its
+    """Whether most 8x8 output tiles of csr_conv2d would touch the zero padding and take its
     slow, checked path (small outputs, wide padding: the input gradient of a convolution without
     padding is a "full" one with kh-1): those get a padded copy of the input first."""
     th, tw = _cdiv(oh, CONV_TILE[0]), _cdiv(ow, CONV_TILE[1])
@@ -334,18 +334,28 @@ class CSROps:
             return y
         if stride == 1 and pad > 0 and _mostly_border(oh, ow, pad):
             x, h, w, pad = self._pad_for_tiles(x, oh, ow, kh, kw, pad)
+        offs = self._tap_offsets(taps, h, w)
         blocks = _cdiv(oh, CONV_TILE[0]) * _cdiv(ow, CONV_TILE[1])
         # a work-group holds the tiles of one channel for a few images: on PoCL each group has
         # a fixed cost, so groups of 1-2 work-items (small images) would be overhead-bound
         want = 16 if self.rt.is_cpu else 64
         l0 = min(blocks, want)
         local = (l0, 1, min(n, max(1, want // l0)))
-        self.rt.launch(stem, "csr_conv2d", (blocks, o, n), local, x, row_ptr, taps, *vargs,
+        self.rt.launch(stem, "csr_conv2d", (blocks, o, n), local, x, row_ptr, taps, offs, *vargs,
                        bias if bias is not None else vargs[-1], i32(bias is not None), y, i32(c),
                        i32(h), i32(w), i32(o), i32(oh), i32(ow), i32(kh), i32(kw), i32(stride),
                        i32(pad), i32(groups), i32(n), residual if residual is not None else x,
                        i32(residual is not None), i32(bool(relu)), i32(pool))
         return y
+
+    def _tap_offsets(self, taps: Array, h: int, w: int) -> Array:
+        """Where each tap reads in an input of h x w planes (csr_conv_offsets), for this call."""
+        nnz = int(taps.size)
+        offs = self.rt.empty((max(nnz, 1),), np.int32)
+        if nnz:
+            self.rt.launch("csr_conv", "csr_conv_offsets", (nnz,), None, taps, i32(nnz),
+                           i32(h * w), i32(w), offs)
+        return offs
 
     def csr_conv_wgrad(self, dy: Array, x: Array, row_ptr: Array, taps: Array,
                        shape: Sequence[int], kh: int, kw: int, stride: int, pad: int,

@@ -88,20 +88,39 @@ class GemmOps:
         intel = "intel" in str(self.rt.device.platform.vendor).lower()
         self.row_blocked = self.rt.is_cpu and not intel
         self.mr = 12 if self.row_blocked and self._wide_registers() else 6
+        # Intel's CPU runtime: products with a wide op(B) or a long K take the row-blocked
+        # grid and 12-row blocks too (AVX-512): (N, K) at least one of the (min N, min K) pairs
+        # of blocked_shapes. With the plain grid each row panel streams a K block of all of
+        # op(B) (MBs at VGG16's lowered layers: 512 x 4608) from L3. Interleaved A/B in one
+        # process (issue 20, session 7, docs/results.md), GFLOP per CPU-second, with these
+        # shapes blocked vs none: 1.14-1.47x at VGG16's products with N = 4608, 1.1-1.45x at
+        # the lowered weight gradients with K >= 4096 (AlexNet conv2-5, VGG16 16x16, ResNet-32
+        # stages 2-3); blocking every product instead ran the K <= 128 ones (the linears' dW,
+        # VGG16's 2x2 dW, K = 64 dX) at 0.75-0.92x and 1024^3 at 0.95-1.09x.
+        self.blocked_shapes: tuple[tuple[int, int], ...] = \
+            ((2048, 256), (256, 4096)) if self.rt.is_cpu and intel else ()
 
     @staticmethod
     def _stem(mr: int) -> str:
         """The program of the gemm kernels with ``mr``-row blocks: gemm.cl or gemm@mr12."""
         return "gemm@mr12" if mr == 12 else "gemm"
 
-    def _gemm_rows(self, m: int, k: int, row_stride: int = 0) -> int:
+    def _gemm_blocked(self, n: int, k: int) -> bool:
+        """Whether a product with ``n`` columns and depth ``k`` runs on the row-blocked grid:
+        on every CPU runtime but Intel's, and there at the shapes of ``blocked_shapes``."""
+        return self.row_blocked or any(n >= mn and k >= mk for mn, mk in self.blocked_shapes)
+
+    def _gemm_rows(self, m: int, k: int, row_stride: int = 0, blocked: bool = False) -> int:
         """Rows per register block for a product with ``m`` rows: 12 where the device uses
         them (``self.mr``), K is at least gemm_wide_min_k (with a short K the stores of C
         dominate and 12 rows measured slower) and they pad op(A) no more than 6-row panels do
         (or M is large), else 6. Also 6 when op(A) is read in place with rows ``row_stride`` floats
         apart (0: packed or transposed) and that is a multiple of 4 KiB: 12 such rows fall
-        into one set of an 8-way L1 cache (1.5x slower than 6 rows on Zen 4 at K = 4096)."""
-        if self.mr == 6 or k < self.gemm_wide_min_k:
+        into one set of an 8-way L1 cache (1.5x slower than 6 rows on Zen 4 at K = 4096).
+        ``blocked``: a row-blocked product on a runtime whose own blocks have 6 rows (Intel's,
+        see blocked_shapes) may take 12 where the device has AVX-512."""
+        mr = 12 if blocked and self.mr == 6 and self._wide_registers() else self.mr
+        if mr == 6 or k < self.gemm_wide_min_k:
             return 6
         if row_stride and row_stride % 1024 == 0:
             return 6
@@ -123,25 +142,26 @@ class GemmOps:
         a packing pass over)."""
         return not trans_b and n >= NR and m <= self.gemm_direct_b_max_m
 
-    def _gemm_local(self, kind: str) -> tuple[int, ...]:
-        """Fixed work-group sizes per kernel and device type (PoCL recompiles per new size)."""
+    def _gemm_local(self, kind: str, blocked: bool = False) -> tuple[int, ...]:
+        """Fixed work-group sizes per kernel and device type (PoCL recompiles per new size);
+        ``blocked``: the main kernel on the row-blocked grid."""
         if self.rt.is_cpu:
-            main = (8, 1, 1) if self.row_blocked else (1, 8, 1)
+            main = (8, 1, 1) if blocked else (1, 8, 1)
             return {"main": main, "pack_a": (8, 1, 1), "pack_b": (4, 4, 1), "reduce": (64,),
                     "copy": (1, 8, 1), "tile": (1, 8, 1)}[kind]
         return {"main": (16, 4, 1), "pack_a": (64, 1, 1), "pack_b": (8, 8, 1), "reduce": (128,),
                 "copy": (64, 1, 1), "tile": (8, 8, 1)}[kind]
 
-    def _gemm_row_blocks(self, mp: int) -> tuple[int, int]:
+    def _gemm_row_blocks(self, mp: int, blocked: bool) -> tuple[int, int]:
         """(row panels per row block, number of row blocks) of the product's grid.
 
-        Row-blocked (``self.row_blocked``): a work-group is a column of row panels sharing
+        Row-blocked (``blocked``, see _gemm_blocked): a work-group is a column of row panels sharing
         one 16-column B panel, which stays in L1 while its work-items run one after the other;
         the row block's A panels (gemm_row_block x 6 or 12 rows x K block) stay in L2 while
         the groups walk the column panels. Otherwise all row panels form one block (the plain
         2-D grid: on a CPU, work-groups of 8 column panels sharing one A panel)."""
-        step = self._gemm_local("main")[0]
-        rb = min(self.gemm_row_block if self.row_blocked else mp, _cdiv(mp, step) * step)
+        step = self._gemm_local("main", blocked)[0]
+        rb = min(self.gemm_row_block if blocked else mp, _cdiv(mp, step) * step)
         rb = _cdiv(rb, step) * step
         return rb, _cdiv(mp, rb)
 
@@ -171,9 +191,10 @@ class GemmOps:
         if self._gemm_swap(m, n, trans_b) and (beta == 0.0 or m == 1):
             return self._gemm_transposed(a, b, trans_a, out, nb, m, n, k, alpha, beta)
         in_place = not trans_a and not self._gemm_pack_a(m, n, k, trans_a)
-        mr = self._gemm_rows(m, k, k if in_place else 0)
+        blocked = self._gemm_blocked(n, k)
+        mr = self._gemm_rows(m, k, k if in_place else 0, blocked)
         name, head = self._gemm_operands(a, b, trans_a, trans_b, nb, m, n, k, mr)
-        return self._gemm_product(name, head, out, nb, m, n, k, mr, alpha, beta)
+        return self._gemm_product(name, head, out, nb, m, n, k, mr, alpha, beta, blocked)
 
     def _gemm_swap(self, m: int, n: int, trans_b: bool) -> bool:
         """Whether to compute C^T = B op(A)^T instead of op(A) B^T: with few rows of A and a
@@ -187,13 +208,14 @@ class GemmOps:
         """``out = alpha * op(a) @ b^T (+ beta * out)`` as C^T = b @ op(a)^T: b read in place as
         op(A) of the swapped product, C^T into scratch and transposed into ``out`` (beta must be
         0 then), or straight into ``out`` when m == 1 (C^T has the layout of C)."""
-        mr = self._gemm_rows(n, k, k)
+        blocked = self._gemm_blocked(m, k)
+        mr = self._gemm_rows(n, k, k, blocked)
         name, head = self._gemm_operands(b, a, False, not trans_a, nb, n, m, k, mr,
                                          pack_a=False)
         if m == 1:
-            return self._gemm_product(name, head, out, nb, n, m, k, mr, alpha, beta)
+            return self._gemm_product(name, head, out, nb, n, m, k, mr, alpha, beta, blocked)
         ct = self.rt.scratch("gemm.t", nb * n * m)[: nb * n * m]
-        self._gemm_product(name, head, ct, nb, n, m, k, mr, alpha, 0.0)
+        self._gemm_product(name, head, ct, nb, n, m, k, mr, alpha, 0.0, blocked)
         self._permute(ct, (nb, n, m), (0, 2, 1), out)
         return out
 
@@ -228,7 +250,7 @@ class GemmOps:
         return name, (i32(m), i32(n), i32(k), i32(nb), *a_args, *b_args)
 
     def _gemm_product(self, name: str, head: tuple, out, nb: int, m: int, n: int, k: int,
-                      mr: int, alpha: float, beta: float):
+                      mr: int, alpha: float, beta: float, blocked: bool):
         """Run the product kernel into ``out``.
 
         Few output blocks and a long K: K slices run side by side into a scratch buffer, then
@@ -243,17 +265,18 @@ class GemmOps:
                      _cdiv(k, self.gemm_max_split))
             nsplit = _cdiv(k, kc)
             c = self.rt.scratch("gemm.p", nsplit * out.size)
-            rb, nblk = self._gemm_row_blocks(mp)
+            rb, nblk = self._gemm_row_blocks(mp, blocked)
             self.rt.launch(self._stem(mr), name, (rb, npn, nblk * nsplit * nb),
-                           self._gemm_local("main"), *head, c, i32(n), i32(m * n),
+                           self._gemm_local("main", blocked), *head, c, i32(n), i32(m * n),
                            i32(out.size), i32(0), i32(k), i32(kc), i32(rb), np.float32(1.0),
                            np.float32(0.0))
             self._gemm_reduce(c, nsplit, out.size, out, alpha, beta)
             return out
         kc = _cdiv(k, _cdiv(k, self.gemm_k_block))
-        rb, nblk = self._gemm_row_blocks(mp)
+        rb, nblk = self._gemm_row_blocks(mp, blocked)
         for k0 in range(0, k, kc):
-            self.rt.launch(self._stem(mr), name, (rb, npn, nblk * nb), self._gemm_local("main"),
+            self.rt.launch(self._stem(mr), name, (rb, npn, nblk * nb),
+                           self._gemm_local("main", blocked),
                            *head, out, i32(n), i32(m * n), i32(0), i32(k0), i32(min(k, k0 + kc)),
                            i32(kc), i32(rb), np.float32(alpha),
                            np.float32(beta if k0 == 0 else 1.0))

@@ -27,6 +27,10 @@ PLANE_LS = 16            # one work-item per (n, c) plane: pooling adjoints
 IMAGE_LS = 4             # one work-item per image: row2im on CPUs
 SUM_CHUNK = 16384        # floats per work-group in stage 1 of sum / count_zeros
 CONST_KW = (1, 3, 5, 7)  # kernel widths im2row.cl compiles with a constant width
+BN_TILE_FLOATS = 4096    # train-mode batch norm: floats per (planes of one channel) tile
+BN_MIN_TILES = 64        # ... and at least this many tiles in all where the tensor allows
+BN_TILE_LS = (8, 1)      # (tile, channel) launches of the batch-norm statistics
+BN_PLANE_LS = (8, 1)     # (channel, image) launches of its elementwise passes
 
 
 def _ncp(x: Array, channels: int) -> tuple[int, int, int]:
@@ -57,7 +61,9 @@ class NNOps:
                 "add", "axpy", "mul", "scale", "div_sqrt", "dropout_mask", "maxpool2d",
                 "maxpool2d_backward", "avgpool2d", "avgpool2d_backward",
                 "softmax_cross_entropy", "count_correct", "batchnorm_train", "batchnorm_eval",
-                "batchnorm_backward", "sum", "count_zeros", "l1_reweight",
+                "batchnorm_backward", "batchnorm_relu_train", "batchnorm_relu_backward", "add_relu",
+                "sum",
+                "count_zeros", "l1_reweight",
                 "soft_threshold_scaled", "hard_threshold", "mask_zeros", "group_soft_threshold")
 
     def __init__(self, runtime: CLRuntime) -> None:
@@ -158,6 +164,12 @@ class NNOps:
         self._ew("add", a.size, a, b, out, _u32(a.size))
         return out
 
+    def add_relu(self, a: Array, b: Array) -> Array:
+        """max(a + b, 0) in one pass."""
+        out = self._like(a, None)
+        self._ew("add_relu", a.size, a, b, out, _u32(a.size))
+        return out
+
     def axpy(self, alpha: float, x: Array, y: Array) -> None:
         """In place y += alpha * x."""
         self._ew("axpy", y.size, _f32(alpha), x, y, _u32(y.size))
@@ -256,17 +268,38 @@ class NNOps:
         return out
 
     # ------------------------------------------------------------ batch norm
+    def _bn_tiles(self, n: int, c: int, p: int) -> tuple[int, int]:
+        """(planes per tile, tiles per channel) of the train-mode batch-norm kernels: tiles of
+        about BN_TILE_FLOATS (their second pass reads L1), at least ~BN_MIN_TILES of them in
+        all so that every compute unit has work."""
+        npl = max(1, min(BN_TILE_FLOATS // max(p, 1), (n * c) // BN_MIN_TILES))
+        return npl, -(-n // npl)
+
     def batchnorm_train(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
-                        running_var: Array, momentum: float, eps: float
+                        running_var: Array, momentum: float, eps: float, relu: bool = False
                         ) -> tuple[Array, Array, Array]:
-        """Batch statistics per channel (one work-group each); updates the running stats."""
+        """Batch statistics per channel from per-tile (mean, M2), merged in a fixed order;
+        updates the running stats; then normalizes elementwise (batchnorm.cl), with the ReLU
+        of batchnorm_relu_train when ``relu``."""
         n, c, p = _ncp(x, int(gamma.shape[0]))
         y, xhat, inv_std = self.rt.empty(x.shape), self.rt.empty(x.shape), self.rt.empty((c,))
-        ls = self.rt.reduction_size
-        self.rt.launch("batchnorm", "batchnorm_train", (c * ls,), (ls,), x, gamma, beta,
-                       running_mean, running_var, y, xhat, inv_std, _u32(n), _u32(c), _u32(p),
-                       _u32(self._lanes_log2(n, p)), _f32(momentum), _f32(eps))
+        npl, t = self._bn_tiles(n, c, p)
+        part, stat = self.rt.scratch("nn.bn_part", 2 * c * t), self.rt.scratch("nn.bn_stat", 2 * c)
+        dims = (_u32(n), _u32(c), _u32(p), _u32(npl), _u32(t))
+        self.rt.launch("batchnorm", "batchnorm_tile_stats", (t, c), BN_TILE_LS, x, *dims, part)
+        self.rt.launch("batchnorm", "batchnorm_stats_combine", (c,), (EW_LS,), part, *dims, stat,
+                       inv_std, running_mean, running_var, _f32(momentum), _f32(eps))
+        if x.size:
+            self.rt.launch("batchnorm", "batchnorm_normalize", (c, n), BN_PLANE_LS, x, stat,
+                           gamma, beta, y, xhat, *dims[:3], _i32(bool(relu)))
         return y, xhat, inv_std
+
+    def batchnorm_relu_train(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
+                             running_var: Array, momentum: float, eps: float
+                             ) -> tuple[Array, Array, Array]:
+        """batchnorm_train with the ReLU applied in its normalizing pass."""
+        return self.batchnorm_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                                    relu=True)
 
     def batchnorm_eval(self, x: Array, gamma: Array, beta: Array, running_mean: Array,
                        running_var: Array, eps: float) -> Array:
@@ -286,15 +319,28 @@ class NNOps:
                            x, y, coef, _u32(p), _u32(c), _u32(n * c))
         return y
 
+    def batchnorm_relu_backward(self, dy: Array, y: Array, xhat: Array, inv_std: Array,
+                                gamma: Array, dgamma: Array, dbeta: Array) -> Array:
+        """batchnorm_backward with dy gated by the fused ReLU's output ``y`` as it is read."""
+        return self.batchnorm_backward(dy, xhat, inv_std, gamma, dgamma, dbeta, gate=y)
+
     def batchnorm_backward(self, dy: Array, xhat: Array, inv_std: Array, gamma: Array,
-                           dgamma: Array, dbeta: Array) -> Array:
-        """Train-mode batch-norm gradient; accumulates dgamma/dbeta, returns dx."""
+                           dgamma: Array, dbeta: Array, gate: Array | None = None) -> Array:
+        """Train-mode batch-norm gradient: per-tile sums of dy and dy * xhat, merged per
+        channel in a fixed order (accumulates dgamma/dbeta), then dx elementwise. ``gate``:
+        the output of batchnorm_relu_train (dy taken only where it is > 0)."""
         n, c, p = _ncp(dy, int(gamma.shape[0]))
         dx = self.rt.empty(dy.shape)
-        ls = self.rt.reduction_size
-        self.rt.launch("batchnorm", "batchnorm_backward", (c * ls,), (ls,), dy, xhat, inv_std,
-                       gamma, dgamma, dbeta, dx, _u32(n), _u32(c), _u32(p),
-                       _u32(self._lanes_log2(n, p)))
+        npl, t = self._bn_tiles(n, c, p)
+        part, coef = self.rt.scratch("nn.bn_part", 2 * c * t), self.rt.scratch("nn.bn_stat", 3 * c)
+        g = (gate if gate is not None else self.rt.dummy, _i32(gate is not None))
+        self.rt.launch("batchnorm", "batchnorm_tile_grad_sums", (t, c), BN_TILE_LS, dy, *g, xhat,
+                       _u32(n), _u32(c), _u32(p), _u32(npl), _u32(t), part)
+        self.rt.launch("batchnorm", "batchnorm_grad_combine", (c,), (EW_LS,), part, _u32(c),
+                       _u32(t), _f32(n * p), inv_std, gamma, dgamma, dbeta, coef)
+        if dy.size:
+            self.rt.launch("batchnorm", "batchnorm_dx", (c, n), BN_PLANE_LS, dy, *g, xhat, coef,
+                           dx, _u32(n), _u32(c), _u32(p))
         return dx
 
     # ------------------------------------------------------------ reductions

@@ -187,6 +187,9 @@ class NumpyBackend(Backend):
     def add(self, a, b, out=None):
         return np.add(a, b, out=out)
 
+    def add_relu(self, a, b):
+        return np.maximum(a + b, 0).astype(a.dtype)
+
     def axpy(self, alpha, x, y):
         y += np.asarray(alpha, dtype=y.dtype) * x
 
@@ -279,6 +282,15 @@ class NumpyBackend(Backend):
         running_var *= 1 - momentum
         running_var += momentum * unbiased
         return y.reshape(x.shape).astype(x.dtype), xhat.reshape(x.shape).astype(x.dtype), inv_std
+
+    def batchnorm_relu_train(self, x, gamma, beta, running_mean, running_var, momentum, eps):
+        y, xhat, inv_std = self.batchnorm_train(x, gamma, beta, running_mean, running_var,
+                                                momentum, eps)
+        return np.maximum(y, 0).astype(x.dtype), xhat, inv_std
+
+    def batchnorm_relu_backward(self, dy, y, xhat, inv_std, gamma, dgamma, dbeta):
+        return self.batchnorm_backward(np.where(y > 0, dy, 0).astype(dy.dtype), xhat, inv_std,
+                                       gamma, dgamma, dbeta)
 
     def batchnorm_eval(self, x, gamma, beta, running_mean, running_var, eps):
         c = gamma.shape[0]

@@ -138,6 +138,23 @@ class Module:
     def backward(self, dy: Array, need_dx: bool = True) -> Array | None:
         raise NotImplementedError
 
+    # A layer may run itself and the layer after it in one backend call when both sit in a
+    # container that applies its children in order (forward_in_order): a BatchNorm then ReLU
+    # in training (batchnorm_relu_train). fuses_with says whether it can; forward_fused then
+    # replaces both forwards, sets ``fused_next`` to the layer it took in, and
+    # backward_fused replaces both backwards.
+    fused_next: "Module | None" = None
+
+    def fuses_with(self, layer: "Module") -> bool:
+        """Whether ``forward_fused(x, layer)`` may replace this forward and ``layer``'s."""
+        return False
+
+    def forward_fused(self, x: Array, layer: "Module") -> Array:
+        raise NotImplementedError
+
+    def backward_fused(self, dy: Array) -> Array:
+        raise NotImplementedError
+
     def __call__(self, x: Array) -> Array:
         """``forward(x)``; the module must have been placed with ``to(backend)`` first."""
         if self.backend is None:
@@ -196,17 +213,32 @@ class Sequential(Module):
 
 
 def forward_in_order(module: Module, x: Array) -> Array:
-    """Apply ``module``'s children in the order they were assigned (Sequential, Model)."""
-    for layer in module._modules.values():
-        x = layer.forward(x)
+    """Apply ``module``'s children in the order they were assigned (Sequential, Model); a
+    child that fuses with the next one (``Module.fuses_with``) runs both in one call."""
+    layers = list(module._modules.values())
+    i = 0
+    while i < len(layers):
+        if i + 1 < len(layers) and layers[i].fuses_with(layers[i + 1]):
+            x = layers[i].forward_fused(x, layers[i + 1])
+            i += 2
+        else:
+            x = layers[i].forward(x)
+            i += 1
     return x
 
 
 def backward_in_order(module: Module, dy: Array, need_dx: bool) -> Array | None:
-    """Backward of ``forward_in_order``: children in reverse; the first one's dx only if asked."""
+    """Backward of ``forward_in_order``: children in reverse (a pair fused in forward as one);
+    the first one's dx only if asked."""
     layers = list(module._modules.values())
-    for i in range(len(layers) - 1, -1, -1):
-        dy = layers[i].backward(dy, need_dx=need_dx or i > 0)
+    i = len(layers) - 1
+    while i >= 0:
+        if i > 0 and layers[i - 1].fused_next is layers[i]:
+            dy = layers[i - 1].backward_fused(dy)
+            i -= 2
+        else:
+            dy = layers[i].backward(dy, need_dx=need_dx or i > 0)
+            i -= 1
     return dy
 
 

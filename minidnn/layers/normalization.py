@@ -6,6 +6,7 @@ import numpy as np
 from ..errors import ConfigError, ShapeError, StateError
 from ..parameter import Parameter
 from .base import Module, check_input
+from .simple import ReLU
 
 
 class _BatchNorm(Module):
@@ -31,20 +32,48 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         b = self.backend
-        check_input(x, b, self.ndim, type(self).__name__)
-        if x.shape[1] != self.num_features:
-            raise ShapeError(f"{type(self).__name__}({self.num_features}) got {x.shape[1]} "
-                             f"channels (shape {tuple(x.shape)})")
+        self._check(x)
+        object.__setattr__(self, "fused_next", None)
         if not self.training:
             return b.batchnorm_eval(x, self.weight.data, self.bias.data, self.running_mean,
                                     self.running_var, self.eps)
-        if x.size // x.shape[1] < 2:
-            raise ShapeError(f"{type(self).__name__} in training mode needs more than one value "
-                             f"per channel, got shape {tuple(x.shape)}")
         y, self._xhat, self._inv_std = b.batchnorm_train(
             x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
             self.momentum, self.eps)
         return y
+
+    def _check(self, x) -> None:
+        check_input(x, self.backend, self.ndim, type(self).__name__)
+        if x.shape[1] != self.num_features:
+            raise ShapeError(f"{type(self).__name__}({self.num_features}) got {x.shape[1]} "
+                             f"channels (shape {tuple(x.shape)})")
+        if self.training and x.size // x.shape[1] < 2:
+            raise ShapeError(f"{type(self).__name__} in training mode needs more than one value "
+                             f"per channel, got shape {tuple(x.shape)}")
+
+    def fuses_with(self, layer: Module) -> bool:
+        """In training, a ReLU right after this layer runs inside it (batchnorm_relu_train:
+        the ReLU's own pass over the tensor, forward and backward, is saved). Not while
+        either forward is wrapped on the instance (a tracer or observer must see its call)."""
+        return (self.training and type(layer) is ReLU and "forward" not in self.__dict__
+                and "forward" not in layer.__dict__)
+
+    def forward_fused(self, x, layer: Module):
+        """relu(forward(x)) in one backend call; ``layer`` (the ReLU) keeps its output as its
+        own forward would, and backward_fused covers both layers."""
+        self._check(x)
+        y, self._xhat, self._inv_std = self.backend.batchnorm_relu_train(
+            x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
+            self.momentum, self.eps)
+        layer._y = y
+        object.__setattr__(self, "fused_next", layer)
+        return y
+
+    def backward_fused(self, dy):
+        """Backward through the fused ReLU, then this layer."""
+        return self.backend.batchnorm_relu_backward(
+            dy, self.fused_next._y, self._xhat, self._inv_std, self.weight.data,
+            self.weight.grad_buffer(), self.bias.grad_buffer())
 
     def backward(self, dy, need_dx=True):
         if not self.training:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..errors import ShapeError
 from .base import Module
+from .simple import ReLU
 
 
 class Residual(Module):
@@ -23,6 +24,9 @@ class Residual(Module):
         s = self.shortcut.forward(x) if self.shortcut is not None else x
         if tuple(y.shape) != tuple(s.shape):
             raise ShapeError(f"Residual: branch shapes differ {tuple(y.shape)} vs {tuple(s.shape)}")
+        if type(self.post) is ReLU:  # the add and the ReLU in one pass (add_relu)
+            self.post._y = self.backend.add_relu(y, s)
+            return self.post._y
         y = self.backend.add(y, s)
         return self.post.forward(y) if self.post is not None else y
 
