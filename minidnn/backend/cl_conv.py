@@ -4,10 +4,11 @@
 (at ResNet-32's first stage, 75 MB per layer and batch of 128), no GEMM output to transpose
 back to NCHW, the bias added in the same pass. ``conv2d_input_grad`` is the same kernel on dy
 with the filters flipped and their channel axes swapped, which replaces the input-gradient
-GEMM and row2im's scatter. Filters are first packed into 16-channel pieces (a small pass:
-weights change every step). ``conv2d_weight_grad`` reduces dy x x over pixels directly (no
-im2row rows, no transposed dy, no GEMM), in image chunks whose partial sums a second pass adds
-in a fixed order. Kernels: ``cl_kernels/conv.cl``, ``conv_kw.h`` and ``conv_wgrad.h``.
+GEMM and row2im's scatter. Filters are first packed into pieces of the work-item tile's output
+channels (16, or 8 for the two-row tile; a small pass: weights change every step).
+``conv2d_weight_grad`` reduces dy x x over pixels directly (no im2row rows, no transposed dy,
+no GEMM), in image chunks whose partial sums a second pass adds in a fixed order. Kernels:
+``cl_kernels/conv.cl``, ``conv_kw.h``, ``conv_rows.h`` and ``conv_wgrad.h``.
 """
 from __future__ import annotations
 
