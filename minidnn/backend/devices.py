@@ -28,10 +28,13 @@ FIX_HINT = ("install a working OpenCL CPU runtime: `pip install -e \".[cpu]\"` i
             "checkout (Intel's OpenCL CPU runtime, any x86-64 CPU), or `apt-get install "
             "pocl-opencl-icd` on Debian/Ubuntu; or use --backend numpy")
 
-# CPU runtimes in order of preference when several are usable, from benchmarks/bench_train.py
-# on the zoo (docs/results.md, "OpenCL CPU runtimes"); matched against ``runtime_label``.
-CPU_RUNTIME_PREFERENCE = (r"Portable Computing Language (?:[4-9]|3\.[1-9])",
-                          r"Portable Computing Language", r"Intel")
+# CPU runtimes in order of preference when several are usable; matched against
+# ``runtime_label``. From benchmarks/bench_train.py and bench_sparse_train.py on a quiet Zen 4
+# (docs/results.md, issue 20, "end of session 7"): with issue 20's per-runtime kernels, Intel's
+# runtime trains all four zoo models 1.04-1.29x as fast as PoCL 3.1 and the README's main job
+# 1.38x (issue 11 had measured the reverse with the kernels of the time).
+CPU_RUNTIME_PREFERENCE = (r"Intel", r"Portable Computing Language (?:[4-9]|3\.[1-9])",
+                          r"Portable Computing Language")
 
 
 @dataclass(frozen=True)
