@@ -12,53 +12,25 @@ Usage: ``python benchmarks/bench_gemm_ab.py --device 0:0 [--ref 5da5f5a] [--only
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import pyopencl as cl
 
 import bench_gemm as bg
+from ab_baseline import OldRuntime, build_old_program, load_old_module
 import bench_train as bt
 from minidnn.backend import get_backend
 from minidnn.models import MODELS, build_model, training_recipe
 
-ROOT = Path(__file__).resolve().parent.parent
 OLD_STEM = "gemm_ab_old"
-
-
-class _OldRuntime:
-    """The backend's runtime, with the old gemm kernels launched from their own program."""
-
-    def __init__(self, rt) -> None:
-        self._rt = rt
-
-    def __getattr__(self, name: str):
-        return getattr(self._rt, name)
-
-    def launch(self, stem: str, name: str, *args) -> None:
-        self._rt.launch(OLD_STEM if stem == "gemm" else stem, name, *args)
 
 
 def old_gemm_group(backend, ref: str):
     """A GemmOps of commit ``ref`` on ``backend``'s runtime (its gemm.cl built as OLD_STEM)."""
-    def show(path: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{path}"], check=True,
-                              capture_output=True, text=True).stdout
-    rt = backend.runtime
-    source = show("cl_kernels/gemm.cl")
-    rt.programs._programs[OLD_STEM] = cl.Program(rt.context, source).build(
-        options=rt.programs.options)
-    spec = importlib.util.spec_from_loader("minidnn.backend._cl_gemm_ab_old", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = "minidnn.backend"
-    exec(compile(show("minidnn/backend/cl_gemm.py"), f"{ref}:cl_gemm.py", "exec"),
-         module.__dict__)
-    return module.GemmOps(_OldRuntime(rt))
+    build_old_program(backend.runtime, OLD_STEM, ref, "gemm.cl")
+    return load_old_module(ref, "cl_gemm").GemmOps(OldRuntime(backend.runtime, "gemm", OLD_STEM))
 
 
 def _median_rate(work: float, times: list[float]) -> float:

@@ -19,24 +19,19 @@ Usage: ``python benchmarks/bench_wgrad_ab.py --device 1:0 [--ref 712a590] [--onl
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-import pyopencl as cl
 
 import bench_conv_kernels as bck
+from ab_baseline import OldRuntime, build_old_program, load_old_module
 import bench_train as bt
 from minidnn.backend import get_backend
 from minidnn.backend.base import Backend
 from minidnn.models import MODELS, build_model, training_recipe
 
-ROOT = Path(__file__).resolve().parent.parent
 OLD_STEM = "conv_wgrad_ab_old"
 REF = "712a590"  # main before lane W of issue 20 (the weight-gradient kernel)
 # bench_conv_kernels' shapes and the other direct-width stages of VGG16 (CIFAR, batch 32),
@@ -46,47 +41,12 @@ SHAPES = {**bck.SHAPES,
           "vgg 256->256 8x8": (32, 256, 8, 256, 3, 1, 1)}
 
 
-class _OldRuntime:
-    """The backend's runtime, with the old conv kernels launched from their own program."""
-
-    def __init__(self, rt) -> None:
-        self._rt = rt
-
-    def __getattr__(self, name: str):
-        return getattr(self._rt, name)
-
-    def launch(self, stem: str, name: str, *args) -> None:
-        self._rt.launch(OLD_STEM if stem == "conv" else stem, name, *args)
-
-    def scratch(self, role: str, nfloats: int):
-        return self._rt.scratch("old." + role, nfloats)
-
-
-def _show(ref: str, path: str) -> str:
-    return subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{path}"], check=True,
-                          capture_output=True, text=True).stdout
-
-
 def old_conv_group(backend, ref: str):
     """A ConvOps of commit ``ref`` on ``backend``'s runtime (its conv.cl and headers built as
-    OLD_STEM, from a folder holding that commit's sources)."""
-    rt = backend.runtime
-    names = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", ref,
-                            "cl_kernels/"], check=True, capture_output=True,
-                           text=True).stdout.split()
-    with tempfile.TemporaryDirectory() as folder:
-        for name in names:
-            if name.endswith(".h"):
-                Path(folder, Path(name).name).write_text(_show(ref, name))
-        source = f"/* {OLD_STEM} {ref} */\n" + _show(ref, "cl_kernels/conv.cl")
-        rt.programs._programs[OLD_STEM] = cl.Program(rt.context, source).build(
-            options=["-I", folder])
-    spec = importlib.util.spec_from_loader("minidnn.backend._cl_conv_ab_old", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = "minidnn.backend"
-    exec(compile(_show(ref, "minidnn/backend/cl_conv.py"), f"{ref}:cl_conv.py", "exec"),
-         module.__dict__)
-    return module.ConvOps(_OldRuntime(rt))
+    OLD_STEM), with scratch buffers of its own."""
+    build_old_program(backend.runtime, OLD_STEM, ref, "conv.cl")
+    return load_old_module(ref, "cl_conv").ConvOps(
+        OldRuntime(backend.runtime, "conv", OLD_STEM, own_scratch=True))
 
 
 class _MixedConv:
