@@ -120,14 +120,21 @@ OPTIONAL_PRIMITIVES = (
 )
 
 
+def check_flip_rows(t_row_ptr: Array, kh: int, kw: int) -> int:
+    """The row count of a per-group transposed filter bank given to ``csr_flip_transpose``;
+    ShapeError unless it is whole kh x kw kernels."""
+    rows = int(t_row_ptr.size) - 1
+    if rows < 0 or rows % (int(kh) * int(kw)):
+        raise ShapeError(f"csr_flip_transpose: {rows} transposed rows are not whole "
+                         f"{kh}x{kw} kernels")
+    return rows
+
+
 def flip_transpose_pattern(t_row_ptr: np.ndarray, t_col_idx: np.ndarray, kh: int, kw: int
                            ) -> tuple[np.ndarray, np.ndarray]:
     """The NumPy form of ``Backend.csr_flip_transpose`` (host index arrays in and out)."""
     khw = int(kh) * int(kw)
-    rows = int(t_row_ptr.size) - 1
-    if rows < 0 or rows % khw:
-        raise ShapeError(f"csr_flip_transpose: {rows} transposed rows are not whole "
-                         f"{kh}x{kw} kernels")
+    rows = check_flip_rows(t_row_ptr, kh, kw)
     q = np.repeat(np.arange(rows) % khw, np.diff(t_row_ptr))
     ky, kx = np.divmod(q, kw)
     cols = np.asarray(t_col_idx, np.int64) * khw + (kh - 1 - ky) * kw + (kw - 1 - kx)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Array, check_conv_epilogue, conv_output_size
+from .base import Array, check_conv_epilogue, check_flip_rows, conv_output_size
 from .cl_runtime import CLRuntime
 from .devices import cl
 from ..errors import DTypeError, ShapeError
@@ -294,12 +294,8 @@ class CSROps:
                            ) -> tuple[Array, Array]:
         """(row_ptr, col_idx) of the flipped transposed filter bank, from the per-group
         transpose (see csr_conv.cl): the input gradient's filters, values ``t_values``."""
-        rows = int(t_row_ptr.size) - 1
-        khw = int(kh) * int(kw)
-        if rows < 0 or rows % khw:
-            raise ShapeError(f"csr_flip_transpose: {rows} transposed rows are not whole "
-                             f"{kh}x{kw} kernels")
-        row_ptr = self.rt.empty((rows // khw + 1,), np.int32)
+        rows = check_flip_rows(t_row_ptr, kh, kw)
+        row_ptr = self.rt.empty((rows // (int(kh) * int(kw)) + 1,), np.int32)
         col_idx = self.rt.empty(t_col_idx.shape, np.int32)
         self.rt.launch("csr_conv", "csr_flip_transpose", (rows + 1,), None, t_row_ptr,
                        t_col_idx, i32(rows), i32(kh), i32(kw), row_ptr, col_idx)

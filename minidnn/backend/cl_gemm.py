@@ -258,6 +258,7 @@ class GemmOps:
         (each adds into C), which keeps the B panels of one block in cache."""
         i32 = np.int32
         mp, npn = _cdiv(m, mr), _cdiv(n, NR)
+        rb, nblk = self._gemm_row_blocks(mp, blocked)
         blocks = nb * mp * npn
         if blocks < self._gemm_target_blocks() and k >= 2 * self.gemm_min_split_k:
             want = _cdiv(self._gemm_target_blocks(), blocks)
@@ -265,7 +266,6 @@ class GemmOps:
                      _cdiv(k, self.gemm_max_split))
             nsplit = _cdiv(k, kc)
             c = self.rt.scratch("gemm.p", nsplit * out.size)
-            rb, nblk = self._gemm_row_blocks(mp, blocked)
             self.rt.launch(self._stem(mr), name, (rb, npn, nblk * nsplit * nb),
                            self._gemm_local("main", blocked), *head, c, i32(n), i32(m * n),
                            i32(out.size), i32(0), i32(k), i32(kc), i32(rb), np.float32(1.0),
@@ -273,7 +273,6 @@ class GemmOps:
             self._gemm_reduce(c, nsplit, out.size, out, alpha, beta)
             return out
         kc = _cdiv(k, _cdiv(k, self.gemm_k_block))
-        rb, nblk = self._gemm_row_blocks(mp, blocked)
         for k0 in range(0, k, kc):
             self.rt.launch(self._stem(mr), name, (rb, npn, nblk * nb),
                            self._gemm_local("main", blocked),

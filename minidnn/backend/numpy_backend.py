@@ -475,13 +475,11 @@ class NumpyBackend(Backend):
 
     def csr_conv_wgrad(self, dy, x, row_ptr, taps, shape, kh, kw, stride, pad, groups, out,
                        accumulate=True):
+        # the default (im2row + csr_sddmm) on the CSR columns the packed taps stand for
         t = np.asarray(taps, np.int64)
-        cols = ((t >> 16) * kh + ((t >> 8) & 255)) * kw + (t & 255)
-        n, o, oh, ow = dy.shape
-        rows = self.im2row(x, kh, kw, stride, pad, groups)             # (G, N*OH*OW, K)
-        dy3 = dy.reshape(n, groups, o // groups, oh * ow).transpose(1, 0, 3, 2)
-        self.csr_sddmm(dy3.reshape(groups, n * oh * ow, o // groups), rows, row_ptr,
-                       cols.astype(np.int32), shape, out, accumulate)
+        cols = (((t >> 16) * kh + ((t >> 8) & 255)) * kw + (t & 255)).astype(np.int32)
+        super().csr_conv_wgrad(dy, x, row_ptr, cols, shape, kh, kw, stride, pad, groups, out,
+                               accumulate)
 
     def csr_flip_transpose(self, t_row_ptr, t_col_idx, kh, kw):
         return flip_transpose_pattern(np.asarray(t_row_ptr), np.asarray(t_col_idx), kh, kw)
