@@ -17,43 +17,29 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
-import types
-from pathlib import Path
 
 import numpy as np
-import pyopencl as cl
 
+import bench_gemm as bg
 import bench_train as bt
+from ab_baseline import build_old_program
 from minidnn.backend import get_backend
 from minidnn.layers.normalization import _BatchNorm
 from minidnn.models import MODELS, build_model, training_recipe
 
-ROOT = Path(__file__).resolve().parent.parent
 OLD_STEM = "batchnorm_ab_old"
 SHAPES = {"r32 s1": (128, 16, 32, 32), "r32 s2": (128, 32, 16, 16), "r32 s3": (128, 64, 8, 8),
           "vgg 64@32": (32, 64, 32, 32), "vgg 512@2": (32, 512, 2, 2), "bn1d 128x1024": (128, 1024)}
 _u32, _f32 = np.uint32, np.float32
 
 
-def _lanes_log2(rt, n: int, p: int) -> int:
-    """The old kernels' lane split (cl_nn.NNOps._lanes_log2 before the rewrite)."""
-    lp, ls = 1, rt.reduction_size
-    while n * lp < ls and p >= 16 * lp:
-        lp *= 2
-    return lp.bit_length() - 1
-
-
 def old_batchnorm(backend, ref: str):
     """(train, backward) with the signatures of the backend's, running commit ``ref``'s
-    one-work-group-per-channel kernels."""
-    rt = backend.runtime
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:cl_kernels/batchnorm.cl"],
-                            check=True, capture_output=True, text=True).stdout
-    rt.programs._programs[OLD_STEM] = cl.Program(rt.context, source).build(
-        options=rt.programs.options)
+    one-work-group-per-channel kernels (their lane split: ``NNOps._lanes_log2``, unchanged)."""
+    rt, lanes_log2 = backend.runtime, backend.nn._lanes_log2
+    build_old_program(rt, OLD_STEM, ref, "batchnorm.cl")
 
     def train(x, gamma, beta, running_mean, running_var, momentum, eps):
         c = int(gamma.shape[0])
@@ -62,7 +48,7 @@ def old_batchnorm(backend, ref: str):
         ls = rt.reduction_size
         rt.launch(OLD_STEM, "batchnorm_train", (c * ls,), (ls,), x, gamma, beta, running_mean,
                   running_var, y, xhat, inv_std, _u32(n), _u32(c), _u32(p),
-                  _u32(_lanes_log2(rt, n, p)), _f32(momentum), _f32(eps))
+                  _u32(lanes_log2(n, p)), _f32(momentum), _f32(eps))
         return y, xhat, inv_std
 
     def backward(dy, xhat, inv_std, gamma, dgamma, dbeta):
@@ -71,18 +57,9 @@ def old_batchnorm(backend, ref: str):
         dx = rt.empty(dy.shape)
         ls = rt.reduction_size
         rt.launch(OLD_STEM, "batchnorm_backward", (c * ls,), (ls,), dy, xhat, inv_std, gamma,
-                  dgamma, dbeta, dx, _u32(n), _u32(c), _u32(p), _u32(_lanes_log2(rt, n, p)))
+                  dgamma, dbeta, dx, _u32(n), _u32(c), _u32(p), _u32(lanes_log2(n, p)))
         return dx
     return train, backward
-
-
-def _time(fn, sync, inner: int, clock) -> float:
-    sync()
-    t = clock()
-    for _ in range(inner):
-        fn()
-    sync()
-    return (clock() - t) / inner
 
 
 def ab_shapes(backend, old, repeats: int, clock) -> None:
@@ -109,8 +86,8 @@ def ab_shapes(backend, old, repeats: int, clock) -> None:
                                                                  vec["db"]))
         for _ in range(repeats):
             for key, fn in calls.items():
-                _time(fn, backend.synchronize, 1, clock)
-                times[key].append(_time(fn, backend.synchronize, 10, clock))
+                bg._time(fn, backend.synchronize, 1, clock)
+                times[key].append(bg._time(fn, backend.synchronize, 10, clock))
         med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
         ratio = {d: float(np.median(np.array(times["old", d]) / np.array(times["new", d])))
                  for d in ("fwd", "bwd")}
@@ -134,7 +111,7 @@ def ab_training(backend, old, model: str, steps: int, repeats: int, clock) -> No
                 nn.batchnorm_train, nn.batchnorm_backward = train, bwd
                 _BatchNorm.fuses_with = fuses if mode == "new" else (lambda self, layer: False)
                 step()  # untimed
-                rates[mode].append(batch * steps / _time(step, sync, steps, clock) / steps)
+                rates[mode].append(batch * steps / bg._time(step, sync, steps, clock) / steps)
     finally:
         nn.batchnorm_train, nn.batchnorm_backward = new
         _BatchNorm.fuses_with = fuses
